@@ -1,0 +1,3 @@
+from avfleet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Shared core every stage uses: config, errors, storage, metrics, logging."""

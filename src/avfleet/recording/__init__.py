@@ -1,0 +1,1 @@
+"""Fleet recordings: the MCAP layout avfleet writes and a reader hardened against hostile files."""
