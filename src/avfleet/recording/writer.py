@@ -111,21 +111,12 @@ class ChunkedWriter:
         if chunk.num_messages == 0:
             return
         records = chunk.builder.end()
-        if chunk.compression == "zstd":
-            import zstandard
-
-            payload = zstandard.ZstdCompressor(level=3).compress(records)
-        elif chunk.compression == "lz4":
-            import lz4.frame
-
-            payload = lz4.frame.compress(records)
-        else:
-            payload = records
+        payload, uncompressed_size = self._compress(chunk.compression, records)
         chunk_offset = self._emit_record(
             mr.Chunk(
                 message_start_time=chunk.start_time,
                 message_end_time=chunk.end_time,
-                uncompressed_size=len(records),
+                uncompressed_size=uncompressed_size,
                 uncompressed_crc=zlib.crc32(records),
                 compression=chunk.compression,
                 data=payload,
@@ -145,12 +136,24 @@ class ChunkedWriter:
                 message_index_length=self._pos - chunk_offset - chunk_length,
                 compression=chunk.compression,
                 compressed_size=len(payload),
-                uncompressed_size=len(records),
+                uncompressed_size=uncompressed_size,
             )
         )
         chunk.builder = RecordBuilder()
         chunk.indexes = {}
         chunk.num_messages = 0
+
+    def _compress(self, compression: str, records: bytes) -> tuple[bytes, int]:
+        """(chunk payload, declared uncompressed size) of a chunk's records."""
+        if compression == "zstd":
+            import zstandard
+
+            return zstandard.ZstdCompressor(level=3).compress(records), len(records)
+        if compression == "lz4":
+            import lz4.frame
+
+            return lz4.frame.compress(records), len(records)
+        return records, len(records)
 
     def finish(self) -> None:
         for chunk in self._groups.values():
