@@ -1,0 +1,197 @@
+"""The `avfleet` command line.
+
+    avfleet fleet generate|heldout|corrupt   synthetic fleet recordings
+    avfleet index                            recordings -> frame index (Spark)
+    avfleet plan-index / verify-index        the workflow's steps around the Spark job
+    avfleet workflows render                 Hera builders -> manifests/
+    avfleet local-run FILE -p k=v            run a rendered workflow on this machine
+    avfleet demo                             the whole loop on embedded engines
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from avfleet.core.entry import run_main
+from avfleet.core.logs import setup_logging
+
+
+def _fleet_parsers(sub: argparse._SubParsersAction) -> None:
+    fleet = sub.add_parser("fleet", help="synthetic fleet recordings").add_subparsers(dest="fleet_cmd", required=True)
+    gen = fleet.add_parser("generate", help="write a fleet of MCAP recordings")
+    gen.add_argument("--out", required=True)
+    gen.add_argument("--vehicles", type=int, default=4)
+    gen.add_argument("--days", type=int, default=1)
+    gen.add_argument("--minutes-per-day", type=float, default=5.0)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--start-date", default="2026-11-20")
+    gen.add_argument("--segment-s", type=float, default=60.0)
+    gen.add_argument("--workers", type=int, default=2)
+    held = fleet.add_parser("heldout", help="write the domain-balanced held-out test set")
+    held.add_argument("--out", required=True)
+    held.add_argument("--segments-per-domain", type=int, default=1)
+    held.add_argument("--segment-s", type=float, default=10.0)
+    held.add_argument("--seed", type=int, default=1)
+    held.add_argument("--workers", type=int, default=2)
+    bad = fleet.add_parser("corrupt", help="corrupt some recordings of a date in place (drills, tests)")
+    bad.add_argument("--fleet", required=True)
+    bad.add_argument("--date", required=True)
+    for kind in ("truncated", "bitflip-summary", "bitflip-signals", "bomb", "bomb-lying"):
+        bad.add_argument(f"--{kind}", type=int, default=0, help=f"number of {kind} recordings")
+    bad.add_argument("--seed", type=int, default=0)
+    for p in (gen, held, bad):
+        from avfleet.index.entry import add_storage_arguments
+
+        add_storage_arguments(p)
+
+
+def _cmd_fleet(args: argparse.Namespace) -> None:
+    from avfleet.fleet import generate
+    from avfleet.fleet.world import FleetSpec
+    from avfleet.index.entry import storage_from_args
+
+    st = storage_from_args(args)
+    if args.fleet_cmd == "generate":
+        spec = FleetSpec(seed=args.seed, vehicles=args.vehicles, days=args.days, start_date=args.start_date, minutes_per_day=args.minutes_per_day, segment_s=args.segment_s)
+        uris = generate.generate_fleet(spec, args.out, workers=args.workers, storage_config=st)
+        print(f"{len(uris)} recordings under {args.out}")
+    elif args.fleet_cmd == "heldout":
+        spec = FleetSpec(seed=args.seed, segment_s=args.segment_s)
+        uris = generate.generate_heldout(spec, args.out, args.segments_per_domain, workers=args.workers, storage_config=st)
+        print(f"{len(uris)} held-out recordings under {args.out}")
+    else:
+        from avfleet.fleet.corrupt import KINDS, corrupt_fleet
+
+        counts = {k: getattr(args, k.replace("-", "_")) for k in KINDS if getattr(args, k.replace("-", "_"))}
+        for c in corrupt_fleet(args.fleet, args.date, counts, args.seed, st):
+            print(f"{c.kind:16s} {c.uri}")
+
+
+def _index_parsers(sub: argparse._SubParsersAction) -> None:
+    from avfleet.index import entry
+
+    index = sub.add_parser("index", help="index one day of recordings (Spark, metadata only)")
+    entry.add_arguments(index)
+    index.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
+    index.add_argument("--engine", choices=("spark", "loop"), default="spark", help="loop: one process without Spark (baseline)")
+
+    plan = sub.add_parser("plan-index", help="count a date's recordings and size the Spark job")
+    plan.add_argument("--recordings", required=True)
+    plan.add_argument("--date", required=True)
+    plan.add_argument("--files-per-executor", type=int, default=200)
+    plan.add_argument("--max-executors", type=int, default=20)
+    plan.add_argument("--outputs-dir", default=None, help="write num-files and executors here (Argo output parameters)")
+    entry.add_storage_arguments(plan)
+
+    verify = sub.add_parser("verify-index", help="check a committed date: every input indexed or quarantined")
+    verify.add_argument("--out", required=True)
+    verify.add_argument("--date", required=True)
+    verify.add_argument("--expect-files", type=int, default=None)
+    verify.add_argument("--outputs-dir", default=None, help="write quarantined and frames counts here")
+    entry.add_storage_arguments(verify)
+
+
+def _cmd_index(args: argparse.Namespace) -> None:
+    from avfleet.index import entry
+    from avfleet.index.summary import print_index_report
+
+    print_index_report(entry.run(args, master=args.master, engine=args.engine))
+
+
+def _cmd_plan_index(args: argparse.Namespace) -> None:
+    from avfleet.index.entry import storage_from_args
+    from avfleet.index.job import list_recordings
+    from avfleet.workflows.outputs import write_outputs
+
+    files = list_recordings(args.recordings, args.date, storage_from_args(args))
+    executors = max(1, min(args.max_executors, -(-len(files) // args.files_per_executor)))
+    outputs = {"num-files": len(files), "executors": executors}
+    write_outputs(args.outputs_dir, outputs)
+    print(outputs)
+
+
+def _cmd_verify_index(args: argparse.Namespace) -> None:
+    from avfleet.index.entry import storage_from_args
+    from avfleet.index.verify import verify_date
+    from avfleet.workflows.outputs import write_outputs
+
+    result = verify_date(args.out, args.date, args.expect_files, storage_from_args(args))
+    write_outputs(args.outputs_dir, {"frames": result["frames"], "quarantined": result["quarantined"]})
+    print(result)
+
+
+def _workflow_parsers(sub: argparse._SubParsersAction) -> None:
+    wf = sub.add_parser("workflows", help="Argo workflow manifests").add_subparsers(dest="wf_cmd", required=True)
+    render = wf.add_parser("render", help="render the Hera builders into manifests/")
+    render.add_argument("--write", action="store_true", help="write files (default: check for drift)")
+    render.add_argument("--manifests", default=None, help="manifests folder (default: the repo's)")
+    run = sub.add_parser("local-run", help="run a rendered workflow on this machine")
+    run.add_argument("manifest", help="WorkflowTemplate/Workflow/CronWorkflow YAML")
+    run.add_argument("-p", "--parameter", action="append", default=[], help="name=value")
+    run.add_argument("--workdir", default=None, help="where step sandboxes go (default: a temp folder)")
+    run.add_argument("--spark-master", default="local[2]")
+
+
+def _cmd_workflows(args: argparse.Namespace) -> int:
+    from avfleet.workflows.render import check_or_write
+
+    drift = check_or_write(args.manifests, write=args.write)
+    for path in drift:
+        print(("wrote " if args.write else "drift: ") + path)
+    return 0 if args.write or not drift else 1
+
+
+def _cmd_local_run(args: argparse.Namespace) -> int:
+    from avfleet.workflows.local.executor import LocalExecutor, parse_parameters
+
+    executor = LocalExecutor(workdir=args.workdir, spark_master=args.spark_master)
+    result = executor.run_file(args.manifest, parse_parameters(args.parameter))
+    print(result.summary())
+    return 0 if result.succeeded else result.exit_code
+
+
+def _demo_parser(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="the data-engine loop on embedded engines")
+    demo.add_argument("--out", default="demo-output", help="work folder (default ./demo-output)")
+    demo.add_argument("--vehicles", type=int, default=4)
+    demo.add_argument("--minutes-per-day", type=float, default=5.0)
+    demo.add_argument("--seed", type=int, default=0)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from avfleet.demo import DemoConfig, run_demo
+
+    return run_demo(DemoConfig(out_dir=args.out, vehicles=args.vehicles, minutes_per_day=args.minutes_per_day, seed=args.seed))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="avfleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _fleet_parsers(sub)
+    _index_parsers(sub)
+    _workflow_parsers(sub)
+    _demo_parser(sub)
+    return parser
+
+
+COMMANDS = {
+    "fleet": _cmd_fleet,
+    "index": _cmd_index,
+    "plan-index": _cmd_plan_index,
+    "verify-index": _cmd_verify_index,
+    "workflows": _cmd_workflows,
+    "local-run": _cmd_local_run,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    setup_logging(args.log_level)
+    return run_main(lambda: COMMANDS[args.command](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

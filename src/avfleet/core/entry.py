@@ -1,0 +1,29 @@
+"""How entry points end: map exceptions to exit codes (see avfleet.core.errors)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from avfleet.core.errors import AvfleetError, ExitCode, exit_code_for
+
+log = logging.getLogger("avfleet")
+
+
+def run_main(fn: Callable[[], int | None]) -> int:
+    """Run `fn`; a clean message and the right exit code on failure, a traceback only for bugs."""
+    try:
+        return int(fn() or ExitCode.OK)
+    except (AvfleetError, ValueError) as e:
+        code = exit_code_for(e) if isinstance(e, AvfleetError) else ExitCode.BAD_CONFIG
+        kind = "transient" if code == ExitCode.TRANSIENT else "permanent"
+        log.error("%s error (exit %d): %s", kind, code, e)
+        if e.__cause__ is not None:
+            log.error("  caused by %s: %s", type(e.__cause__).__name__, e.__cause__)
+        return int(code)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return int(ExitCode.TRANSIENT)
+    except Exception:
+        log.exception("internal error")
+        return int(ExitCode.INTERNAL)

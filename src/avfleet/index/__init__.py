@@ -1,0 +1,1 @@
+"""The index stage: recordings -> frame index (Parquet) + quarantine, from metadata only."""

@@ -1,0 +1,63 @@
+"""Arguments and main of the index job, shared by `avfleet index` and jobs/index_recordings.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from avfleet.core.metrics import MetricsConfig
+from avfleet.core.storage import StorageConfig
+from avfleet.index.job import IndexConfig, IndexReport, LoopEngine, SparkEngine, run_index
+from avfleet.index.scan import ScanConfig
+
+
+def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (moto, MinIO); default AWS")
+    parser.add_argument("--s3-region", default=None, help="S3 region")
+
+
+def storage_from_args(args: argparse.Namespace) -> StorageConfig:
+    return StorageConfig(s3_endpoint_url=args.s3_endpoint_url, s3_region=args.s3_region)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recordings", required=True, help="fleet root holding raw/date=D/... (path, file:// or s3://)")
+    parser.add_argument("--date", required=True, help="day to index, YYYY-MM-DD")
+    parser.add_argument("--out", required=True, help="index root")
+    parser.add_argument("--run-id", default="", help="run id (default: new, sortable)")
+    parser.add_argument("--num-partitions", type=int, default=0, help="Spark tasks (default: 2 per core)")
+    parser.add_argument("--pushgateway", default=None, help="Pushgateway host:port to push metrics to")
+    parser.add_argument("--summary-json", default=None, help="also write the run's report to this local path (Argo output parameter)")
+    add_storage_arguments(parser)
+
+
+def config_from_args(args: argparse.Namespace) -> IndexConfig:
+    return IndexConfig(
+        recordings_uri=args.recordings,
+        date=args.date,
+        out_uri=args.out,
+        run_id=args.run_id,
+        num_partitions=args.num_partitions,
+        scan=ScanConfig(storage=storage_from_args(args)),
+        metrics=MetricsConfig(pushgateway_url=args.pushgateway),
+    )
+
+
+def run(args: argparse.Namespace, *, master: str | None, engine: str = "spark") -> IndexReport:
+    """Build the config, run the job on the chosen engine, write the optional summary file."""
+    config = config_from_args(args)
+    if engine == "loop":
+        report = run_index(config, LoopEngine())
+    else:
+        from avfleet.index.spark import spark_session
+
+        spark = spark_session(f"avfleet-index-{config.date}", master)
+        report = run_index(config, SparkEngine(spark))
+    if args.summary_json:
+        import dataclasses
+        import pathlib
+
+        path = pathlib.Path(args.summary_json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dataclasses.asdict(report), default=str))
+    return report

@@ -1,0 +1,254 @@
+"""The index job: list one day's recordings, scan them in parallel, commit the date atomically.
+
+Runs the same under spark-submit (jobs/index_recordings.py), `avfleet index`
+(a local SparkSession) and the local executor. The scan of a partition of
+files is a plain function (`scan_partition`); Spark only spreads partitions
+over tasks, so the single-process engine runs exactly the same code.
+
+Each task writes its frame rows to one Parquet part file in the run's own
+folder and returns one row per input file (status, reason, bytes, part file).
+The driver writes the files and quarantine tables from those rows and commits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import resource
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from avfleet.core import config as config_lib
+from avfleet.core import storage
+from avfleet.core.errors import AvfleetError, PermanentError, RecordingError, TransientError
+from avfleet.core.metrics import JobMetrics, MetricsConfig
+from avfleet.index import schema
+from avfleet.index.scan import ScanConfig, scan_recording
+from avfleet.index.table import IndexTable, new_run_id
+from avfleet.recording import layout
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IndexConfig:
+    recordings_uri: str
+    """Fleet root holding raw/date=D/vehicle=V/*.mcap (local path, file:// or s3://)."""
+    date: str
+    """The day to index, YYYY-MM-DD."""
+    out_uri: str
+    """Index root (see avfleet.index.table for its layout)."""
+    run_id: str = ""
+    """This run's id; empty picks a new sortable one."""
+    num_partitions: int = 0
+    """Spark tasks to spread files over; 0 picks 2 per core."""
+    worker_memory_cap_bytes: int = 768 * 1024 * 1024
+    """Peak RSS a scan worker may reach; the run reports its peak and fails a file that exceeds it."""
+    scan: ScanConfig = dataclasses.field(default_factory=ScanConfig)
+    """What to read and the reader's caps."""
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+    """Where metrics go."""
+
+    def __post_init__(self) -> None:
+        import datetime as dt
+
+        try:
+            dt.date.fromisoformat(self.date)
+        except ValueError as e:
+            raise ValueError(f"IndexConfig.date: {self.date!r} is not YYYY-MM-DD") from e
+        if self.worker_memory_cap_bytes <= self.scan.limits.peak_bytes():
+            raise ValueError("IndexConfig.worker_memory_cap_bytes must exceed the reader's peak buffers (scan.limits)")
+
+
+def _peak_rss_bytes() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def scan_one(uri: str, size_bytes: int, date: str, config: IndexConfig) -> tuple[Any, dict]:
+    """(frames DataFrame or None, files row) for one input. Transient storage errors propagate."""
+    started = time.perf_counter()
+    row: dict[str, Any] = {
+        "recording_uri": uri, "date": date, "status": schema.STATUS_INDEXED, "reason": None,
+        "error_offset": None, "num_frames": 0, "bytes_stored": size_bytes, "bytes_read": 0, "part_uri": None,
+    }
+    frames = None
+    try:
+        frames, row["bytes_read"] = scan_recording(uri, config.scan)
+        row["num_frames"] = len(frames)
+    except TransientError:
+        raise
+    except RecordingError as e:
+        row.update(status=schema.STATUS_QUARANTINED, reason=e.problem, error_offset=e.offset)
+    except (AvfleetError, MemoryError, ValueError, KeyError, TypeError) as e:
+        # Whatever else a hostile file provokes, it must not take the day's run down with it.
+        row.update(status=schema.STATUS_QUARANTINED, reason=f"{type(e).__name__}: {e}")
+    row["peak_rss_bytes"] = _peak_rss_bytes()
+    if row["status"] == schema.STATUS_INDEXED and row["peak_rss_bytes"] > config.worker_memory_cap_bytes:
+        row.update(status=schema.STATUS_QUARANTINED, reason=f"scan peak RSS {row['peak_rss_bytes']} exceeds the cap {config.worker_memory_cap_bytes}")
+        frames = None
+    row["scan_seconds"] = time.perf_counter() - started
+    return (frames if row["status"] == schema.STATUS_INDEXED else None), row
+
+
+def scan_partition(files: Iterable[tuple[str, int]], config: IndexConfig, part_dir: str, part_name: str) -> list[dict]:
+    """Scan files, write their frames as one part file, return one files row per input."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows, tables = [], []
+    for uri, size in files:
+        frames, row = scan_one(uri, size, config.date, config)
+        rows.append(row)
+        if frames is not None and len(frames):
+            tables.append(frames)
+    if tables:
+        df = pd.concat(tables, ignore_index=True)
+        table = pa.Table.from_pandas(df[schema.FRAMES.names], schema=schema.FRAMES, preserve_index=False)
+        part_uri = storage.join(part_dir, f"{part_name}.parquet")
+        with storage.translate_errors(part_uri):
+            storage.filesystem(part_uri, config.scan.storage).makedirs(storage.strip_protocol(part_dir), exist_ok=True)
+            pq.write_table(table, storage.strip_protocol(part_uri), filesystem=storage.filesystem(part_uri, config.scan.storage), compression="zstd")
+        for row in rows:
+            if row["num_frames"]:
+                row["part_uri"] = part_uri
+    return rows
+
+
+class ScanEngine(Protocol):
+    def scan(self, files: list[tuple[str, int]], config: IndexConfig, part_dir: str) -> list[dict]: ...
+
+
+class LoopEngine:
+    """One process, no Spark: the baseline, and a debugging aid."""
+
+    def scan(self, files: list[tuple[str, int]], config: IndexConfig, part_dir: str) -> list[dict]:
+        return scan_partition(files, config, part_dir, f"part-00000-{uuid.uuid4().hex[:8]}")
+
+
+class SparkEngine:
+    """Spreads files over Spark tasks; each task scans its files and writes one part file."""
+
+    def __init__(self, spark: Any) -> None:
+        self.spark = spark
+
+    def scan(self, files: list[tuple[str, int]], config: IndexConfig, part_dir: str) -> list[dict]:
+        from avfleet.index.spark import files_frame, scan_recordings
+
+        if not files:
+            return []
+        parallelism = self.spark.sparkContext.defaultParallelism
+        num_partitions = min(len(files), config.num_partitions or 2 * parallelism)
+        results = scan_recordings(files_frame(self.spark, files, num_partitions), config, part_dir)
+        return [r.asDict() for r in results.collect()]
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexReport:
+    run_id: str
+    date: str
+    num_files: int
+    num_indexed: int
+    num_quarantined: int
+    num_frames: int
+    bytes_read: int
+    bytes_stored: int
+    peak_worker_rss_bytes: int
+    duration_s: float
+    frames_per_domain: dict[str, int]
+    quarantined: list[dict]
+
+    @property
+    def read_fraction(self) -> float:
+        return self.bytes_read / self.bytes_stored if self.bytes_stored else 0.0
+
+
+def list_recordings(recordings_uri: str, date: str, storage_config: storage.StorageConfig) -> list[tuple[str, int]]:
+    return storage.list_files(storage.join(recordings_uri, layout.date_prefix(date)), ".mcap", storage_config)
+
+
+def run_index(config: IndexConfig, engine: ScanEngine) -> IndexReport:
+    """Index one date end to end and commit it. Returns the run's report."""
+    started = time.time()
+    run_id = config.run_id or new_run_id()
+    table = IndexTable(config.out_uri, config.scan.storage)
+    st = config.scan.storage
+    storage.atomic_write_text(table.run_meta_uri(run_id, "config.json"), config_lib.dumps(config), st)
+
+    files = list_recordings(config.recordings_uri, config.date, st)
+    log.info("indexing %d recordings of %s (run %s)", len(files), config.date, run_id)
+    rows = engine.scan(files, config, table.run_dir("frames", config.date, run_id))
+    by_uri = {r["recording_uri"]: r for r in rows}
+    if sorted(by_uri) != sorted(u for u, _ in files):
+        raise PermanentError(f"scan accounted for {len(by_uri)} of {len(files)} inputs")  # an invariant, kept loud
+
+    files_uri, quarantine_uri = _write_file_tables(table, config, run_id, rows)
+    frames_files = sorted({r["part_uri"] for r in rows if r["part_uri"]})
+    counts = {
+        "files": len(rows),
+        "indexed": sum(r["status"] == schema.STATUS_INDEXED for r in rows),
+        "quarantined": sum(r["status"] == schema.STATUS_QUARANTINED for r in rows),
+        "frames": sum(int(r["num_frames"]) for r in rows),
+    }
+    table.commit(config.date, run_id, frames_files=frames_files, files_files=[files_uri], quarantine_files=[quarantine_uri], counts=counts)
+    removed = table.collect_garbage(config.date)
+    if removed:
+        log.info("removed %d superseded run folders", len(removed))
+
+    frames = table.read("frames", [config.date])
+    per_domain = frames.groupby(["time_of_day", "weather", "road_type"]).size() if len(frames) else {}
+    report = IndexReport(
+        run_id=run_id,
+        date=config.date,
+        num_files=counts["files"],
+        num_indexed=counts["indexed"],
+        num_quarantined=counts["quarantined"],
+        num_frames=counts["frames"],
+        bytes_read=sum(int(r["bytes_read"]) for r in rows),
+        bytes_stored=sum(int(r["bytes_stored"]) for r in rows),
+        peak_worker_rss_bytes=max((int(r["peak_rss_bytes"]) for r in rows), default=0),
+        duration_s=time.time() - started,
+        frames_per_domain={"/".join(k): int(v) for k, v in dict(per_domain).items()},
+        quarantined=[{"recording_uri": r["recording_uri"], "reason": r["reason"], "error_offset": r["error_offset"]} for r in rows if r["status"] == schema.STATUS_QUARANTINED],
+    )
+    _finish_metrics(config, table, report)
+    import json
+
+    storage.atomic_write_text(table.run_meta_uri(run_id, "report.json"), json.dumps(dataclasses.asdict(report), indent=2, default=str), st)
+    return report
+
+
+def _write_file_tables(table: IndexTable, config: IndexConfig, run_id: str, rows: list[dict]) -> tuple[str, str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = pa.Table.from_pylist([{k: r.get(k) for k in schema.FILES.names} for r in rows], schema=schema.FILES)
+    quarantined = files.filter(pa.compute.equal(files["status"], schema.STATUS_QUARANTINED))
+    out = []
+    for name, data in (("files", files), ("quarantine", quarantined)):
+        uri = storage.join(table.run_dir(name, config.date, run_id), f"{name}.parquet")
+        with storage.translate_errors(uri):
+            fs = storage.filesystem(uri, config.scan.storage)
+            fs.makedirs(storage.strip_protocol(uri).rsplit("/", 1)[0], exist_ok=True)
+            pq.write_table(data, storage.strip_protocol(uri), filesystem=fs)
+        out.append(uri)
+    return out[0], out[1]
+
+
+def _finish_metrics(config: IndexConfig, table: IndexTable, report: IndexReport) -> None:
+    metrics = JobMetrics("index", report.run_id)
+    metrics.started_s -= report.duration_s  # count the whole run, not just this function
+    metrics.set("files", report.num_indexed, "Input recordings by outcome", {"status": schema.STATUS_INDEXED})
+    metrics.set("files", report.num_quarantined, "Input recordings by outcome", {"status": schema.STATUS_QUARANTINED})
+    metrics.set("quarantined_files", report.num_quarantined, "Recordings quarantined in this run")
+    metrics.set("frames", report.num_frames, "Frames indexed")
+    metrics.set("bytes_read", report.bytes_read, "Bytes read from recordings")
+    metrics.set("bytes_stored", report.bytes_stored, "Bytes stored in the recordings indexed")
+    metrics.set("read_fraction", report.read_fraction, "Bytes read / bytes stored")
+    metrics.set("peak_worker_rss_bytes", report.peak_worker_rss_bytes, "Peak RSS of a scan worker")
+    for domain, n in report.frames_per_domain.items():
+        tod, weather, road = domain.split("/")
+        metrics.set("domain_frames", n, "Frames per domain", {"time_of_day": tod, "weather": weather, "road_type": road})
+    metrics.finish(config.metrics, table.run_meta_uri(report.run_id, "metrics.prom"))

@@ -1,0 +1,173 @@
+"""Metadata-only scan of one recording into frame rows with domain tags.
+
+Reads the footer and summary, the recording metadata, the message indexes of
+camera chunks and the (small, compressed) signal chunks; never a camera
+payload. A file that cannot be read this way raises `RecordingError`, which
+the caller turns into a quarantine row with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import posixpath
+import re
+
+import numpy as np
+import pandas as pd
+
+from avfleet import domains
+from avfleet.core.errors import RecordingError
+from avfleet.core.storage import ByteSource, StorageConfig
+from avfleet.recording import layout
+from avfleet.recording import reader as rd
+from avfleet.recording.limits import ReaderLimits
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScanConfig:
+    limits: ReaderLimits = dataclasses.field(default_factory=ReaderLimits)
+    """Caps on what one recording may make the reader allocate."""
+    camera_topic: str = layout.CAMERA_TOPIC
+    """Topic whose messages become frames."""
+    gps_topic: str = layout.GPS_TOPIC
+    """Topic of GPS fixes (lat_deg, lon_deg, speed_mps)."""
+    can_topic: str = layout.CAN_TOPIC
+    """Topic of vehicle CAN signals (speed, wipers, lights, temperature)."""
+    storage: StorageConfig = dataclasses.field(default_factory=StorageConfig)
+    """How to reach the recordings."""
+
+
+_VEHICLE_RE = re.compile(r"/vehicle=([^/]+)/")
+_DATE_RE = re.compile(r"/date=(\d{4}-\d{2}-\d{2})/")
+
+
+def frame_id(recording_id: str, topic: str, log_time_ns: int) -> str:
+    """Stable across reruns and re-uploads: depends on what the frame is, not where it is stored."""
+    return hashlib.sha1(f"{recording_id}|{topic}|{log_time_ns}".encode()).hexdigest()[:20]
+
+
+@dataclasses.dataclass
+class _Signals:
+    times_ns: list[int] = dataclasses.field(default_factory=list)
+    values: list[dict] = dataclasses.field(default_factory=list)
+
+    def frame(self, columns: tuple[str, ...]) -> pd.DataFrame:
+        order = np.argsort(np.asarray(self.times_ns, dtype=np.int64), kind="stable")
+        df = pd.DataFrame([self.values[i] for i in order], columns=list(columns))
+        df.insert(0, "t_ns", np.asarray(self.times_ns, dtype=np.int64)[order])
+        return df
+
+
+def scan_recording(uri: str, config: ScanConfig) -> tuple[pd.DataFrame, int]:
+    """(frame rows, bytes read) of one recording, or `RecordingError`."""
+    with ByteSource(uri, config.storage) as source:
+        frames = _scan(source, uri, config)
+        return frames, source.bytes_read
+
+
+def _scan(source: ByteSource, uri: str, config: ScanConfig) -> pd.DataFrame:
+    limits = config.limits
+    summary = rd.read_summary(source, limits)
+    meta = rd.read_metadata(source, summary, layout.RECORDING_METADATA, limits) or {}
+    recording_id = meta.get("recording_id") or posixpath.basename(uri).removesuffix(".mcap")
+    vehicle_match = _VEHICLE_RE.search(uri)
+    vehicle = meta.get("vehicle") or (vehicle_match.group(1) if vehicle_match else "unknown")
+    date_match = _DATE_RE.search(uri)
+    camera_ids = set(summary.channel_ids(config.camera_topic))
+    if not camera_ids:
+        raise RecordingError(uri, None, f"no channel on camera topic {config.camera_topic!r}")
+    gps_ids = set(summary.channel_ids(config.gps_topic))
+    can_ids = set(summary.channel_ids(config.can_topic))
+    signal_ids = gps_ids | can_ids
+
+    gps, can = _Signals(), _Signals()
+    frames: list[tuple] = []
+    for index in summary.chunk_indexes:
+        channels_here = set(index.message_index_offsets)
+        records = None
+        if channels_here & signal_ids:
+            records = rd.read_chunk(source, index, limits)
+            for message in rd.iter_chunk_messages(uri, index.chunk_start_offset, records, limits):
+                if message.channel_id in signal_ids:
+                    target = gps if message.channel_id in gps_ids else can
+                    target.times_ns.append(message.log_time)
+                    target.values.append(_decode_signal(uri, index.chunk_start_offset, message.data))
+        if channels_here & camera_ids:
+            entries = rd.read_message_indexes(source, index, limits)
+            all_offsets = sorted(off for recs in entries.values() for _, off in recs)
+            ends = dict(zip(all_offsets, all_offsets[1:] + [index.uncompressed_size], strict=True))
+            base = rd.chunk_records_offset(index) if index.compression == "" else None
+            for channel_id in sorted(channels_here & camera_ids):
+                for log_time, offset in entries.get(channel_id, []):
+                    frames.append((
+                        channel_id, log_time, index.chunk_start_offset, index.chunk_length, index.compression, offset,
+                        None if base is None else base + offset, None if base is None else ends[offset] - offset,
+                    ))
+    columns = ["channel_id", "log_time_ns", "chunk_offset", "chunk_length", "chunk_compression", "message_offset", "record_offset", "record_length"]
+    df = pd.DataFrame(frames, columns=columns).sort_values(["log_time_ns", "channel_id"], kind="stable").reset_index(drop=True)
+    df["record_offset"] = df["record_offset"].astype("Int64")
+    df["record_length"] = df["record_length"].astype("Int64")
+    df["frame_index"] = np.arange(len(df), dtype=np.int32)
+    df["recording_id"] = recording_id
+    df["recording_uri"] = uri
+    df["vehicle"] = vehicle
+    df["date"] = date_match.group(1) if date_match else pd.to_datetime(df["log_time_ns"].min(), unit="ns").strftime("%Y-%m-%d") if len(df) else ""
+    df["software_version"] = meta.get("software_version", "")
+    df["camera_topic"] = config.camera_topic
+    df["frame_id"] = [frame_id(recording_id, config.camera_topic, int(t)) for t in df["log_time_ns"]]
+    return tag_frames(df, gps.frame(("lat_deg", "lon_deg", "speed_mps")), can.frame(("speed_mps", "wiper_level", "headlights", "fog_lights", "ambient_temp_c")))
+
+
+def _decode_signal(uri: str, offset: int, data: bytes) -> dict:
+    try:
+        value = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RecordingError(uri, offset, f"signal message is not valid JSON ({e})") from e
+    if not isinstance(value, dict):
+        raise RecordingError(uri, offset, "signal message is not a JSON object")
+    return value
+
+
+def _asof(frame_t_ns: np.ndarray, signal_t_ns: np.ndarray) -> np.ndarray:
+    """Index of the latest signal at or before each frame (the first one for frames before it)."""
+    return np.clip(np.searchsorted(signal_t_ns, frame_t_ns, side="right") - 1, 0, max(len(signal_t_ns) - 1, 0))
+
+
+def tag_frames(frames: pd.DataFrame, gps: pd.DataFrame, can: pd.DataFrame) -> pd.DataFrame:
+    """Join GPS and CAN onto frames (as of the frame's time) and derive the domain tags."""
+    t = frames["log_time_ns"].to_numpy(np.int64)
+    if len(gps):
+        i = _asof(t, gps["t_ns"].to_numpy(np.int64))
+        frames["lat_deg"] = gps["lat_deg"].to_numpy(float)[i]
+        frames["lon_deg"] = gps["lon_deg"].to_numpy(float)[i]
+        frames["gps_speed_mps"] = gps["speed_mps"].to_numpy(float)[i]
+        elevation = domains.sun_elevation_deg(t / 1e9, frames["lat_deg"].to_numpy(), frames["lon_deg"].to_numpy())
+        frames["sun_elevation_deg"] = elevation
+        frames["time_of_day"] = domains.time_of_day(elevation)
+    else:
+        for col in ("lat_deg", "lon_deg", "gps_speed_mps", "sun_elevation_deg"):
+            frames[col] = np.nan
+        frames["time_of_day"] = "unknown"
+    if len(can):
+        can_t = can["t_ns"].to_numpy(np.int64)
+        i = _asof(t, can_t)
+        speed = pd.Series(can["speed_mps"].to_numpy(float), index=pd.to_datetime(can_t, unit="ns"))
+        median_speed = speed.rolling(f"{int(domains.ROAD_SPEED_WINDOW_S)}s").median().to_numpy()
+        frames["can_speed_mps"] = can["speed_mps"].to_numpy(float)[i]
+        frames["wiper_level"] = can["wiper_level"].to_numpy(np.int32)[i]
+        frames["headlights"] = can["headlights"].to_numpy(bool)[i]
+        frames["fog_lights"] = can["fog_lights"].to_numpy(bool)[i]
+        frames["ambient_temp_c"] = can["ambient_temp_c"].to_numpy(float)[i]
+        frames["weather"] = domains.weather_from_signals(frames["wiper_level"], frames["fog_lights"], frames["ambient_temp_c"])
+        frames["road_type"] = domains.road_type_from_speed(median_speed[i])
+    else:
+        frames["can_speed_mps"] = np.nan
+        frames["wiper_level"] = pd.array([None] * len(frames), dtype="Int32")
+        frames["headlights"] = pd.array([None] * len(frames), dtype="boolean")
+        frames["fog_lights"] = pd.array([None] * len(frames), dtype="boolean")
+        frames["ambient_temp_c"] = np.nan
+        frames["weather"] = "unknown"
+        frames["road_type"] = "unknown"
+    return frames

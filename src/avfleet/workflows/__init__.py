@@ -1,0 +1,1 @@
+"""Argo workflows: Hera builders, rendering into manifests/, validation, and the local executor."""
