@@ -1,0 +1,78 @@
+"""Pieces every avfleet workflow shares: image, retries, security, outputs convention.
+
+Conventions the local executor relies on too:
+* steps write output parameters as files under OUTPUTS_DIR (`valueFrom.path`);
+* the image holds the repository at IMAGE_ROOT (jobs/ at IMAGE_ROOT/jobs);
+* a step exits 75 (ExitCode.TRANSIENT) for failures worth retrying.
+"""
+
+from __future__ import annotations
+
+from hera.workflows import Parameter, RetryStrategy
+from hera.workflows.models import (
+    Backoff,
+    Capabilities,
+    EmptyDirVolumeSource,
+    PodSecurityContext,
+    ResourceRequirements,
+    SecurityContext,
+    ValueFrom,
+    Volume,
+    VolumeMount,
+)
+
+from avfleet.core.errors import ExitCode
+
+IMAGE_ROOT = "/opt/avfleet"
+OUTPUTS_DIR = "/tmp/outputs"
+DEFAULT_IMAGE = "ghcr.io/avfleet/avfleet:0.1.0"
+DEFAULT_SPARK_IMAGE = "ghcr.io/avfleet/avfleet-spark:0.1.0"
+WORKFLOW_SERVICE_ACCOUNT = "avfleet-workflow"
+SPARK_SERVICE_ACCOUNT = "avfleet-spark"
+LABELS = {"app.kubernetes.io/part-of": "avfleet"}
+
+# Retry a step only when it says the failure may pass (exit 75), or when Kubernetes
+# failed it (phase Error: eviction, preemption, node loss). Bad input is not retried.
+RETRY_EXPRESSION = f'asInt(lastRetry.exitCode) == {int(ExitCode.TRANSIENT)} || lastRetry.status == "Error"'
+
+
+def retry_on_transient(limit: int = 3) -> RetryStrategy:
+    return RetryStrategy(
+        limit=limit,
+        retry_policy="Always",
+        expression=RETRY_EXPRESSION,
+        backoff=Backoff(duration="30s", factor=2, max_duration="10m"),
+    )
+
+
+def output_parameter(name: str) -> Parameter:
+    return Parameter(name=name, value_from=ValueFrom(path=f"{OUTPUTS_DIR}/{name}"))
+
+
+def workflow_parameter(name: str) -> str:
+    return f"{{{{workflow.parameters.{name}}}}}"
+
+
+def input_parameter(name: str) -> str:
+    return f"{{{{inputs.parameters.{name}}}}}"
+
+
+def pod_security() -> PodSecurityContext:
+    return PodSecurityContext(run_as_non_root=True, run_as_user=1000, run_as_group=1000, fs_group=1000)
+
+
+def container_security() -> SecurityContext:
+    return SecurityContext(
+        allow_privilege_escalation=False,
+        read_only_root_filesystem=True,
+        capabilities=Capabilities(drop=["ALL"]),
+    )
+
+
+def scratch_volume() -> tuple[Volume, VolumeMount]:
+    """A writable /tmp on a read-only root filesystem (outputs, temp files)."""
+    return Volume(name="tmp", empty_dir=EmptyDirVolumeSource(size_limit="1Gi")), VolumeMount(name="tmp", mount_path="/tmp")
+
+
+def small_resources() -> ResourceRequirements:
+    return ResourceRequirements(requests={"cpu": "250m", "memory": "512Mi"}, limits={"cpu": "1", "memory": "1Gi"})

@@ -1,0 +1,153 @@
+"""The `fleet-index` WorkflowTemplate: plan -> Spark index job -> verify.
+
+    plan      counts the date's recordings and sizes the Spark job (output: executors)
+    index     a SparkApplication for the spark-operator running jobs/index_recordings.py
+    verify    checks the commit: every input indexed or quarantined exactly once
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from hera.workflows import DAG, Container, Parameter, Resource, WorkflowTemplate
+
+from avfleet.workflows import common as c
+
+NAME = "fleet-index"
+PARAMETERS = {
+    "recordings": ("s3://avfleet-fleet/fleet", "fleet root holding raw/date=D/vehicle=V/*.mcap"),
+    "date": ("2026-11-20", "day to index, YYYY-MM-DD"),
+    "index": ("s3://avfleet-data/index", "index root"),
+    "s3-endpoint-url": ("", "S3 endpoint override; empty uses AWS's"),
+    "pushgateway": ("prometheus-pushgateway.monitoring:9091", "Pushgateway for job metrics"),
+    "image": (c.DEFAULT_IMAGE, "avfleet image (CLI steps)"),
+    "spark-image": (c.DEFAULT_SPARK_IMAGE, "avfleet Spark image (driver and executors)"),
+}
+
+
+def _storage_args() -> list[str]:
+    return ["--s3-endpoint-url", c.workflow_parameter("s3-endpoint-url")]
+
+
+def plan_template() -> Container:
+    volume, mount = c.scratch_volume()
+    return Container(
+        name="plan-index",
+        image=c.workflow_parameter("image"),
+        command=["avfleet"],
+        args=[
+            "plan-index", "--recordings", c.workflow_parameter("recordings"), "--date", c.workflow_parameter("date"),
+            "--outputs-dir", c.OUTPUTS_DIR, *_storage_args(),
+        ],
+        outputs=[c.output_parameter("num-files"), c.output_parameter("executors")],
+        retry_strategy=c.retry_on_transient(),
+        resources=c.small_resources(),
+        security_context=c.container_security(),
+        volumes=[volume],
+        volume_mounts=[mount],
+    )
+
+
+def spark_application_manifest() -> str:
+    """The SparkApplication (spark-operator v1beta2) that runs the index job."""
+    w, i = c.workflow_parameter, c.input_parameter
+    args = [
+        "--recordings", w("recordings"), "--date", w("date"), "--out", w("index"),
+        "--s3-endpoint-url", w("s3-endpoint-url"), "--pushgateway", w("pushgateway"),
+    ]
+    arg_lines = "\n".join(f'    - "{a}"' for a in args)
+    return textwrap.dedent(
+        f"""\
+        apiVersion: sparkoperator.k8s.io/v1beta2
+        kind: SparkApplication
+        metadata:
+          generateName: fleet-index-
+          labels:
+            app.kubernetes.io/part-of: avfleet
+            avfleet.io/date: "{w('date')}"
+        spec:
+          type: Python
+          pythonVersion: "3"
+          mode: cluster
+          image: "{w('spark-image')}"
+          imagePullPolicy: IfNotPresent
+          mainApplicationFile: "local://{c.IMAGE_ROOT}/jobs/index_recordings.py"
+          arguments:
+        {{ARGS}}
+          sparkVersion: "3.5.3"
+          sparkConf:
+            spark.executor.pyspark.memory: "1g"
+            spark.python.worker.reuse: "true"
+            spark.ui.showConsoleProgress: "false"
+          restartPolicy:
+            type: OnFailure
+            onFailureRetries: 2
+            onFailureRetryInterval: 30
+            onSubmissionFailureRetries: 3
+            onSubmissionFailureRetryInterval: 30
+          driver:
+            cores: 1
+            memory: "2g"
+            serviceAccount: {c.SPARK_SERVICE_ACCOUNT}
+            labels:
+              app.kubernetes.io/part-of: avfleet
+          executor:
+            cores: 2
+            instances: {i('executors')}
+            memory: "4g"
+            labels:
+              app.kubernetes.io/part-of: avfleet
+        """
+    ).replace("{ARGS}", arg_lines)
+
+
+def spark_template() -> Resource:
+    return Resource(
+        name="spark-index",
+        inputs=[Parameter(name="executors")],
+        action="create",
+        set_owner_reference=True,
+        manifest=spark_application_manifest(),
+        success_condition="status.applicationState.state == COMPLETED",
+        failure_condition="status.applicationState.state in (FAILED, SUBMISSION_FAILED)",
+    )
+
+
+def verify_template() -> Container:
+    volume, mount = c.scratch_volume()
+    return Container(
+        name="verify-index",
+        image=c.workflow_parameter("image"),
+        inputs=[Parameter(name="num-files")],
+        command=["avfleet"],
+        args=[
+            "verify-index", "--out", c.workflow_parameter("index"), "--date", c.workflow_parameter("date"),
+            "--expect-files", c.input_parameter("num-files"), "--outputs-dir", c.OUTPUTS_DIR, *_storage_args(),
+        ],
+        outputs=[c.output_parameter("frames"), c.output_parameter("quarantined")],
+        retry_strategy=c.retry_on_transient(),
+        resources=c.small_resources(),
+        security_context=c.container_security(),
+        volumes=[volume],
+        volume_mounts=[mount],
+    )
+
+
+def build() -> WorkflowTemplate:
+    with WorkflowTemplate(
+        name=NAME,
+        labels=c.LABELS,
+        annotations={"workflows.argoproj.io/description": "Index one day of fleet recordings (metadata only) into the frame index."},
+        entrypoint="main",
+        service_account_name=c.WORKFLOW_SERVICE_ACCOUNT,
+        security_context=c.pod_security(),
+        arguments=[Parameter(name=k, value=v, description=d) for k, (v, d) in PARAMETERS.items()],
+        active_deadline_seconds=6 * 3600,
+    ) as wt:
+        plan, spark, verify = plan_template(), spark_template(), verify_template()
+        with DAG(name="main"):
+            plan_task = plan(name="plan")
+            index_task = spark(name="index", arguments={"executors": plan_task.get_parameter("executors")})
+            verify_task = verify(name="verify", arguments={"num-files": plan_task.get_parameter("num-files")})
+            plan_task >> index_task >> verify_task
+    return wt

@@ -1,0 +1,126 @@
+"""Offline checks of Argo manifests: the CRD schemas, and references Hera does not check.
+
+CRD schemas (argoproj.io_*.yaml, openAPIV3Schema) become JSON Schema with two
+changes that make them stricter, like the API server is in effect:
+`x-kubernetes-int-or-string` accepts an integer or a string, and objects that
+list their properties reject unknown keys (the API server would silently prune
+them, which hides typos such as `retryStategy`).
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+import re
+from typing import Any
+
+import yaml
+
+KIND_TO_CRD = {
+    "Workflow": "argoproj.io_workflows.yaml",
+    "WorkflowTemplate": "argoproj.io_workflowtemplates.yaml",
+    "ClusterWorkflowTemplate": "argoproj.io_clusterworkflowtemplates.yaml",
+    "CronWorkflow": "argoproj.io_cronworkflows.yaml",
+}
+_TOKEN = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
+
+
+def _strict(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    if out.pop("x-kubernetes-int-or-string", False):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    preserve = out.pop("x-kubernetes-preserve-unknown-fields", False)
+    if "properties" in out and not preserve and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def crd_validator(crds_dir: str, kind: str) -> Any:
+    import jsonschema
+
+    doc = yaml.safe_load((pathlib.Path(crds_dir) / KIND_TO_CRD[kind]).read_text())
+    version = next(v for v in doc["spec"]["versions"] if v.get("served", True))
+    schema = _strict(version["schema"]["openAPIV3Schema"])
+    return jsonschema.Draft7Validator(schema)
+
+
+def schema_errors(manifest: dict, crds_dir: str) -> list[str]:
+    """Messages naming the path of every CRD schema violation."""
+    kind = manifest.get("kind")
+    if kind not in KIND_TO_CRD:
+        return [f"kind {kind!r} is not an Argo workflow kind"]
+    validator = crd_validator(str(crds_dir), kind)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(manifest)]
+
+
+def workflow_spec(manifest: dict) -> dict:
+    spec = manifest.get("spec", {})
+    return spec.get("workflowSpec", spec) if manifest.get("kind") == "CronWorkflow" else spec
+
+
+def reference_errors(manifest: dict) -> list[str]:
+    """Template references, task dependencies and parameter references that do not resolve."""
+    spec = workflow_spec(manifest)
+    templates = {t["name"]: t for t in spec.get("templates", [])}
+    declared_params = spec.get("arguments", {}).get("parameters")
+    # With no declared arguments at all, parameters come from the submitter (or an event binding).
+    workflow_params = {p["name"] for p in declared_params} if declared_params is not None else None
+    errors = []
+    entry = spec.get("entrypoint")
+    if entry and entry not in templates and "workflowTemplateRef" not in spec:
+        errors.append(f"entrypoint {entry!r} is not a template")
+    for name, template in templates.items():
+        inputs = {p["name"] for p in template.get("inputs", {}).get("parameters", [])}
+        tasks = template.get("dag", {}).get("tasks", []) or [s for group in template.get("steps", []) for s in group]
+        task_names = {t["name"] for t in tasks}
+        for task in tasks:
+            ref = task.get("template")
+            if ref and ref not in templates:
+                errors.append(f"template {name!r} task {task['name']!r} calls unknown template {ref!r}")
+            for dep in task.get("dependencies", []) or []:
+                if dep not in task_names:
+                    errors.append(f"template {name!r} task {task['name']!r} depends on unknown task {dep!r}")
+            called = templates.get(ref, {})
+            declared = {p["name"] for p in called.get("inputs", {}).get("parameters", [])}
+            given = {p["name"] for p in task.get("arguments", {}).get("parameters", [])}
+            for missing in declared - given:
+                if not any(p["name"] == missing and ("value" in p or "default" in p) for p in called.get("inputs", {}).get("parameters", [])):
+                    errors.append(f"task {task['name']!r} does not pass input {missing!r} of template {ref!r}")
+            # Arguments the called template does not declare are ignored by Argo; not an error.
+            task_fields = {k: v for k, v in task.items() if k in ("arguments", "when", "withParam", "depends")}
+            for token in _TOKEN.findall(yaml.safe_dump(task_fields)):
+                errors += _check_token(token, workflow_params, inputs, task_names, templates, tasks, where=f"task {task['name']!r}")
+        # metrics use their own variables ({{duration}}, {{status}}); outputs of a DAG name its tasks.
+        body = {k: v for k, v in template.items() if k not in ("dag", "steps", "metrics")}
+        for token in _TOKEN.findall(yaml.safe_dump(body)):
+            errors += _check_token(token, workflow_params, inputs, task_names, templates, tasks, where=f"template {name!r}")
+    return errors
+
+
+def _check_token(token: str, workflow_params: set[str] | None, inputs: set[str], task_names: set[str], templates: dict, tasks: list, where: str) -> list[str]:
+    parts = token.split(".")
+    if parts[:2] == ["workflow", "parameters"] and len(parts) == 3:
+        return [] if workflow_params is None or parts[2] in workflow_params or parts[2] == "json" else [f"{where}: unknown workflow parameter {parts[2]!r}"]
+    if parts[:2] == ["inputs", "parameters"] and len(parts) == 3:
+        return [] if parts[2] in inputs else [f"{where}: undeclared input {parts[2]!r}"]
+    if parts[0] in ("tasks", "steps") and len(parts) == 2:
+        return []  # {{steps.name}}, {{tasks.name}}: the node's own name
+    if parts[0] in ("tasks", "steps") and len(parts) >= 3:
+        task = next((t for t in tasks if t["name"] == parts[1]), None)
+        if task is None:
+            return [f"{where}: reference to unknown task {parts[1]!r}"]
+        if len(parts) >= 5 and parts[2:4] == ["outputs", "parameters"]:
+            outputs = {p["name"] for p in templates.get(task.get("template"), {}).get("outputs", {}).get("parameters", [])}
+            return [] if parts[4] in outputs or not outputs and not task.get("template") else (
+                [] if parts[4] in outputs else [f"{where}: task {parts[1]!r} has no output parameter {parts[4]!r}"]
+            )
+        return []  # outputs.result, artifacts, exitCode, ip, status: Argo's own fields
+    if parts[0] in ("workflow", "item", "pod", "retries", "node", "lastRetry", "inputs", "outputs", "cronworkflow") or parts[0].startswith("="):
+        return []
+    return [f"{where}: unresolvable reference {{{{{token}}}}}"]
