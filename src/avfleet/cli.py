@@ -154,8 +154,8 @@ def _cmd_local_run(args: argparse.Namespace) -> int:
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="the data-engine loop on embedded engines")
     demo.add_argument("--out", default="demo-output", help="work folder (default ./demo-output)")
-    demo.add_argument("--vehicles", type=int, default=4)
-    demo.add_argument("--minutes-per-day", type=float, default=5.0)
+    demo.add_argument("--vehicles", type=int, default=6)
+    demo.add_argument("--minutes-per-day", type=float, default=6.0)
     demo.add_argument("--seed", type=int, default=0)
 
 

@@ -16,5 +16,5 @@ def setup_logging(level: str = "INFO") -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # py4j and botocore are chatty at INFO.
-    for noisy in ("py4j", "botocore", "s3fs", "aiobotocore", "urllib3"):
+    for noisy in ("py4j", "botocore", "s3fs", "aiobotocore", "urllib3", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

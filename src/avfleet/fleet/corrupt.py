@@ -139,7 +139,7 @@ def corrupt_fleet(fleet_uri: str, date: str, counts: dict[str, int], seed: int =
                 data = fn(original, rng)
             storage.atomic_write_bytes(uri, data, storage_config)
             done.append(Corruption(uri=uri, kind=kind))
-            log.info("corrupted %s: %s", uri, kind)
+            log.debug("corrupted %s: %s", uri, kind)
     report_uri = storage.join(fleet_uri, f"corruptions-{date}.json")
     storage.atomic_write_text(report_uri, json.dumps([dataclasses.asdict(c) for c in done], indent=2), storage_config)
     return done

@@ -160,6 +160,12 @@ class IndexReport:
     frames_per_domain: dict[str, int]
     quarantined: list[dict]
 
+    @classmethod
+    def from_json(cls, text: str) -> IndexReport:
+        import json
+
+        return cls(**json.loads(text))
+
     @property
     def read_fraction(self) -> float:
         return self.bytes_read / self.bytes_stored if self.bytes_stored else 0.0

@@ -125,6 +125,13 @@ class IndexTable:
                     removed.append(prefix + entry)
         return removed
 
+    def report(self, date: str) -> Any:
+        """The IndexReport of the run committed for `date`."""
+        from avfleet.index.job import IndexReport
+
+        commit = self._require(date)
+        return IndexReport.from_json(storage.read_bytes(self.run_meta_uri(commit.run_id, "report.json"), self.storage).decode())
+
     # reads
     def _require(self, date: str) -> Commit:
         commit = self.current(date)

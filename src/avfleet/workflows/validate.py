@@ -83,7 +83,7 @@ def reference_errors(manifest: dict) -> list[str]:
             ref = task.get("template")
             if ref and ref not in templates:
                 errors.append(f"template {name!r} task {task['name']!r} calls unknown template {ref!r}")
-            for dep in task.get("dependencies", []) or []:
+            for dep in task_dependencies(task):
                 if dep not in task_names:
                     errors.append(f"template {name!r} task {task['name']!r} depends on unknown task {dep!r}")
             called = templates.get(ref, {})
@@ -101,6 +101,17 @@ def reference_errors(manifest: dict) -> list[str]:
         for token in _TOKEN.findall(yaml.safe_dump(body)):
             errors += _check_token(token, workflow_params, inputs, task_names, templates, tasks, where=f"template {name!r}")
     return errors
+
+
+_DEPENDS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z]+)?")
+
+
+def task_dependencies(task: dict) -> list[str]:
+    """Task names a DAG task waits for, from `dependencies` or the names in a `depends` expression."""
+    names = list(task.get("dependencies") or [])
+    for token in _DEPENDS_NAME.findall(task.get("depends") or ""):
+        names.append(token.split(".")[0])
+    return names
 
 
 def _check_token(token: str, workflow_params: set[str] | None, inputs: set[str], task_names: set[str], templates: dict, tasks: list, where: str) -> list[str]:

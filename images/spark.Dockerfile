@@ -1,0 +1,22 @@
+# avfleet Spark image: driver and executors of SparkApplications (spark-operator).
+# The repository sits at /opt/avfleet, so mainApplicationFile is local:///opt/avfleet/jobs/<job>.py.
+FROM apache/spark:3.5.3-scala2.12-java17-python3-ubuntu
+
+USER 0
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /opt/avfleet
+COPY requirements.txt ./
+# pyspark comes from the image; S3 output via s3a needs hadoop-aws on the classpath.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+    && grep -v '^pyspark' requirements.txt > /tmp/requirements-spark.txt \
+    && pip install -r /tmp/requirements-spark.txt \
+    && rm /tmp/requirements-spark.txt
+ADD --chown=185:185 https://repo1.maven.org/maven2/org/apache/hadoop/hadoop-aws/3.3.4/hadoop-aws-3.3.4.jar /opt/spark/jars/
+ADD --chown=185:185 https://repo1.maven.org/maven2/com/amazonaws/aws-java-sdk-bundle/1.12.262/aws-java-sdk-bundle-1.12.262.jar /opt/spark/jars/
+COPY pyproject.toml README.md ./
+COPY src ./src
+COPY jobs ./jobs
+RUN pip install --no-deps .
+USER 185

@@ -1,0 +1,63 @@
+"""Resource kinds -> embedded engines: how a cluster resource runs on one machine.
+
+Each engine turns the (parameter-substituted) resource manifest into the argv
+of a local process whose exit code stands for the resource's success or
+failure condition. Later stages add kinds here (PyTorchJob -> torchrun,
+BenchValidation -> the local bench agent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable
+
+from avfleet.core.errors import PermanentError
+from avfleet.workflows import common
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalContext:
+    repo_root: str
+    spark_master: str
+
+    def map_image_path(self, path: str) -> str:
+        """A path inside the image (/opt/avfleet/...) -> the same file in this checkout."""
+        path = path.removeprefix("local://")
+        if path.startswith(common.IMAGE_ROOT + "/"):
+            return os.path.join(self.repo_root, path[len(common.IMAGE_ROOT) + 1 :])
+        return path
+
+
+# sparkConf keys that only make sense on a cluster: in local mode the executor is the driver JVM.
+_CLUSTER_ONLY_SPARK_CONF = {"spark.executor.pyspark.memory"}
+
+
+def spark_application(manifest: dict, ctx: LocalContext) -> list[str]:
+    """SparkApplication (spark-operator) -> spark-submit with a local master."""
+    spec = manifest.get("spec", {})
+    if spec.get("type") != "Python":
+        raise PermanentError(f"SparkApplication type {spec.get('type')!r}: only Python applications run locally")
+    main = spec.get("mainApplicationFile")
+    if not main:
+        raise PermanentError("SparkApplication has no spec.mainApplicationFile")
+    argv = [os.path.join(os.path.dirname(sys.executable), "spark-submit"), "--master", ctx.spark_master]
+    for key, value in sorted((spec.get("sparkConf") or {}).items()):
+        if key not in _CLUSTER_ONLY_SPARK_CONF:
+            argv += ["--conf", f"{key}={value}"]
+    argv += ["--conf", "spark.ui.enabled=false", ctx.map_image_path(main)]
+    return argv + [str(a) for a in spec.get("arguments") or []]
+
+
+ENGINES: dict[str, Callable[[dict, LocalContext], list[str]]] = {
+    "SparkApplication": spark_application,
+}
+
+
+def command_for(manifest: dict, ctx: LocalContext) -> list[str]:
+    kind = manifest.get("kind")
+    engine = ENGINES.get(kind or "")
+    if engine is None:
+        raise PermanentError(f"resource kind {kind!r} has no local engine (known: {', '.join(sorted(ENGINES))})")
+    return engine(manifest, ctx)

@@ -1,0 +1,80 @@
+"""Argo's template variables and retry expressions, for the local executor.
+
+`substitute` replaces {{...}} tokens strictly: an unknown name is an error
+naming it, not a silent empty string. `evaluate_retry_expression` evaluates
+the subset of expr-lang that retryStrategy.expression uses (comparisons,
+&& || !, asInt/asFloat, string and number literals) on `lastRetry`, through a
+whitelisted Python AST, never eval.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Any
+
+from avfleet.core.errors import PermanentError
+
+_TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+
+
+def substitute(text: str, values: dict[str, str], where: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise PermanentError(f"{where}: cannot resolve {{{{{name}}}}} (known: {', '.join(sorted(values)) or 'none'})")
+        return str(values[name])
+
+    return _TOKEN.sub(one, text)
+
+
+def substitute_all(value: Any, values: dict[str, str], where: str) -> Any:
+    if isinstance(value, str):
+        return substitute(value, values, where)
+    if isinstance(value, list):
+        return [substitute_all(v, values, where) for v in value]
+    if isinstance(value, dict):
+        return {k: substitute_all(v, values, where) for k, v in value.items()}
+    return value
+
+
+_ALLOWED = (
+    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.Compare, ast.Eq, ast.NotEq,
+    ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Name, ast.Load, ast.Attribute, ast.Constant,
+    ast.Call, ast.List, ast.Tuple,
+)
+
+
+def _to_python(expression: str) -> str:
+    # expr-lang -> Python: || && and a leading ! (not !=).
+    text = expression.replace("||", " or ").replace("&&", " and ")
+    return re.sub(r"!(?!=)", " not ", text)
+
+
+def evaluate_retry_expression(expression: str, last_retry: dict[str, str]) -> bool:
+    try:
+        tree = ast.parse(_to_python(expression), mode="eval")
+    except SyntaxError as e:
+        raise PermanentError(f"retryStrategy.expression {expression!r} does not parse") from e
+    for node in ast.walk(tree):
+        if not isinstance(node, _ALLOWED):
+            raise PermanentError(f"retryStrategy.expression {expression!r}: {type(node).__name__} is not supported locally")
+        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in ("asInt", "asFloat")):
+            raise PermanentError(f"retryStrategy.expression {expression!r}: only asInt/asFloat calls are supported")
+        if isinstance(node, ast.Name) and node.id not in ("lastRetry", "asInt", "asFloat"):
+            raise PermanentError(f"retryStrategy.expression {expression!r}: unknown name {node.id!r}")
+
+    class LastRetry:
+        exitCode = last_retry.get("exitCode", "")  # noqa: N815 - Argo's name
+        status = last_retry.get("status", "")
+        duration = last_retry.get("duration", "0")
+        message = last_retry.get("message", "")
+
+    def as_int(v: Any) -> int:
+        try:
+            return int(v)
+        except (TypeError, ValueError):
+            return -1  # Argo: a missing exit code never equals a real one
+
+    scope = {"lastRetry": LastRetry, "asInt": as_int, "asFloat": float, "__builtins__": {}}
+    return bool(eval(compile(tree, "<retry expression>", "eval"), scope))  # noqa: S307 - AST whitelisted above
