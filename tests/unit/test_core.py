@@ -59,3 +59,22 @@ def test_metrics_exposition_has_labels_and_values():
     text = m.exposition().decode()
     assert 'avfleet_index_files{status="indexed"} 3.0' in text
     assert 'avfleet_index_files{status="quarantined"} 1.0' in text
+
+
+def test_object_store_errors_map_to_kinds():
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    from avfleet.core.errors import NotFoundError, PermanentError
+
+    def raising(error):
+        with storage.translate_errors("s3://b/k"):
+            raise error
+
+    with pytest.raises(StorageError):
+        raising(ClientError({"Error": {"Code": "SlowDown"}}, "GetObject"))
+    with pytest.raises(StorageError):
+        raising(EndpointConnectionError(endpoint_url="https://x"))
+    with pytest.raises(NotFoundError):
+        raising(ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject"))
+    with pytest.raises(PermanentError):
+        raising(ClientError({"Error": {"Code": "AccessDenied"}}, "GetObject"))

@@ -82,9 +82,25 @@ def filesystem(uri: str, config: StorageConfig | None = None) -> Any:
         return _fs_cache[key]
 
 
+def _botocore_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # no S3 support installed
+        return ()
+    return (BotoCoreError, ClientError)
+
+
+_CLIENT_NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket"}
+_CLIENT_DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+
+
 @contextlib.contextmanager
 def translate_errors(uri: str) -> Iterator[None]:
-    """Map object-store exceptions to avfleet's kinds, keeping the cause."""
+    """Map object-store exceptions to avfleet's kinds, keeping the cause.
+
+    Missing objects and denied access are permanent; everything else the
+    store or the network throws (timeouts, 5xx, throttling, DNS) may pass.
+    """
     try:
         yield
     except (NotFoundError, PermanentError, StorageError):
@@ -95,6 +111,13 @@ def translate_errors(uri: str) -> Iterator[None]:
         raise PermanentError(f"{uri}: permission denied") from e
     except (OSError, TimeoutError, ConnectionError) as e:
         raise StorageError(f"{uri}: storage error ({type(e).__name__})") from e
+    except _botocore_errors() as e:
+        code = str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
+        if code in _CLIENT_NOT_FOUND:
+            raise NotFoundError(f"{uri}: not found") from e
+        if code in _CLIENT_DENIED:
+            raise PermanentError(f"{uri}: access denied ({code})") from e
+        raise StorageError(f"{uri}: storage error ({type(e).__name__} {code})".rstrip()) from e
 
 
 def exists(uri: str, config: StorageConfig | None = None) -> bool:

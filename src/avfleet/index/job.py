@@ -257,4 +257,4 @@ def _finish_metrics(config: IndexConfig, table: IndexTable, report: IndexReport)
     for domain, n in report.frames_per_domain.items():
         tod, weather, road = domain.split("/")
         metrics.set("domain_frames", n, "Frames per domain", {"time_of_day": tod, "weather": weather, "road_type": road})
-    metrics.finish(config.metrics, table.run_meta_uri(report.run_id, "metrics.prom"))
+    metrics.finish(config.metrics, table.run_meta_uri(report.run_id, "metrics.prom"), config.scan.storage)

@@ -1,0 +1,58 @@
+"""Fixtures for integration tests: a real local Spark session and generated fleets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+
+import pytest
+
+from avfleet.fleet.corrupt import corrupt_fleet
+from avfleet.fleet.generate import generate_fleet
+from avfleet.fleet.world import FleetSpec
+
+DATE = "2026-11-20"
+SMALL = FleetSpec(seed=21, vehicles=3, minutes_per_day=2.0, segment_s=20.0, start_date=DATE)
+CORRUPTIONS = {"truncated": 1, "bitflip-summary": 1, "bitflip-signals": 1, "bomb": 1, "bomb-lying": 1}
+
+# Spark's Python workers inherit the environment the JVM started with: set S3 credentials for
+# moto before the session exists (harmless for local-only tests).
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-west-1"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        item.add_marker(pytest.mark.integration)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def spark():
+    os.environ.update(S3_ENV)
+    from avfleet.index.spark import spark_session
+
+    session = spark_session("avfleet-tests", "local[2]")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def clean_fleet(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp("fleet-clean"))
+    generate_fleet(SMALL, root, workers=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def corrupt_fleet_uri(clean_fleet, tmp_path_factory) -> str:
+    """The small fleet with one recording of each hostile kind mixed in."""
+    root = str(tmp_path_factory.mktemp("fleet-corrupt") / "fleet")
+    shutil.copytree(clean_fleet, root)
+    corrupt_fleet(root, DATE, CORRUPTIONS, seed=4)
+    return root
