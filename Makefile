@@ -27,6 +27,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src jobs tests benchmarks
+	$(VENV)/bin/ruff format --check src jobs tests benchmarks
 	$(VENV)/bin/lint-imports
 
 render: $(STAMP)

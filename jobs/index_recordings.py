@@ -23,7 +23,11 @@ def main(argv: list[str]) -> int:
         report = entry.run(args, master=None)
         logging.getLogger("avfleet.index").info(
             "run %s: %d files, %d indexed, %d quarantined, %d frames",
-            report.run_id, report.num_files, report.num_indexed, report.num_quarantined, report.num_frames,
+            report.run_id,
+            report.num_files,
+            report.num_indexed,
+            report.num_quarantined,
+            report.num_frames,
         )
 
     return run_main(job)

@@ -15,5 +15,7 @@ TESTDATA = SHARED / "testdata"
 def shared_testdata(name: str) -> pathlib.Path:
     path = TESTDATA / name
     if not path.is_dir():
-        pytest.skip(f"{path} is absent: clone the project with ../shared beside it (or set AVFLEET_SHARED)")
+        pytest.skip(
+            f"{path} is absent: clone the project with ../shared beside it (or set AVFLEET_SHARED)"
+        )
     return path

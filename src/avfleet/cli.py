@@ -1,11 +1,11 @@
 """The `avfleet` command line.
 
-    avfleet fleet generate|heldout|corrupt   synthetic fleet recordings
-    avfleet index                            recordings -> frame index (Spark)
-    avfleet plan-index / verify-index        the workflow's steps around the Spark job
-    avfleet workflows render                 Hera builders -> manifests/
-    avfleet local-run FILE -p k=v            run a rendered workflow on this machine
-    avfleet demo                             the whole loop on embedded engines
+avfleet fleet generate|heldout|corrupt   synthetic fleet recordings
+avfleet index                            recordings -> frame index (Spark)
+avfleet plan-index / verify-index        the workflow's steps around the Spark job
+avfleet workflows render                 Hera builders -> manifests/
+avfleet local-run FILE -p k=v            run a rendered workflow on this machine
+avfleet demo                             the whole loop on embedded engines
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from avfleet.core.logs import setup_logging
 
 
 def _fleet_parsers(sub: argparse._SubParsersAction) -> None:
-    fleet = sub.add_parser("fleet", help="synthetic fleet recordings").add_subparsers(dest="fleet_cmd", required=True)
+    fleet = sub.add_parser("fleet", help="synthetic fleet recordings").add_subparsers(
+        dest="fleet_cmd", required=True
+    )
     gen = fleet.add_parser("generate", help="write a fleet of MCAP recordings")
     gen.add_argument("--out", required=True)
     gen.add_argument("--vehicles", type=int, default=4)
@@ -34,7 +36,9 @@ def _fleet_parsers(sub: argparse._SubParsersAction) -> None:
     held.add_argument("--segment-s", type=float, default=10.0)
     held.add_argument("--seed", type=int, default=1)
     held.add_argument("--workers", type=int, default=2)
-    bad = fleet.add_parser("corrupt", help="corrupt some recordings of a date in place (drills, tests)")
+    bad = fleet.add_parser(
+        "corrupt", help="corrupt some recordings of a date in place (drills, tests)"
+    )
     bad.add_argument("--fleet", required=True)
     bad.add_argument("--date", required=True)
     for kind in ("truncated", "bitflip-summary", "bitflip-signals", "bomb", "bomb-lying"):
@@ -53,17 +57,30 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
 
     st = storage_from_args(args)
     if args.fleet_cmd == "generate":
-        spec = FleetSpec(seed=args.seed, vehicles=args.vehicles, days=args.days, start_date=args.start_date, minutes_per_day=args.minutes_per_day, segment_s=args.segment_s)
+        spec = FleetSpec(
+            seed=args.seed,
+            vehicles=args.vehicles,
+            days=args.days,
+            start_date=args.start_date,
+            minutes_per_day=args.minutes_per_day,
+            segment_s=args.segment_s,
+        )
         uris = generate.generate_fleet(spec, args.out, workers=args.workers, storage_config=st)
         print(f"{len(uris)} recordings under {args.out}")
     elif args.fleet_cmd == "heldout":
         spec = FleetSpec(seed=args.seed, segment_s=args.segment_s)
-        uris = generate.generate_heldout(spec, args.out, args.segments_per_domain, workers=args.workers, storage_config=st)
+        uris = generate.generate_heldout(
+            spec, args.out, args.segments_per_domain, workers=args.workers, storage_config=st
+        )
         print(f"{len(uris)} held-out recordings under {args.out}")
     else:
         from avfleet.fleet.corrupt import KINDS, corrupt_fleet
 
-        counts = {k: getattr(args, k.replace("-", "_")) for k in KINDS if getattr(args, k.replace("-", "_"))}
+        counts = {
+            k: getattr(args, k.replace("-", "_"))
+            for k in KINDS
+            if getattr(args, k.replace("-", "_"))
+        }
         for c in corrupt_fleet(args.fleet, args.date, counts, args.seed, st):
             print(f"{c.kind:16s} {c.uri}")
 
@@ -74,21 +91,34 @@ def _index_parsers(sub: argparse._SubParsersAction) -> None:
     index = sub.add_parser("index", help="index one day of recordings (Spark, metadata only)")
     entry.add_arguments(index)
     index.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
-    index.add_argument("--engine", choices=("spark", "loop"), default="spark", help="loop: one process without Spark (baseline)")
+    index.add_argument(
+        "--engine",
+        choices=("spark", "loop"),
+        default="spark",
+        help="loop: one process without Spark (baseline)",
+    )
 
     plan = sub.add_parser("plan-index", help="count a date's recordings and size the Spark job")
     plan.add_argument("--recordings", required=True)
     plan.add_argument("--date", required=True)
     plan.add_argument("--files-per-executor", type=int, default=200)
     plan.add_argument("--max-executors", type=int, default=20)
-    plan.add_argument("--outputs-dir", default=None, help="write num-files and executors here (Argo output parameters)")
+    plan.add_argument(
+        "--outputs-dir",
+        default=None,
+        help="write num-files and executors here (Argo output parameters)",
+    )
     entry.add_storage_arguments(plan)
 
-    verify = sub.add_parser("verify-index", help="check a committed date: every input indexed or quarantined")
+    verify = sub.add_parser(
+        "verify-index", help="check a committed date: every input indexed or quarantined"
+    )
     verify.add_argument("--out", required=True)
     verify.add_argument("--date", required=True)
     verify.add_argument("--expect-files", type=int, default=None)
-    verify.add_argument("--outputs-dir", default=None, help="write quarantined and frames counts here")
+    verify.add_argument(
+        "--outputs-dir", default=None, help="write quarantined and frames counts here"
+    )
     entry.add_storage_arguments(verify)
 
 
@@ -117,19 +147,27 @@ def _cmd_verify_index(args: argparse.Namespace) -> None:
     from avfleet.workflows.outputs import write_outputs
 
     result = verify_date(args.out, args.date, args.expect_files, storage_from_args(args))
-    write_outputs(args.outputs_dir, {"frames": result["frames"], "quarantined": result["quarantined"]})
+    write_outputs(
+        args.outputs_dir, {"frames": result["frames"], "quarantined": result["quarantined"]}
+    )
     print(result)
 
 
 def _workflow_parsers(sub: argparse._SubParsersAction) -> None:
-    wf = sub.add_parser("workflows", help="Argo workflow manifests").add_subparsers(dest="wf_cmd", required=True)
+    wf = sub.add_parser("workflows", help="Argo workflow manifests").add_subparsers(
+        dest="wf_cmd", required=True
+    )
     render = wf.add_parser("render", help="render the Hera builders into manifests/")
-    render.add_argument("--write", action="store_true", help="write files (default: check for drift)")
+    render.add_argument(
+        "--write", action="store_true", help="write files (default: check for drift)"
+    )
     render.add_argument("--manifests", default=None, help="manifests folder (default: the repo's)")
     run = sub.add_parser("local-run", help="run a rendered workflow on this machine")
     run.add_argument("manifest", help="WorkflowTemplate/Workflow/CronWorkflow YAML")
     run.add_argument("-p", "--parameter", action="append", default=[], help="name=value")
-    run.add_argument("--workdir", default=None, help="where step sandboxes go (default: a temp folder)")
+    run.add_argument(
+        "--workdir", default=None, help="where step sandboxes go (default: a temp folder)"
+    )
     run.add_argument("--spark-master", default="local[2]")
 
 
@@ -162,11 +200,20 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from avfleet.demo import DemoConfig, run_demo
 
-    return run_demo(DemoConfig(out_dir=args.out, vehicles=args.vehicles, minutes_per_day=args.minutes_per_day, seed=args.seed))
+    return run_demo(
+        DemoConfig(
+            out_dir=args.out,
+            vehicles=args.vehicles,
+            minutes_per_day=args.minutes_per_day,
+            seed=args.seed,
+        )
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="avfleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="avfleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
     _fleet_parsers(sub)

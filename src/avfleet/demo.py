@@ -45,7 +45,9 @@ class DemoConfig:
 def _fresh_folder(path: pathlib.Path) -> None:
     if path.exists():
         if not (path / MARKER).exists():
-            raise PermanentError(f"{path} exists and is not a demo folder; pass --out to a new or demo folder")
+            raise PermanentError(
+                f"{path} exists and is not a demo folder; pass --out to a new or demo folder"
+            )
         shutil.rmtree(path)
     path.mkdir(parents=True)
     (path / MARKER).write_text("avfleet demo output; safe to delete\n")
@@ -61,16 +63,26 @@ def run_demo(config: DemoConfig) -> int:
     fleet_uri, index_uri = str(root / "fleet"), str(root / "index")
 
     console.rule("[bold]1. fleet: generate recordings")
-    spec = FleetSpec(seed=config.seed, vehicles=config.vehicles, minutes_per_day=config.minutes_per_day, start_date=config.date)
+    spec = FleetSpec(
+        seed=config.seed,
+        vehicles=config.vehicles,
+        minutes_per_day=config.minutes_per_day,
+        start_date=config.date,
+    )
     uris = generate_fleet(spec, fleet_uri, show_progress=True)
     console.print(f"{len(uris)} recordings under {fleet_uri}/raw/date={config.date}")
     drill = corrupt_fleet(fleet_uri, config.date, dict(config.corrupt), seed=config.seed)
-    console.print("drill: corrupted " + ", ".join(f"{c.uri.rsplit('/', 1)[-1]} ({c.kind})" for c in drill))
+    console.print(
+        "drill: corrupted " + ", ".join(f"{c.uri.rsplit('/', 1)[-1]} ({c.kind})" for c in drill)
+    )
 
     console.rule("[bold]2. index: the fleet-index workflow on the local executor")
     manifest = default_manifests_dir() / "workflows" / "fleet-index.yaml"
     executor = LocalExecutor(workdir=str(root / "local-run"))
-    result = executor.run_file(str(manifest), {"recordings": fleet_uri, "date": config.date, "index": index_uri, "pushgateway": ""})
+    result = executor.run_file(
+        str(manifest),
+        {"recordings": fleet_uri, "date": config.date, "index": index_uri, "pushgateway": ""},
+    )
     console.print(result.summary())
     if not result.succeeded:
         console.print(f"[red]workflow failed; step logs under {root / 'local-run'}")

@@ -29,7 +29,9 @@ ROAD_SPEED_WINDOW_S = 10.0
 SECONDS_PER_DAY = 86400.0
 
 
-def sun_elevation_deg(unix_s: np.ndarray | float, lat_deg: np.ndarray | float, lon_deg: np.ndarray | float) -> np.ndarray:
+def sun_elevation_deg(
+    unix_s: np.ndarray | float, lat_deg: np.ndarray | float, lon_deg: np.ndarray | float
+) -> np.ndarray:
     """Solar elevation in degrees at UTC unix times and positions (NOAA general solar position)."""
     unix_s = np.asarray(unix_s, dtype=np.float64)
     lat = np.radians(np.asarray(lat_deg, dtype=np.float64))
@@ -41,13 +43,20 @@ def sun_elevation_deg(unix_s: np.ndarray | float, lat_deg: np.ndarray | float, l
     hour_utc = np.mod(unix_s, SECONDS_PER_DAY) / 3600.0
     gamma = 2.0 * np.pi / 365.0 * (day_of_year + (hour_utc - 12.0) / 24.0)
     eq_time_min = 229.18 * (
-        0.000075 + 0.001868 * np.cos(gamma) - 0.032077 * np.sin(gamma)
-        - 0.014615 * np.cos(2 * gamma) - 0.040849 * np.sin(2 * gamma)
+        0.000075
+        + 0.001868 * np.cos(gamma)
+        - 0.032077 * np.sin(gamma)
+        - 0.014615 * np.cos(2 * gamma)
+        - 0.040849 * np.sin(2 * gamma)
     )
     decl = (
-        0.006918 - 0.399912 * np.cos(gamma) + 0.070257 * np.sin(gamma)
-        - 0.006758 * np.cos(2 * gamma) + 0.000907 * np.sin(2 * gamma)
-        - 0.002697 * np.cos(3 * gamma) + 0.00148 * np.sin(3 * gamma)
+        0.006918
+        - 0.399912 * np.cos(gamma)
+        + 0.070257 * np.sin(gamma)
+        - 0.006758 * np.cos(2 * gamma)
+        + 0.000907 * np.sin(2 * gamma)
+        - 0.002697 * np.cos(3 * gamma)
+        + 0.00148 * np.sin(3 * gamma)
     )
     true_solar_min = hour_utc * 60.0 + eq_time_min + 4.0 * np.asarray(lon_deg, dtype=np.float64)
     hour_angle = np.radians(true_solar_min / 4.0 - 180.0)
@@ -58,20 +67,27 @@ def sun_elevation_deg(unix_s: np.ndarray | float, lat_deg: np.ndarray | float, l
 def time_of_day(elevation_deg: np.ndarray) -> np.ndarray:
     elevation_deg = np.asarray(elevation_deg)
     return np.where(
-        elevation_deg >= DAY_MIN_ELEVATION_DEG, "day",
+        elevation_deg >= DAY_MIN_ELEVATION_DEG,
+        "day",
         np.where(elevation_deg < NIGHT_MAX_ELEVATION_DEG, "night", "twilight"),
     ).astype(object)
 
 
-def weather_from_signals(wiper_level: np.ndarray, fog_lights: np.ndarray, ambient_temp_c: np.ndarray) -> np.ndarray:
+def weather_from_signals(
+    wiper_level: np.ndarray, fog_lights: np.ndarray, ambient_temp_c: np.ndarray
+) -> np.ndarray:
     wiping = np.asarray(wiper_level) > 0
     cold = np.asarray(ambient_temp_c) <= SNOW_MAX_TEMP_C
     fog = np.asarray(fog_lights, dtype=bool) & ~wiping
-    return np.where(wiping & cold, "snow", np.where(wiping, "rain", np.where(fog, "fog", "clear"))).astype(object)
+    return np.where(
+        wiping & cold, "snow", np.where(wiping, "rain", np.where(fog, "fog", "clear"))
+    ).astype(object)
 
 
 def road_type_from_speed(median_speed_mps: np.ndarray) -> np.ndarray:
-    return np.where(np.asarray(median_speed_mps) >= FREEWAY_MIN_SPEED_MPS, "freeway", "urban").astype(object)
+    return np.where(
+        np.asarray(median_speed_mps) >= FREEWAY_MIN_SPEED_MPS, "freeway", "urban"
+    ).astype(object)
 
 
 def domain_key(time_of_day: str, weather: str, road_type: str) -> str:

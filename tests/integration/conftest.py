@@ -14,11 +14,21 @@ from avfleet.fleet.world import FleetSpec
 
 DATE = "2026-11-20"
 SMALL = FleetSpec(seed=21, vehicles=3, minutes_per_day=2.0, segment_s=20.0, start_date=DATE)
-CORRUPTIONS = {"truncated": 1, "bitflip-summary": 1, "bitflip-signals": 1, "bomb": 1, "bomb-lying": 1}
+CORRUPTIONS = {
+    "truncated": 1,
+    "bitflip-summary": 1,
+    "bitflip-signals": 1,
+    "bomb": 1,
+    "bomb-lying": 1,
+}
 
 # Spark's Python workers inherit the environment the JVM started with: set S3 credentials for
 # moto before the session exists (harmless for local-only tests).
-S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-west-1"}
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+}
 
 
 def pytest_collection_modifyitems(items):

@@ -33,7 +33,12 @@ def test_index_reads_recordings_from_s3(spark, s3_endpoint, clean_fleet, tmp_pat
     for path in local_files:
         fs.put_file(str(path), f"fleet-bucket/fleet/{path.relative_to(clean_fleet)}")
 
-    s3_config = IndexConfig(recordings_uri="s3://fleet-bucket/fleet", date=DATE, out_uri="s3://fleet-bucket/index", scan=ScanConfig(storage=st))
+    s3_config = IndexConfig(
+        recordings_uri="s3://fleet-bucket/fleet",
+        date=DATE,
+        out_uri="s3://fleet-bucket/index",
+        scan=ScanConfig(storage=st),
+    )
     report = run_index(s3_config, SparkEngine(spark))
     assert report.num_files == len(local_files) and report.num_quarantined == 0
     assert report.read_fraction < 0.02

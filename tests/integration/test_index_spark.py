@@ -29,7 +29,9 @@ FRAMES_PER_RECORDING = int(SMALL.segment_s * SMALL.camera_hz)
 
 
 def frames_sorted(index_uri: str):
-    return IndexTable(index_uri).read("frames", [DATE]).sort_values("frame_id").reset_index(drop=True)
+    return (
+        IndexTable(index_uri).read("frames", [DATE]).sort_values("frame_id").reset_index(drop=True)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,9 @@ def test_hostile_recordings_are_quarantined_with_reasons(first_run, corrupt_flee
     assert report.num_files == total == 18
     assert report.num_indexed + report.num_quarantined == total
     assert report.num_quarantined == sum(CORRUPTIONS.values())
-    corruptions = json.loads(pathlib.Path(corrupt_fleet_uri, f"corruptions-{DATE}.json").read_text())
+    corruptions = json.loads(
+        pathlib.Path(corrupt_fleet_uri, f"corruptions-{DATE}.json").read_text()
+    )
     reasons = {q["recording_uri"]: q["reason"] for q in report.quarantined}
     import re
 
@@ -82,7 +86,9 @@ def test_rerun_gives_the_same_rows_without_duplicates(spark, first_run):
 def test_spark_and_single_process_engines_agree(first_run, tmp_path):
     config, _ = first_run
     loop_out = str(tmp_path / "loop")
-    run_index(IndexConfig(recordings_uri=config.recordings_uri, date=DATE, out_uri=loop_out), LoopEngine())
+    run_index(
+        IndexConfig(recordings_uri=config.recordings_uri, date=DATE, out_uri=loop_out), LoopEngine()
+    )
     assert frames_sorted(loop_out).equals(frames_sorted(config.out_uri))
 
 
@@ -104,7 +110,9 @@ def test_crash_before_commit_leaves_previous_version(clean_fleet, tmp_path, monk
     assert len(runs) == 2  # the crashed run's parts are on disk, invisible
     run_index(config, LoopEngine())
     assert frames_sorted(out).equals(before)
-    assert len(list(pathlib.Path(out, f"frames/date={DATE}").iterdir())) == 2  # crashed run collected
+    assert (
+        len(list(pathlib.Path(out, f"frames/date={DATE}").iterdir())) == 2
+    )  # crashed run collected
 
 
 def test_killed_rerun_never_shows_half_a_version(clean_fleet, tmp_path):
@@ -112,13 +120,28 @@ def test_killed_rerun_never_shows_half_a_version(clean_fleet, tmp_path):
     fleet = tmp_path / "fleet"
     shutil.copytree(clean_fleet, fleet)
     out = str(tmp_path / "index")
-    cmd = [sys.executable, "-m", "avfleet", "index", "--engine", "loop", "--recordings", str(fleet), "--date", DATE, "--out", out]
+    cmd = [
+        sys.executable,
+        "-m",
+        "avfleet",
+        "index",
+        "--engine",
+        "loop",
+        "--recordings",
+        str(fleet),
+        "--date",
+        DATE,
+        "--out",
+        out,
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     old = frames_sorted(out)
     # The new version differs: one vehicle's recordings are gone.
     shutil.rmtree(fleet / f"raw/date={DATE}/vehicle=veh-002")
     for delay_s in (0.5, 1.0, 1.5, 2.0, 2.5, 3.0):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         time.sleep(delay_s)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -126,8 +149,17 @@ def test_killed_rerun_never_shows_half_a_version(clean_fleet, tmp_path):
         seen = frames_sorted(out)
         counts = verify_date(out, DATE)
         assert counts["frames"] == len(seen)
-        assert seen.equals(old) or set(seen["vehicle"]) == {"veh-000", "veh-001"}, f"half a version after {delay_s}s"
+        assert seen.equals(old) or set(seen["vehicle"]) == {"veh-000", "veh-001"}, (
+            f"half a version after {delay_s}s"
+        )
     subprocess.run(cmd, check=True, capture_output=True)
     new = frames_sorted(out)
     assert set(new["vehicle"]) == {"veh-000", "veh-001"} and new["frame_id"].is_unique
     assert len(new) == len(old) * 2 // 3
+
+
+def test_report_domain_counts_match_the_table(first_run):
+    config, report = first_run
+    frames = IndexTable(config.out_uri).read("frames", [DATE])
+    from_table = frames.groupby(["time_of_day", "weather", "road_type"]).size()
+    assert report.frames_per_domain == {"/".join(k): int(v) for k, v in from_table.items()}

@@ -14,7 +14,6 @@ from avfleet.index.job import IndexConfig, LoopEngine, run_index
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import DATE, free_port
 
-
 HOW_TO_GET = {
     "prometheus-pushgateway": "apt-get install prometheus-pushgateway (.ci/run does)",
     "promtool": "apt-get install prometheus (.ci/run does)",
@@ -36,7 +35,11 @@ def need(binary: str) -> str:
 def pushgateway():
     binary = need("prometheus-pushgateway")
     port = free_port()
-    proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -50,26 +53,53 @@ def pushgateway():
 
 
 def test_index_metrics_reach_the_pushgateway(pushgateway, corrupt_fleet_uri, tmp_path):
-    config = IndexConfig(recordings_uri=corrupt_fleet_uri, date=DATE, out_uri=str(tmp_path / "i"), metrics=MetricsConfig(pushgateway_url=pushgateway))
+    config = IndexConfig(
+        recordings_uri=corrupt_fleet_uri,
+        date=DATE,
+        out_uri=str(tmp_path / "i"),
+        metrics=MetricsConfig(pushgateway_url=pushgateway),
+    )
     report = run_index(config, LoopEngine())
     text = urllib.request.urlopen(f"http://{pushgateway}/metrics", timeout=5).read().decode()
     run = f'run_id="{report.run_id}"'
-    assert f'avfleet_index_frames{{instance="",job="avfleet-index",{run}}} {report.num_frames}' in text
-    assert f'avfleet_index_files{{instance="",job="avfleet-index",{run},status="quarantined"}} 5' in text
+    assert (
+        f'avfleet_index_frames{{instance="",job="avfleet-index",{run}}} {report.num_frames}' in text
+    )
+    assert (
+        f'avfleet_index_files{{instance="",job="avfleet-index",{run},status="quarantined"}} 5'
+        in text
+    )
     assert (tmp_path / "i" / "_runs" / report.run_id / "metrics.prom").exists()
 
 
 def test_unreachable_pushgateway_does_not_fail_the_job(corrupt_fleet_uri, tmp_path):
-    config = IndexConfig(recordings_uri=corrupt_fleet_uri, date=DATE, out_uri=str(tmp_path / "i"), metrics=MetricsConfig(pushgateway_url=f"127.0.0.1:{free_port()}", push_timeout_s=1))
+    config = IndexConfig(
+        recordings_uri=corrupt_fleet_uri,
+        date=DATE,
+        out_uri=str(tmp_path / "i"),
+        metrics=MetricsConfig(pushgateway_url=f"127.0.0.1:{free_port()}", push_timeout_s=1),
+    )
     report = run_index(config, LoopEngine())
-    assert (tmp_path / "i" / "_runs" / report.run_id / "metrics.prom").read_text().count("avfleet_index_frames") >= 1
+    assert (tmp_path / "i" / "_runs" / report.run_id / "metrics.prom").read_text().count(
+        "avfleet_index_frames"
+    ) >= 1
 
 
 def test_alert_rules_with_promtool():
     promtool = need("promtool")
     rules = REPO_ROOT / "infra" / "prometheus"
-    subprocess.run([promtool, "check", "rules", "avfleet-rules.yaml"], cwd=rules, check=True, capture_output=True)
-    result = subprocess.run([promtool, "test", "rules", "avfleet-rules.test.yaml"], cwd=rules, capture_output=True, text=True)
+    subprocess.run(
+        [promtool, "check", "rules", "avfleet-rules.yaml"],
+        cwd=rules,
+        check=True,
+        capture_output=True,
+    )
+    result = subprocess.run(
+        [promtool, "test", "rules", "avfleet-rules.test.yaml"],
+        cwd=rules,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -47,10 +47,10 @@ def test_consecutive_frames_are_near_duplicates():
 def test_night_and_fog_change_pixels_not_masks():
     spec = FleetSpec(seed=2)
     plans = {(p.forced_time_of_day, p.weather, p.road_type): p for p in plan_heldout(spec)}
-    (day_rgb, day_mask), = frames_of(spec, plans[("day", "clear", "urban")], [10])
-    (night_rgb, night_mask), = frames_of(spec, plans[("night", "clear", "urban")], [10])
+    ((day_rgb, day_mask),) = frames_of(spec, plans[("day", "clear", "urban")], [10])
+    ((night_rgb, night_mask),) = frames_of(spec, plans[("night", "clear", "urban")], [10])
     assert night_rgb.mean() < 0.5 * day_rgb.mean()
-    (fog_rgb, fog_mask), = frames_of(spec, plans[("day", "fog", "urban")], [10])
+    ((fog_rgb, fog_mask),) = frames_of(spec, plans[("day", "fog", "urban")], [10])
     sky = fog_mask == scene.SKY
     assert fog_rgb[~sky].std() < day_rgb[day_mask != scene.SKY].std()  # fog washes out contrast
     for mask in (day_mask, night_mask, fog_mask):
@@ -68,7 +68,7 @@ def test_oracle_regenerates_the_rendered_mask():
     spec = TINY
     plan = plan_fleet(spec)[0]
     oracle = OracleLabeler(spec, plan_fleet(spec))
-    (_, mask), = frames_of(spec, plan, [42])
+    ((_, mask),) = frames_of(spec, plan, [42])
     label = oracle.label(plan.recording_id, 42)
     assert np.array_equal(label.mask, mask)
     assert (label.weather, label.road_type) == (plan.weather, plan.road_type)

@@ -13,7 +13,12 @@ from avfleet.workflows.local.engines import LocalContext, spark_application
 from avfleet.workflows.local.executor import LocalExecutor
 from avfleet.workflows.local.expressions import evaluate_retry_expression, substitute
 
-RETRY = {"limit": 3, "retryPolicy": "Always", "expression": 'asInt(lastRetry.exitCode) == 75 || lastRetry.status == "Error"', "backoff": {"duration": "2s", "factor": 2}}
+RETRY = {
+    "limit": 3,
+    "retryPolicy": "Always",
+    "expression": 'asInt(lastRetry.exitCode) == 75 || lastRetry.status == "Error"',
+    "backoff": {"duration": "2s", "factor": 2},
+}
 
 
 def py(code: str) -> dict:
@@ -25,15 +30,21 @@ def workflow(templates: list[dict], params: dict[str, str] | None = None) -> dic
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "WorkflowTemplate",
         "metadata": {"name": "t"},
-        "spec": {"entrypoint": "main", "arguments": {"parameters": [{"name": k, "value": v} for k, v in (params or {}).items()]}, "templates": templates},
+        "spec": {
+            "entrypoint": "main",
+            "arguments": {
+                "parameters": [{"name": k, "value": v} for k, v in (params or {}).items()]
+            },
+            "templates": templates,
+        },
     }
 
 
 def flaky(counter: str, fail_times: int, code: int) -> str:
     # Fails `fail_times` times with `code`, then succeeds; the counter file survives attempts.
     return (
-        "import pathlib,sys; p=pathlib.Path(%r); n=int(p.read_text()) if p.exists() else 0; "
-        "p.write_text(str(n+1)); sys.exit(%d if n < %d else 0)" % (counter, code, fail_times)
+        f"import pathlib,sys; p=pathlib.Path({counter!r}); n=int(p.read_text()) if p.exists() else 0; "
+        f"p.write_text(str(n+1)); sys.exit({code} if n < {fail_times} else 0)"
     )
 
 
@@ -43,7 +54,15 @@ def executor(tmp_path):
 
 
 def test_retries_transient_exit_until_success_with_backoff(tmp_path, executor):
-    wf = workflow([{"name": "main", "container": py(flaky(str(tmp_path / "n"), 2, 75)), "retryStrategy": RETRY}])
+    wf = workflow(
+        [
+            {
+                "name": "main",
+                "container": py(flaky(str(tmp_path / "n"), 2, 75)),
+                "retryStrategy": RETRY,
+            }
+        ]
+    )
     started = time.time()
     result = executor.run_manifest(wf, {})
     assert result.succeeded
@@ -52,14 +71,30 @@ def test_retries_transient_exit_until_success_with_backoff(tmp_path, executor):
 
 
 def test_permanent_exit_is_not_retried(tmp_path, executor):
-    wf = workflow([{"name": "main", "container": py(flaky(str(tmp_path / "n"), 5, 65)), "retryStrategy": RETRY}])
+    wf = workflow(
+        [
+            {
+                "name": "main",
+                "container": py(flaky(str(tmp_path / "n"), 5, 65)),
+                "retryStrategy": RETRY,
+            }
+        ]
+    )
     result = executor.run_manifest(wf, {})
     assert not result.succeeded
     assert (result.nodes[0].attempts, result.exit_code) == (1, 65)
 
 
 def test_retry_limit_is_honoured(tmp_path, executor):
-    wf = workflow([{"name": "main", "container": py(flaky(str(tmp_path / "n"), 10, 75)), "retryStrategy": RETRY}])
+    wf = workflow(
+        [
+            {
+                "name": "main",
+                "container": py(flaky(str(tmp_path / "n"), 10, 75)),
+                "retryStrategy": RETRY,
+            }
+        ]
+    )
     result = executor.run_manifest(wf, {})
     assert (result.nodes[0].attempts, result.exit_code) == (4, 75)
 
@@ -69,12 +104,37 @@ def test_parameters_and_outputs_flow_through_the_dag(tmp_path, executor):
     check = "import sys; sys.exit(0 if sys.argv[1:] == ['5', 'hello'] else 65)"
     wf = workflow(
         [
-            {"name": "main", "dag": {"tasks": [
-                {"name": "a", "template": "count"},
-                {"name": "b", "template": "check", "depends": "a", "arguments": {"parameters": [{"name": "n", "value": "{{tasks.a.outputs.parameters.n}}"}]}},
-            ]}},
-            {"name": "count", "container": {**py(write), "args": ["{{workflow.parameters.word}}"]}, "outputs": {"parameters": [{"name": "n", "valueFrom": {"path": "/tmp/outputs/n"}}]}},
-            {"name": "check", "inputs": {"parameters": [{"name": "n"}]}, "container": {**py(check), "args": ["{{inputs.parameters.n}}", "{{workflow.parameters.word}}"]}},
+            {
+                "name": "main",
+                "dag": {
+                    "tasks": [
+                        {"name": "a", "template": "count"},
+                        {
+                            "name": "b",
+                            "template": "check",
+                            "depends": "a",
+                            "arguments": {
+                                "parameters": [
+                                    {"name": "n", "value": "{{tasks.a.outputs.parameters.n}}"}
+                                ]
+                            },
+                        },
+                    ]
+                },
+            },
+            {
+                "name": "count",
+                "container": {**py(write), "args": ["{{workflow.parameters.word}}"]},
+                "outputs": {"parameters": [{"name": "n", "valueFrom": {"path": "/tmp/outputs/n"}}]},
+            },
+            {
+                "name": "check",
+                "inputs": {"parameters": [{"name": "n"}]},
+                "container": {
+                    **py(check),
+                    "args": ["{{inputs.parameters.n}}", "{{workflow.parameters.word}}"],
+                },
+            },
         ],
         params={"word": "xxxxx"},
     )
@@ -82,22 +142,37 @@ def test_parameters_and_outputs_flow_through_the_dag(tmp_path, executor):
     assert result.succeeded, result.summary()
     first = result.nodes[0]
     assert first.name.endswith(".a") and first.outputs == {"n": "5"}
-    assert (tmp_path / "runs" / first.name / "outputs" / "n").read_text() == "5"  # /tmp/outputs -> the step's sandbox
+    assert (
+        tmp_path / "runs" / first.name / "outputs" / "n"
+    ).read_text() == "5"  # /tmp/outputs -> the step's sandbox
 
 
 def test_failed_task_omits_its_dependents(executor):
-    wf = workflow([
-        {"name": "main", "dag": {"tasks": [{"name": "a", "template": "fail"}, {"name": "b", "template": "ok", "dependencies": ["a"]}]}},
-        {"name": "fail", "container": py("raise SystemExit(65)")},
-        {"name": "ok", "container": py("pass")},
-    ])
+    wf = workflow(
+        [
+            {
+                "name": "main",
+                "dag": {
+                    "tasks": [
+                        {"name": "a", "template": "fail"},
+                        {"name": "b", "template": "ok", "dependencies": ["a"]},
+                    ]
+                },
+            },
+            {"name": "fail", "container": py("raise SystemExit(65)")},
+            {"name": "ok", "container": py("pass")},
+        ]
+    )
     result = executor.run_manifest(wf, {})
     assert [n.phase for n in result.nodes] == ["Failed", "Omitted"]
     assert result.exit_code == 65
 
 
 def test_unknown_parameter_and_unresolvable_token_are_clear_errors(executor):
-    wf = workflow([{"name": "main", "container": {**py("pass"), "args": ["{{workflow.parameters.nope}}"]}}], params={"date": "x"})
+    wf = workflow(
+        [{"name": "main", "container": {**py("pass"), "args": ["{{workflow.parameters.nope}}"]}}],
+        params={"date": "x"},
+    )
     with pytest.raises(ConfigError, match="declares no such parameter"):
         executor.run_manifest(wf, {"dat": "2026-11-20"})
     with pytest.raises(PermanentError, match=r"cannot resolve \{\{workflow.parameters.nope\}\}"):
@@ -105,7 +180,17 @@ def test_unknown_parameter_and_unresolvable_token_are_clear_errors(executor):
 
 
 def test_unknown_resource_kind_is_refused(executor):
-    wf = workflow([{"name": "main", "resource": {"action": "create", "manifest": yaml.safe_dump({"apiVersion": "x/v1", "kind": "Mystery"})}}])
+    wf = workflow(
+        [
+            {
+                "name": "main",
+                "resource": {
+                    "action": "create",
+                    "manifest": yaml.safe_dump({"apiVersion": "x/v1", "kind": "Mystery"}),
+                },
+            }
+        ]
+    )
     with pytest.raises(PermanentError, match="resource kind 'Mystery' has no local engine"):
         executor.run_manifest(wf, {})
 
@@ -113,7 +198,15 @@ def test_unknown_resource_kind_is_refused(executor):
 def test_spark_application_maps_to_local_spark_submit():
     manifest = {
         "kind": "SparkApplication",
-        "spec": {"type": "Python", "mainApplicationFile": "local:///opt/avfleet/jobs/index_recordings.py", "arguments": ["--date", "2026-11-20"], "sparkConf": {"spark.executor.pyspark.memory": "1g", "spark.python.worker.reuse": "true"}},
+        "spec": {
+            "type": "Python",
+            "mainApplicationFile": "local:///opt/avfleet/jobs/index_recordings.py",
+            "arguments": ["--date", "2026-11-20"],
+            "sparkConf": {
+                "spark.executor.pyspark.memory": "1g",
+                "spark.python.worker.reuse": "true",
+            },
+        },
     }
     argv = spark_application(manifest, LocalContext(repo_root="/repo", spark_master="local[2]"))
     assert argv[0].endswith("spark-submit")
@@ -125,10 +218,26 @@ def test_spark_application_maps_to_local_spark_submit():
 @pytest.mark.parametrize(
     "expression,last,expected",
     [
-        ('asInt(lastRetry.exitCode) == 75 || lastRetry.status == "Error"', {"exitCode": "75", "status": "Failed"}, True),
-        ('asInt(lastRetry.exitCode) == 75 || lastRetry.status == "Error"', {"exitCode": "65", "status": "Failed"}, False),
-        ('asInt(lastRetry.exitCode) == 75 || lastRetry.status == "Error"', {"exitCode": "", "status": "Error"}, True),
-        ("asInt(lastRetry.exitCode) > 1 && !(lastRetry.status == 'Error')", {"exitCode": "2", "status": "Failed"}, True),
+        (
+            'asInt(lastRetry.exitCode) == 75 || lastRetry.status == "Error"',
+            {"exitCode": "75", "status": "Failed"},
+            True,
+        ),
+        (
+            'asInt(lastRetry.exitCode) == 75 || lastRetry.status == "Error"',
+            {"exitCode": "65", "status": "Failed"},
+            False,
+        ),
+        (
+            'asInt(lastRetry.exitCode) == 75 || lastRetry.status == "Error"',
+            {"exitCode": "", "status": "Error"},
+            True,
+        ),
+        (
+            "asInt(lastRetry.exitCode) > 1 && !(lastRetry.status == 'Error')",
+            {"exitCode": "2", "status": "Failed"},
+            True,
+        ),
         ("lastRetry.status != 'Failed'", {"exitCode": "1", "status": "Failed"}, False),
     ],
 )

@@ -41,14 +41,20 @@ def test_intact_recording_reads_both_ways(tmp_path):
     _, data = tiny_recording()
     path = write(tmp_path, "ok.mcap", data)
     summary = metadata_read(path)
-    assert summary.statistics.message_count == len([r for r in full_read(path) if type(r).__name__ == "Message"])
+    assert summary.statistics.message_count == len(
+        [r for r in full_read(path) if type(r).__name__ == "Message"]
+    )
 
 
 @pytest.mark.parametrize("reader", [metadata_read, full_read], ids=["metadata", "full"])
 def test_every_truncation_is_a_recording_error(tmp_path, reader):
     _, data = tiny_recording()
     # Every cut in the first and last KiB, and a stride through the middle.
-    cuts = sorted(set(range(0, 1024)) | set(range(len(data) - 1024, len(data))) | set(range(1024, len(data), 997)))
+    cuts = sorted(
+        set(range(0, 1024))
+        | set(range(len(data) - 1024, len(data)))
+        | set(range(1024, len(data), 997))
+    )
     for cut in cuts:
         path = write(tmp_path, "cut.mcap", data[:cut])
         with pytest.raises(RecordingError) as info:
@@ -60,7 +66,7 @@ def test_every_truncation_is_a_recording_error(tmp_path, reader):
 def test_bit_flips_in_summary_are_caught_by_crc(tmp_path):
     _, data = tiny_recording()
     rng = np.random.default_rng(0)
-    for trial in range(20):
+    for _trial in range(20):
         path = write(tmp_path, "flip.mcap", corrupt.bitflip_summary(data, rng))
         with pytest.raises(RecordingError, match="summary CRC mismatch"):
             metadata_read(path)
@@ -81,7 +87,9 @@ def test_decompression_bomb_is_refused_without_inflating(tmp_path, lying):
     path = write(tmp_path, "bomb.mcap", corrupt.bomb(TINY, plan, lying=lying))
     tracemalloc.start()
     try:
-        with pytest.raises(RecordingError, match="over the cap" if not lying else "past its declared"):
+        with pytest.raises(
+            RecordingError, match="over the cap" if not lying else "past its declared"
+        ):
             metadata_read(path)
         with pytest.raises(RecordingError):
             full_read(path)

@@ -19,10 +19,14 @@ def test_library_reads_what_we_write():
     topics = {c.topic for c in summary.channels.values()}
     assert topics == {layout.CAMERA_TOPIC, layout.GPS_TOPIC, layout.CAN_TOPIC}
     counts = {}
-    for _, channel, message in reader.iter_messages(log_time_order=True):
+    for _, channel, _message in reader.iter_messages(log_time_order=True):
         counts[channel.topic] = counts.get(channel.topic, 0) + 1
     frames = int(TINY.segment_s * TINY.camera_hz)
-    assert counts == {layout.CAMERA_TOPIC: frames, layout.GPS_TOPIC: int(TINY.segment_s * TINY.gps_hz), layout.CAN_TOPIC: int(TINY.segment_s * TINY.can_hz)}
+    assert counts == {
+        layout.CAMERA_TOPIC: frames,
+        layout.GPS_TOPIC: int(TINY.segment_s * TINY.gps_hz),
+        layout.CAN_TOPIC: int(TINY.segment_s * TINY.can_hz),
+    }
     metadata = {m.name: m.metadata for m in reader.iter_metadata()}
     assert metadata[layout.RECORDING_METADATA]["recording_id"] == plan.recording_id
     # Ground truth is not in the recording.
@@ -46,11 +50,20 @@ def test_ranged_frame_reads_match_full_read(tmp_path):
     _, data = tiny_recording()
     path = tmp_path / "r.mcap"
     path.write_bytes(data)
-    full = {m.log_time: m.data for _, c, m in make_reader(io.BytesIO(data)).iter_messages(topics=[layout.CAMERA_TOPIC])}
+    full = {
+        m.log_time: m.data
+        for _, c, m in make_reader(io.BytesIO(data)).iter_messages(topics=[layout.CAMERA_TOPIC])
+    }
     from avfleet.index.scan import ScanConfig, scan_recording
 
     frames, _ = scan_recording(str(path), ScanConfig())
     with ByteSource(str(path)) as source:
         for row in frames.itertuples():
-            payload = rd.fetch_message(source, row.record_offset, row.record_length, channel_id=row.channel_id, log_time=row.log_time_ns)
+            payload = rd.fetch_message(
+                source,
+                row.record_offset,
+                row.record_length,
+                channel_id=row.channel_id,
+                log_time=row.log_time_ns,
+            )
             assert payload == full[row.log_time_ns]

@@ -39,13 +39,17 @@ def test_validator_catches_typos_bad_enums_and_dangling_references():
     typo["spec"]["templates"][0]["retryStategy"] = {"limit": 1}
     assert any("retryStategy" in e for e in schema_errors(typo, str(CRDS)))
     bad_enum = copy.deepcopy(doc)
-    next(t for t in bad_enum["spec"]["templates"] if "resource" in t)["resource"]["action"] = "launch"
+    next(t for t in bad_enum["spec"]["templates"] if "resource" in t)["resource"]["action"] = (
+        "launch"
+    )
     assert any("launch" in e for e in schema_errors(bad_enum, str(CRDS)))
     dangling = copy.deepcopy(doc)
     dag = next(t for t in dangling["spec"]["templates"] if "dag" in t)
     dag["dag"]["tasks"][1]["template"] = "spark-indx"
     dag["dag"]["tasks"][2]["depends"] = "indx"
-    dag["dag"]["tasks"][2]["arguments"]["parameters"][0]["value"] = "{{tasks.plan.outputs.parameters.num-filez}}"
+    dag["dag"]["tasks"][2]["arguments"]["parameters"][0]["value"] = (
+        "{{tasks.plan.outputs.parameters.num-filez}}"
+    )
     errors = reference_errors(dangling)
     assert any("unknown template 'spark-indx'" in e for e in errors)
     assert any("unknown task 'indx'" in e for e in errors)
@@ -63,7 +67,11 @@ def argo_examples():
     for path in sorted(root.glob("**/*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if isinstance(doc, dict) and doc.get("kind") in KIND_TO_CRD:
-                yield pytest.param(path, doc, id=f"{path.relative_to(root)}:{doc['metadata'].get('name') or doc['metadata'].get('generateName')}")
+                yield pytest.param(
+                    path,
+                    doc,
+                    id=f"{path.relative_to(root)}:{doc['metadata'].get('name') or doc['metadata'].get('generateName')}",
+                )
 
 
 @pytest.mark.parametrize("path,doc", list(argo_examples()))
@@ -78,10 +86,25 @@ def test_kustomize_renders_all_resources():
     import subprocess
 
     if not shutil.which("kubectl"):
-        pytest.skip("kubectl is absent: install it (Debian package kubernetes-client) to render kustomizations")
-    out = subprocess.run(["kubectl", "kustomize", str(default_manifests_dir())], capture_output=True, text=True, check=True).stdout
+        pytest.skip(
+            "kubectl is absent: install it (Debian package kubernetes-client) to render kustomizations"
+        )
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(default_manifests_dir())],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out) if d)
-    assert kinds == ["Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount", "ServiceAccount", "WorkflowTemplate"]
+    assert kinds == [
+        "Role",
+        "Role",
+        "RoleBinding",
+        "RoleBinding",
+        "ServiceAccount",
+        "ServiceAccount",
+        "WorkflowTemplate",
+    ]
     for doc in yaml.safe_load_all(out):
         if doc and doc["kind"] in KIND_TO_CRD:
             assert schema_errors(doc, str(CRDS)) == []

@@ -56,7 +56,12 @@ class JobMetrics:
 
         return generate_latest(self.registry)
 
-    def finish(self, config: MetricsConfig, textfile_uri: str | None, storage_config: storage.StorageConfig | None = None) -> None:
+    def finish(
+        self,
+        config: MetricsConfig,
+        textfile_uri: str | None,
+        storage_config: storage.StorageConfig | None = None,
+    ) -> None:
         """Record duration and completion time, then write and push."""
         self.set("duration_seconds", time.time() - self.started_s, "Wall time of the run")
         self.set("last_completion_timestamp_seconds", time.time(), "When the run finished")

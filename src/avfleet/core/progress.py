@@ -27,7 +27,9 @@ class _Rich:
 
 
 @contextlib.contextmanager
-def progress(description: str, total: float | None, enabled: bool | None = None) -> Iterator[Progress]:
+def progress(
+    description: str, total: float | None, enabled: bool | None = None
+) -> Iterator[Progress]:
     """A progress bar over `total` units; `enabled=None` shows it only on a terminal."""
     if enabled is None:
         enabled = sys.stderr.isatty()
@@ -38,6 +40,11 @@ def progress(description: str, total: float | None, enabled: bool | None = None)
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
     from rich.progress import Progress as RichProgress
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with RichProgress(*columns, console=Console(stderr=True), transient=False) as bar:
         yield _Rich(bar, bar.add_task(description, total=total))

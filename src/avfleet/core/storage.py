@@ -159,7 +159,9 @@ def atomic_write_text(uri: str, text: str, config: StorageConfig | None = None) 
     atomic_write_bytes(uri, text.encode("utf-8"), config)
 
 
-def list_files(uri: str, suffix: str = "", config: StorageConfig | None = None) -> list[tuple[str, int]]:
+def list_files(
+    uri: str, suffix: str = "", config: StorageConfig | None = None
+) -> list[tuple[str, int]]:
     """(uri, size_bytes) of every file under `uri` ending in `suffix`, sorted by URI."""
     fs = filesystem(uri, config)
     protocol = protocol_of(uri)
@@ -213,7 +215,9 @@ class ByteSource:
                 data = os.pread(self._local_fd, length, offset)
             else:
                 assert self._fs is not None
-                data = self._fs.cat_file(strip_protocol(self.uri), start=offset, end=offset + length)
+                data = self._fs.cat_file(
+                    strip_protocol(self.uri), start=offset, end=offset + length
+                )
         self.bytes_read += len(data)
         self.num_requests += 1
         return data

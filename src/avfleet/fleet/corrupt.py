@@ -87,7 +87,9 @@ def _bomb_writer(lying: bool) -> type[ChunkedWriter]:
             import zstandard
 
             buf = io.BytesIO()
-            with zstandard.ZstdCompressor(level=1).stream_writer(buf, closefd=False, size=BOMB_INFLATED_BYTES) as w:
+            with zstandard.ZstdCompressor(level=1).stream_writer(
+                buf, closefd=False, size=BOMB_INFLATED_BYTES
+            ) as w:
                 zeros = bytes(1 << 22)
                 for _ in range(BOMB_INFLATED_BYTES // len(zeros)):
                     w.write(zeros)
@@ -113,14 +115,25 @@ class Corruption:
     kind: str
 
 
-def corrupt_fleet(fleet_uri: str, date: str, counts: dict[str, int], seed: int = 0, storage_config: storage.StorageConfig | None = None) -> list[Corruption]:
+def corrupt_fleet(
+    fleet_uri: str,
+    date: str,
+    counts: dict[str, int],
+    seed: int = 0,
+    storage_config: storage.StorageConfig | None = None,
+) -> list[Corruption]:
     """Corrupt `counts[kind]` distinct recordings of `date` in place; returns what was done."""
     unknown = set(counts) - set(KINDS)
     if unknown:
         raise ValueError(f"unknown corruption kind {sorted(unknown)[0]!r}; choose from {KINDS}")
     spec, plans = read_world(fleet_uri, storage_config)
     by_id = {p.recording_id: p for p in plans}
-    files = [u for u, _ in storage.list_files(storage.join(fleet_uri, f"raw/date={date}"), ".mcap", storage_config)]
+    files = [
+        u
+        for u, _ in storage.list_files(
+            storage.join(fleet_uri, f"raw/date={date}"), ".mcap", storage_config
+        )
+    ]
     needed = sum(counts.values())
     if needed > len(files):
         raise ValueError(f"asked to corrupt {needed} recordings but {date} has only {len(files)}")
@@ -135,11 +148,17 @@ def corrupt_fleet(fleet_uri: str, date: str, counts: dict[str, int], seed: int =
                 data = bomb(spec, by_id[recording_id], lying=kind == "bomb-lying")
             else:
                 original = storage.read_bytes(uri, storage_config)
-                fn = {"truncated": truncate, "bitflip-summary": bitflip_summary, "bitflip-signals": bitflip_signals}[kind]
+                fn = {
+                    "truncated": truncate,
+                    "bitflip-summary": bitflip_summary,
+                    "bitflip-signals": bitflip_signals,
+                }[kind]
                 data = fn(original, rng)
             storage.atomic_write_bytes(uri, data, storage_config)
             done.append(Corruption(uri=uri, kind=kind))
             log.debug("corrupted %s: %s", uri, kind)
     report_uri = storage.join(fleet_uri, f"corruptions-{date}.json")
-    storage.atomic_write_text(report_uri, json.dumps([dataclasses.asdict(c) for c in done], indent=2), storage_config)
+    storage.atomic_write_text(
+        report_uri, json.dumps([dataclasses.asdict(c) for c in done], indent=2), storage_config
+    )
     return done

@@ -39,18 +39,24 @@ def timeline(spec: FleetSpec, plan: SegmentPlan, layout: scene.Layout) -> Segmen
     dist = lambda t: scene.ego_distance_m(plan, layout, drive_t(t))  # noqa: E731
     gps_dist = dist(gps_t)
     lat = plan.lat_deg + gps_dist * np.cos(plan.heading_rad) / EARTH_M_PER_DEG
-    lon = plan.lon_deg + gps_dist * np.sin(plan.heading_rad) / (EARTH_M_PER_DEG * np.cos(np.radians(plan.lat_deg)))
+    lon = plan.lon_deg + gps_dist * np.sin(plan.heading_rad) / (
+        EARTH_M_PER_DEG * np.cos(np.radians(plan.lat_deg))
+    )
     rng = np.random.default_rng(stable_seed(plan.scene_seed, plan.recording_id, "signals"))
     gps = {
         "lat_deg": lat + rng.normal(0, 2e-6, lat.shape),
         "lon_deg": lon + rng.normal(0, 2e-6, lon.shape),
-        "speed_mps": np.maximum(0, scene.ego_speed_mps(plan, layout, drive_t(gps_t)) + rng.normal(0, 0.2, gps_t.shape)),
+        "speed_mps": np.maximum(
+            0, scene.ego_speed_mps(plan, layout, drive_t(gps_t)) + rng.normal(0, 0.2, gps_t.shape)
+        ),
     }
     elevation = domains.sun_elevation_deg(can_t, plan.lat_deg, plan.lon_deg)
     wet = plan.weather in ("rain", "snow")
     can = {
         "speed_mps": scene.ego_speed_mps(plan, layout, drive_t(can_t)),
-        "wiper_level": np.full(can_t.shape, (2 if plan.weather == "snow" else 1) if wet else 0, dtype=np.int64),
+        "wiper_level": np.full(
+            can_t.shape, (2 if plan.weather == "snow" else 1) if wet else 0, dtype=np.int64
+        ),
         "headlights": (elevation < domains.DAY_MIN_ELEVATION_DEG) | (plan.weather != "clear"),
         "fog_lights": np.full(can_t.shape, plan.weather in ("fog", "snow")),
         "ambient_temp_c": plan.ambient_temp_c + rng.normal(0, 0.1, can_t.shape),
@@ -66,10 +72,22 @@ def timeline(spec: FleetSpec, plan: SegmentPlan, layout: scene.Layout) -> Segmen
     )
 
 
-def render_frame(spec: FleetSpec, plan: SegmentPlan, layout: scene.Layout, line: SegmentTimeline, frame_index: int) -> tuple[np.ndarray, np.ndarray]:
+def render_frame(
+    spec: FleetSpec,
+    plan: SegmentPlan,
+    layout: scene.Layout,
+    line: SegmentTimeline,
+    frame_index: int,
+) -> tuple[np.ndarray, np.ndarray]:
     t = float(line.frame_times_s[frame_index])
     elevation = float(domains.sun_elevation_deg(t, plan.lat_deg, plan.lon_deg))
     return scene.render(
-        plan, layout, frame_index, float(line.frame_drive_t_s[frame_index]), float(line.frame_distance_m[frame_index]),
-        elevation, spec.height, spec.width,
+        plan,
+        layout,
+        frame_index,
+        float(line.frame_drive_t_s[frame_index]),
+        float(line.frame_distance_m[frame_index]),
+        elevation,
+        spec.height,
+        spec.width,
     )

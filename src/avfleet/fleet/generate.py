@@ -38,32 +38,59 @@ def encode_jpeg(rgb, quality: int) -> bytes:
     return buf.getvalue()
 
 
-def recording_bytes(spec: FleetSpec, plan: SegmentPlan, writer_cls: type[ChunkedWriter] = ChunkedWriter) -> bytes:
+def recording_bytes(
+    spec: FleetSpec, plan: SegmentPlan, writer_cls: type[ChunkedWriter] = ChunkedWriter
+) -> bytes:
     """One segment as MCAP bytes (camera in raw chunks, signals in zstd chunks)."""
     world = scene.drive_layout(plan)
     line = drive.timeline(spec, plan, world)
     out = io.BytesIO()
-    writer = writer_cls(out, {"camera": ("", CAMERA_CHUNK_BYTES), "signals": ("zstd", SIGNAL_CHUNK_BYTES)}, profile=layout.PROFILE)
-    camera = writer.register_channel(
-        layout.CAMERA_TOPIC, layout.CAMERA_ENCODING, 0, "camera",
-        {"format": "jpeg", "width": str(spec.width), "height": str(spec.height), "frame_rate_hz": str(spec.camera_hz)},
+    writer = writer_cls(
+        out,
+        {"camera": ("", CAMERA_CHUNK_BYTES), "signals": ("zstd", SIGNAL_CHUNK_BYTES)},
+        profile=layout.PROFILE,
     )
-    gps_schema = writer.register_schema("avfleet.GpsFix", "jsonschema", json.dumps(layout.GPS_SCHEMA).encode())
+    camera = writer.register_channel(
+        layout.CAMERA_TOPIC,
+        layout.CAMERA_ENCODING,
+        0,
+        "camera",
+        {
+            "format": "jpeg",
+            "width": str(spec.width),
+            "height": str(spec.height),
+            "frame_rate_hz": str(spec.camera_hz),
+        },
+    )
+    gps_schema = writer.register_schema(
+        "avfleet.GpsFix", "jsonschema", json.dumps(layout.GPS_SCHEMA).encode()
+    )
     gps = writer.register_channel(layout.GPS_TOPIC, layout.SIGNAL_ENCODING, gps_schema, "signals")
-    can_schema = writer.register_schema("avfleet.VehicleCan", "jsonschema", json.dumps(layout.CAN_SCHEMA).encode())
+    can_schema = writer.register_schema(
+        "avfleet.VehicleCan", "jsonschema", json.dumps(layout.CAN_SCHEMA).encode()
+    )
     can = writer.register_channel(layout.CAN_TOPIC, layout.SIGNAL_ENCODING, can_schema, "signals")
     writer.add_metadata(
         layout.RECORDING_METADATA,
-        {"recording_id": plan.recording_id, "vehicle": plan.vehicle, "software_version": plan.software_version, "camera_topic": layout.CAMERA_TOPIC},
+        {
+            "recording_id": plan.recording_id,
+            "vehicle": plan.vehicle,
+            "software_version": plan.software_version,
+            "camera_topic": layout.CAMERA_TOPIC,
+        },
     )
     # Signals and frames interleave in time, as a logger writes them.
-    events = [(t, 0, i) for i, t in enumerate(line.gps_times_s)] + [(t, 1, i) for i, t in enumerate(line.can_times_s)]
+    events = [(t, 0, i) for i, t in enumerate(line.gps_times_s)] + [
+        (t, 1, i) for i, t in enumerate(line.can_times_s)
+    ]
     events += [(t, 2, i) for i, t in enumerate(line.frame_times_s)]
     for t, kind, i in sorted(events):
         log_time = int(round(t * 1e9))
         if kind == 0:
             msg = {k: round(float(v[i]), 7) for k, v in line.gps.items()}
-            writer.add_message(gps, log_time, json.dumps(msg, separators=(",", ":")).encode(), sequence=i)
+            writer.add_message(
+                gps, log_time, json.dumps(msg, separators=(",", ":")).encode(), sequence=i
+            )
         elif kind == 1:
             msg = {
                 "speed_mps": round(float(line.can["speed_mps"][i]), 3),
@@ -72,7 +99,9 @@ def recording_bytes(spec: FleetSpec, plan: SegmentPlan, writer_cls: type[Chunked
                 "fog_lights": bool(line.can["fog_lights"][i]),
                 "ambient_temp_c": round(float(line.can["ambient_temp_c"][i]), 2),
             }
-            writer.add_message(can, log_time, json.dumps(msg, separators=(",", ":")).encode(), sequence=i)
+            writer.add_message(
+                can, log_time, json.dumps(msg, separators=(",", ":")).encode(), sequence=i
+            )
         else:
             rgb, _ = drive.render_frame(spec, plan, world, line, i)
             writer.add_message(camera, log_time, encode_jpeg(rgb, spec.jpeg_quality), sequence=i)
@@ -82,7 +111,9 @@ def recording_bytes(spec: FleetSpec, plan: SegmentPlan, writer_cls: type[Chunked
 
 def _write_one(args: tuple[FleetSpec, SegmentPlan, str, storage.StorageConfig]) -> tuple[str, int]:
     spec, plan, out_uri, storage_config = args
-    uri = storage.join(out_uri, layout.recording_relpath(plan.date, plan.vehicle, plan.recording_id))
+    uri = storage.join(
+        out_uri, layout.recording_relpath(plan.date, plan.vehicle, plan.recording_id)
+    )
     if storage.exists(uri, storage_config):
         return uri, 0
     data = recording_bytes(spec, plan)
@@ -90,12 +121,25 @@ def _write_one(args: tuple[FleetSpec, SegmentPlan, str, storage.StorageConfig]) 
     return uri, len(data)
 
 
-def write_recordings(spec: FleetSpec, plans: Iterable[SegmentPlan], out_uri: str, *, world: dict, workers: int = 2, storage_config: storage.StorageConfig | None = None, show_progress: bool | None = None) -> list[str]:
+def write_recordings(
+    spec: FleetSpec,
+    plans: Iterable[SegmentPlan],
+    out_uri: str,
+    *,
+    world: dict,
+    workers: int = 2,
+    storage_config: storage.StorageConfig | None = None,
+    show_progress: bool | None = None,
+) -> list[str]:
     """Write every planned segment, after the world file the oracle rebuilds the plan from."""
     plans = list(plans)
     storage_config = storage_config or storage.StorageConfig()
     world_doc = {"spec": json.loads(spec.to_json()), **world}
-    storage.atomic_write_text(storage.join(out_uri, FLEET_SPEC_FILE), json.dumps(world_doc, indent=2, sort_keys=True), storage_config)
+    storage.atomic_write_text(
+        storage.join(out_uri, FLEET_SPEC_FILE),
+        json.dumps(world_doc, indent=2, sort_keys=True),
+        storage_config,
+    )
     uris: list[str] = []
     jobs = [(spec, p, out_uri, storage_config) for p in plans]
     with progress("rendering recordings", len(jobs), show_progress) as bar:
@@ -116,13 +160,23 @@ def generate_fleet(spec: FleetSpec, out_uri: str, **kwargs) -> list[str]:
     return write_recordings(spec, plan_fleet(spec), out_uri, world={"kind": "fleet"}, **kwargs)
 
 
-def generate_heldout(spec: FleetSpec, out_uri: str, segments_per_domain: int = 1, **kwargs) -> list[str]:
+def generate_heldout(
+    spec: FleetSpec, out_uri: str, segments_per_domain: int = 1, **kwargs
+) -> list[str]:
     """The domain-balanced held-out set, in its own root: never mined, never trained on."""
     plans = plan_heldout(spec, segments_per_domain)
-    return write_recordings(spec, plans, out_uri, world={"kind": "heldout", "segments_per_domain": segments_per_domain}, **kwargs)
+    return write_recordings(
+        spec,
+        plans,
+        out_uri,
+        world={"kind": "heldout", "segments_per_domain": segments_per_domain},
+        **kwargs,
+    )
 
 
-def read_world(fleet_uri: str, storage_config: storage.StorageConfig | None = None) -> tuple[FleetSpec, list[SegmentPlan]]:
+def read_world(
+    fleet_uri: str, storage_config: storage.StorageConfig | None = None
+) -> tuple[FleetSpec, list[SegmentPlan]]:
     """The spec and the full plan of a generated fleet or held-out set."""
     doc = json.loads(storage.read_bytes(storage.join(fleet_uri, FLEET_SPEC_FILE), storage_config))
     spec = FleetSpec.from_json(json.dumps(doc["spec"]))

@@ -44,10 +44,14 @@ class OracleLabeler:
         try:
             return self._plans[recording_id]
         except KeyError:
-            raise PermanentError(f"oracle: recording {recording_id!r} is not part of this fleet") from None
+            raise PermanentError(
+                f"oracle: recording {recording_id!r} is not part of this fleet"
+            ) from None
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - one labeler per job; caches per-segment timelines
-    def _segment(self, recording_id: str) -> tuple[SegmentPlan, scene.Layout, drive.SegmentTimeline]:
+    def _segment(
+        self, recording_id: str
+    ) -> tuple[SegmentPlan, scene.Layout, drive.SegmentTimeline]:
         plan = self.plan(recording_id)
         world = scene.drive_layout(plan)
         return plan, world, drive.timeline(self.spec, plan, world)
@@ -57,7 +61,9 @@ class OracleLabeler:
         if not 0 <= frame_index < len(line.frame_times_s):
             raise PermanentError(f"oracle: recording {recording_id!r} has no frame {frame_index}")
         _, mask = drive.render_frame(self.spec, plan, world, line, frame_index)
-        elevation = domains.sun_elevation_deg(line.frame_times_s[frame_index], plan.lat_deg, plan.lon_deg)
+        elevation = domains.sun_elevation_deg(
+            line.frame_times_s[frame_index], plan.lat_deg, plan.lon_deg
+        )
         return OracleLabel(
             recording_id=recording_id,
             frame_index=frame_index,

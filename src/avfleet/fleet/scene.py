@@ -70,13 +70,19 @@ def drive_layout(plan: SegmentPlan) -> Layout:
     )
     n_walkers = 0 if freeway else int(rng.integers(4, 14))
     walkers = np.stack(
-        [rng.choice([-1.0, 1.0], n_walkers), rng.uniform(0, 2000, n_walkers), (rng.random(n_walkers) < 0.35).astype(float)],
+        [
+            rng.choice([-1.0, 1.0], n_walkers),
+            rng.uniform(0, 2000, n_walkers),
+            (rng.random(n_walkers) < 0.35).astype(float),
+        ],
         axis=1,
     )
     return Layout(
         road_half_width_m=7.0 if freeway else 3.5,
         sidewalk_m=2.5 if not freeway else 4.0,
-        facade_m=(7.0 if freeway else 3.5) + (2.5 if not freeway else 4.0) + float(rng.uniform(0.5, 3.0)),
+        facade_m=(7.0 if freeway else 3.5)
+        + (2.5 if not freeway else 4.0)
+        + float(rng.uniform(0.5, 3.0)),
         block_m=float(rng.uniform(8, 18)),
         speed_phase=float(rng.uniform(0, 2 * np.pi)),
         palette_jitter=rng.uniform(-18, 18, (NUM_CLASSES, 3)).astype(np.float32),
@@ -109,7 +115,16 @@ def _hash01(values: np.ndarray, salt: int) -> np.ndarray:
     return (x & 0xFFFF) / 65535.0
 
 
-def render(plan: SegmentPlan, layout: Layout, frame_index: int, drive_t_s: float, distance_m: float, sun_elevation_deg: float, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def render(
+    plan: SegmentPlan,
+    layout: Layout,
+    frame_index: int,
+    drive_t_s: float,
+    distance_m: float,
+    sun_elevation_deg: float,
+    height: int,
+    width: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """(rgb uint8 HxWx3, mask uint8 HxW) of one frame."""
     H, W = height, width
     f = 0.9 * W
@@ -157,11 +172,26 @@ def render(plan: SegmentPlan, layout: Layout, frame_index: int, drive_t_s: float
         mask[inside] = cls
         depth[inside] = d
 
-    rgb = _shade(plan, layout, mask, depth, rows, cols, horizon, boxes, frame_index, sun_elevation_deg, distance_m, f)
+    rgb = _shade(
+        plan,
+        layout,
+        mask,
+        depth,
+        rows,
+        cols,
+        horizon,
+        boxes,
+        frame_index,
+        sun_elevation_deg,
+        distance_m,
+        f,
+    )
     return rgb, mask
 
 
-def _object_boxes(layout: Layout, t: float, s: float) -> list[tuple[float, float, float, float, int]]:
+def _object_boxes(
+    layout: Layout, t: float, s: float
+) -> list[tuple[float, float, float, float, int]]:
     boxes = []
     for lane, d0, v in layout.cars:
         # Oncoming lanes (negative offset) move towards us; distance wraps within the visible range.
@@ -173,13 +203,25 @@ def _object_boxes(layout: Layout, t: float, s: float) -> list[tuple[float, float
         d = np.mod(pos + walk - s, 200.0)
         if 3.0 < d < 60.0:
             if kind == 0:
-                boxes.append((float(d), float(side * (layout.road_half_width_m + 1.2)), 0.5, 1.75, PEDESTRIAN))
+                boxes.append(
+                    (
+                        float(d),
+                        float(side * (layout.road_half_width_m + 1.2)),
+                        0.5,
+                        1.75,
+                        PEDESTRIAN,
+                    )
+                )
             else:
-                boxes.append((float(d), float(side * (layout.road_half_width_m - 0.6)), 0.6, 1.7, CYCLIST))
+                boxes.append(
+                    (float(d), float(side * (layout.road_half_width_m - 0.6)), 0.6, 1.7, CYCLIST)
+                )
     return boxes
 
 
-def _shade(plan, layout, mask, depth, rows, cols, horizon, boxes, frame_index, sun_elev, distance_m, f) -> np.ndarray:
+def _shade(
+    plan, layout, mask, depth, rows, cols, horizon, boxes, frame_index, sun_elev, distance_m, f
+) -> np.ndarray:
     H, W = mask.shape
     rng = np.random.default_rng(stable_seed(plan.scene_seed, "noise", frame_index))
     colors = BASE_COLORS + layout.palette_jitter
@@ -187,7 +229,11 @@ def _shade(plan, layout, mask, depth, rows, cols, horizon, boxes, frame_index, s
     # Texture that moves with the world: windows on buildings, dashes on the road.
     stripes = (np.floor((distance_m + depth) / 1.5) % 2).astype(np.float32)
     img[mask == BUILDING] *= (0.85 + 0.2 * stripes[mask == BUILDING])[:, None]
-    lane_mark = (mask == ROAD) & (np.abs(cols - W / 2) * depth / f < 0.12) & ((np.floor((distance_m + depth) / 3.0) % 2) == 0)
+    lane_mark = (
+        (mask == ROAD)
+        & (np.abs(cols - W / 2) * depth / f < 0.12)
+        & ((np.floor((distance_m + depth) / 3.0) % 2) == 0)
+    )
     img[lane_mark] = 235.0
     sky = mask == SKY
     gradient = np.clip((horizon - rows) / max(horizon, 1.0), 0, 1)
@@ -231,10 +277,12 @@ def _add_lights(img, mask, depth, rows, cols, horizon, boxes, plan, layout, dist
     # Our own headlights: a cone on the road ahead.
     cone = (mask == ROAD) & (depth < 40.0)
     img[cone] += (60.0 * (1 - depth[cone] / 40.0))[:, None]
-    for d, lat, w_m, h_m, cls in boxes:
+    for d, lat, _w_m, _h_m, cls in boxes:
         if cls != CAR:
             continue
-        lamp = np.array([255, 250, 210] if lat < 0 else [255, 40, 30], np.float32)  # oncoming vs ahead
+        lamp = np.array(
+            [255, 250, 210] if lat < 0 else [255, 40, 30], np.float32
+        )  # oncoming vs ahead
         r = horizon + f * (CAMERA_HEIGHT_M - 0.6) / d
         for side in (-0.7, 0.7):
             c = W / 2 + f * (lat + side) / d
@@ -252,7 +300,9 @@ def _add_lights(img, mask, depth, rows, cols, horizon, boxes, plan, layout, dist
                 img += (halo * 120.0)[..., None] * np.array([1.0, 0.9, 0.6], np.float32)
 
 
-def _streaks(img: np.ndarray, rng: np.random.Generator, count: int, length: int, value: float) -> None:
+def _streaks(
+    img: np.ndarray, rng: np.random.Generator, count: int, length: int, value: float
+) -> None:
     """Rain: short slanted bright streaks."""
     H, W, _ = img.shape
     r0 = rng.integers(0, H, count)

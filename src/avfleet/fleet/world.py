@@ -113,9 +113,11 @@ def _choice(rng: np.random.Generator, probs: dict[str, float]) -> str:
     return names[int(rng.choice(len(names), p=np.array([probs[n] for n in names])))]
 
 
-def pick_start_time(rng: np.random.Generator, date: str, lat: float, lon: float, tod: str, duration_s: float) -> float:
+def pick_start_time(
+    rng: np.random.Generator, date: str, lat: float, lon: float, tod: str, duration_s: float
+) -> float:
     """A UTC start on `date` whose whole drive falls in the wanted time of day, if any does."""
-    day0 = dt.datetime.fromisoformat(date).replace(tzinfo=dt.timezone.utc).timestamp()
+    day0 = dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC).timestamp()
     starts = day0 + np.arange(0, domains.SECONDS_PER_DAY - duration_s, 300.0)
     ok = (domains.time_of_day(domains.sun_elevation_deg(starts, lat, lon)) == tod) & (
         domains.time_of_day(domains.sun_elevation_deg(starts + duration_s, lat, lon)) == tod
@@ -137,13 +139,28 @@ def plan_fleet(spec: FleetSpec) -> list[SegmentPlan]:
             drive = 0
             while remaining > 0:
                 drive_segments = int(min(remaining, rng.integers(1, 4)))
-                plans.extend(_plan_drive(spec, rng, date, vehicle, drive, drive_segments, city_lat, city_lon))
+                plans.extend(
+                    _plan_drive(spec, rng, date, vehicle, drive, drive_segments, city_lat, city_lon)
+                )
                 remaining -= drive_segments
                 drive += 1
     return plans
 
 
-def _plan_drive(spec: FleetSpec, rng: np.random.Generator, date: str, vehicle: str, drive: int, num_segments: int, city_lat: float, city_lon: float, *, tod: str | None = None, weather: str | None = None, road: str | None = None) -> list[SegmentPlan]:
+def _plan_drive(
+    spec: FleetSpec,
+    rng: np.random.Generator,
+    date: str,
+    vehicle: str,
+    drive: int,
+    num_segments: int,
+    city_lat: float,
+    city_lon: float,
+    *,
+    tod: str | None = None,
+    weather: str | None = None,
+    road: str | None = None,
+) -> list[SegmentPlan]:
     tod = tod or _choice(rng, TIME_OF_DAY_PROBS)
     weather = weather or _choice(rng, WEATHER_PROBS)
     road = road or _choice(rng, ROAD_PROBS)
@@ -158,11 +175,20 @@ def _plan_drive(spec: FleetSpec, rng: np.random.Generator, date: str, vehicle: s
         recording_id = f"{vehicle}_{date.replace('-', '')}_d{drive:02d}s{s:02d}"
         plans.append(
             SegmentPlan(
-                recording_id=recording_id, vehicle=vehicle, date=date,
-                start_unix_s=start + s * spec.segment_s, duration_s=spec.segment_s,
-                lat_deg=lat, lon_deg=lon, heading_rad=heading,
-                drive_offset_s=s * spec.segment_s, weather=weather, road_type=road, ambient_temp_c=temp,
-                software_version=software, scene_seed=stable_seed(spec.seed, vehicle, date, "drive", drive),
+                recording_id=recording_id,
+                vehicle=vehicle,
+                date=date,
+                start_unix_s=start + s * spec.segment_s,
+                duration_s=spec.segment_s,
+                lat_deg=lat,
+                lon_deg=lon,
+                heading_rad=heading,
+                drive_offset_s=s * spec.segment_s,
+                weather=weather,
+                road_type=road,
+                ambient_temp_c=temp,
+                software_version=software,
+                scene_seed=stable_seed(spec.seed, vehicle, date, "drive", drive),
                 forced_time_of_day=tod,
             )
         )
@@ -184,6 +210,20 @@ def plan_heldout(spec: FleetSpec, segments_per_domain: int = 1) -> list[SegmentP
                     vehicle = f"test-{i:03d}"
                     rng = np.random.default_rng(stable_seed(spec.seed, "heldout", i))
                     _, lat, lon = CITIES[i % len(CITIES)]
-                    plans.extend(_plan_drive(spec, rng, date, vehicle, 0, 1, lat, lon, tod=tod, weather=weather, road=road))
+                    plans.extend(
+                        _plan_drive(
+                            spec,
+                            rng,
+                            date,
+                            vehicle,
+                            0,
+                            1,
+                            lat,
+                            lon,
+                            tod=tod,
+                            weather=weather,
+                            road=road,
+                        )
+                    )
                     i += 1
     return plans

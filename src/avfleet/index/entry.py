@@ -12,7 +12,9 @@ from avfleet.index.scan import ScanConfig
 
 
 def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (moto, MinIO); default AWS")
+    parser.add_argument(
+        "--s3-endpoint-url", default=None, help="S3 endpoint (moto, MinIO); default AWS"
+    )
     parser.add_argument("--s3-region", default=None, help="S3 region")
 
 
@@ -21,13 +23,25 @@ def storage_from_args(args: argparse.Namespace) -> StorageConfig:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recordings", required=True, help="fleet root holding raw/date=D/... (path, file:// or s3://)")
+    parser.add_argument(
+        "--recordings",
+        required=True,
+        help="fleet root holding raw/date=D/... (path, file:// or s3://)",
+    )
     parser.add_argument("--date", required=True, help="day to index, YYYY-MM-DD")
     parser.add_argument("--out", required=True, help="index root")
     parser.add_argument("--run-id", default="", help="run id (default: new, sortable)")
-    parser.add_argument("--num-partitions", type=int, default=0, help="Spark tasks (default: 2 per core)")
-    parser.add_argument("--pushgateway", default=None, help="Pushgateway host:port to push metrics to")
-    parser.add_argument("--summary-json", default=None, help="also write the run's report to this local path (Argo output parameter)")
+    parser.add_argument(
+        "--num-partitions", type=int, default=0, help="Spark tasks (default: 2 per core)"
+    )
+    parser.add_argument(
+        "--pushgateway", default=None, help="Pushgateway host:port to push metrics to"
+    )
+    parser.add_argument(
+        "--summary-json",
+        default=None,
+        help="also write the run's report to this local path (Argo output parameter)",
+    )
     add_storage_arguments(parser)
 
 

@@ -13,6 +13,7 @@ The driver writes the files and quarantine tables from those rows and commits.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import resource
 import time
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 
 from avfleet.core import config as config_lib
 from avfleet.core import storage
-from avfleet.core.errors import AvfleetError, PermanentError, RecordingError, TransientError
+from avfleet.core.errors import AvfleetError, RecordingError, TransientError
 from avfleet.core.metrics import JobMetrics, MetricsConfig
 from avfleet.index import schema
 from avfleet.index.scan import ScanConfig, scan_recording
@@ -59,7 +60,9 @@ class IndexConfig:
         except ValueError as e:
             raise ValueError(f"IndexConfig.date: {self.date!r} is not YYYY-MM-DD") from e
         if self.worker_memory_cap_bytes <= self.scan.limits.peak_bytes():
-            raise ValueError("IndexConfig.worker_memory_cap_bytes must exceed the reader's peak buffers (scan.limits)")
+            raise ValueError(
+                "IndexConfig.worker_memory_cap_bytes must exceed the reader's peak buffers (scan.limits)"
+            )
 
 
 def _peak_rss_bytes() -> int:
@@ -70,13 +73,22 @@ def scan_one(uri: str, size_bytes: int, date: str, config: IndexConfig) -> tuple
     """(frames DataFrame or None, files row) for one input. Transient storage errors propagate."""
     started = time.perf_counter()
     row: dict[str, Any] = {
-        "recording_uri": uri, "date": date, "status": schema.STATUS_INDEXED, "reason": None,
-        "error_offset": None, "num_frames": 0, "bytes_stored": size_bytes, "bytes_read": 0, "part_uri": None,
+        "recording_uri": uri,
+        "date": date,
+        "status": schema.STATUS_INDEXED,
+        "reason": None,
+        "error_offset": None,
+        "num_frames": 0,
+        "bytes_stored": size_bytes,
+        "bytes_read": 0,
+        "part_uri": None,
+        "domain_counts": "{}",
     }
     frames = None
     try:
         frames, row["bytes_read"] = scan_recording(uri, config.scan)
         row["num_frames"] = len(frames)
+        row["domain_counts"] = _domain_counts(frames)
     except TransientError:
         raise
     except RecordingError as e:
@@ -85,14 +97,29 @@ def scan_one(uri: str, size_bytes: int, date: str, config: IndexConfig) -> tuple
         # Whatever else a hostile file provokes, it must not take the day's run down with it.
         row.update(status=schema.STATUS_QUARANTINED, reason=f"{type(e).__name__}: {e}")
     row["peak_rss_bytes"] = _peak_rss_bytes()
-    if row["status"] == schema.STATUS_INDEXED and row["peak_rss_bytes"] > config.worker_memory_cap_bytes:
-        row.update(status=schema.STATUS_QUARANTINED, reason=f"scan peak RSS {row['peak_rss_bytes']} exceeds the cap {config.worker_memory_cap_bytes}")
+    if (
+        row["status"] == schema.STATUS_INDEXED
+        and row["peak_rss_bytes"] > config.worker_memory_cap_bytes
+    ):
+        row.update(
+            status=schema.STATUS_QUARANTINED,
+            reason=f"scan peak RSS {row['peak_rss_bytes']} exceeds the cap {config.worker_memory_cap_bytes}",
+        )
         frames = None
     row["scan_seconds"] = time.perf_counter() - started
     return (frames if row["status"] == schema.STATUS_INDEXED else None), row
 
 
-def scan_partition(files: Iterable[tuple[str, int]], config: IndexConfig, part_dir: str, part_name: str) -> list[dict]:
+def _domain_counts(frames: Any) -> str:
+    if not len(frames):
+        return "{}"
+    counts = frames.groupby(["time_of_day", "weather", "road_type"]).size()
+    return json.dumps({"/".join(k): int(v) for k, v in counts.items()}, sort_keys=True)
+
+
+def scan_partition(
+    files: Iterable[tuple[str, int]], config: IndexConfig, part_dir: str, part_name: str
+) -> list[dict]:
     """Scan files, write their frames as one part file, return one files row per input."""
     import pandas as pd
     import pyarrow as pa
@@ -106,11 +133,20 @@ def scan_partition(files: Iterable[tuple[str, int]], config: IndexConfig, part_d
             tables.append(frames)
     if tables:
         df = pd.concat(tables, ignore_index=True)
-        table = pa.Table.from_pandas(df[schema.FRAMES.names], schema=schema.FRAMES, preserve_index=False)
+        table = pa.Table.from_pandas(
+            df[schema.FRAMES.names], schema=schema.FRAMES, preserve_index=False
+        )
         part_uri = storage.join(part_dir, f"{part_name}.parquet")
         with storage.translate_errors(part_uri):
-            storage.filesystem(part_uri, config.scan.storage).makedirs(storage.strip_protocol(part_dir), exist_ok=True)
-            pq.write_table(table, storage.strip_protocol(part_uri), filesystem=storage.filesystem(part_uri, config.scan.storage), compression="zstd")
+            storage.filesystem(part_uri, config.scan.storage).makedirs(
+                storage.strip_protocol(part_dir), exist_ok=True
+            )
+            pq.write_table(
+                table,
+                storage.strip_protocol(part_uri),
+                filesystem=storage.filesystem(part_uri, config.scan.storage),
+                compression="zstd",
+            )
         for row in rows:
             if row["num_frames"]:
                 row["part_uri"] = part_uri
@@ -118,7 +154,9 @@ def scan_partition(files: Iterable[tuple[str, int]], config: IndexConfig, part_d
 
 
 class ScanEngine(Protocol):
-    def scan(self, files: list[tuple[str, int]], config: IndexConfig, part_dir: str) -> list[dict]: ...
+    def scan(
+        self, files: list[tuple[str, int]], config: IndexConfig, part_dir: str
+    ) -> list[dict]: ...
 
 
 class LoopEngine:
@@ -162,8 +200,6 @@ class IndexReport:
 
     @classmethod
     def from_json(cls, text: str) -> IndexReport:
-        import json
-
         return cls(**json.loads(text))
 
     @property
@@ -171,8 +207,12 @@ class IndexReport:
         return self.bytes_read / self.bytes_stored if self.bytes_stored else 0.0
 
 
-def list_recordings(recordings_uri: str, date: str, storage_config: storage.StorageConfig) -> list[tuple[str, int]]:
-    return storage.list_files(storage.join(recordings_uri, layout.date_prefix(date)), ".mcap", storage_config)
+def list_recordings(
+    recordings_uri: str, date: str, storage_config: storage.StorageConfig
+) -> list[tuple[str, int]]:
+    return storage.list_files(
+        storage.join(recordings_uri, layout.date_prefix(date)), ".mcap", storage_config
+    )
 
 
 def run_index(config: IndexConfig, engine: ScanEngine) -> IndexReport:
@@ -181,14 +221,18 @@ def run_index(config: IndexConfig, engine: ScanEngine) -> IndexReport:
     run_id = config.run_id or new_run_id()
     table = IndexTable(config.out_uri, config.scan.storage)
     st = config.scan.storage
-    storage.atomic_write_text(table.run_meta_uri(run_id, "config.json"), config_lib.dumps(config), st)
+    storage.atomic_write_text(
+        table.run_meta_uri(run_id, "config.json"), config_lib.dumps(config), st
+    )
 
     files = list_recordings(config.recordings_uri, config.date, st)
     log.info("indexing %d recordings of %s (run %s)", len(files), config.date, run_id)
     rows = engine.scan(files, config, table.run_dir("frames", config.date, run_id))
     by_uri = {r["recording_uri"]: r for r in rows}
-    if sorted(by_uri) != sorted(u for u, _ in files):
-        raise PermanentError(f"scan accounted for {len(by_uri)} of {len(files)} inputs")  # an invariant, kept loud
+    if sorted(by_uri) != sorted(
+        u for u, _ in files
+    ):  # an invariant: never commit a day that lost inputs
+        raise AvfleetError(f"scan accounted for {len(by_uri)} of {len(files)} inputs")
 
     files_uri, quarantine_uri = _write_file_tables(table, config, run_id, rows)
     frames_files = sorted({r["part_uri"] for r in rows if r["part_uri"]})
@@ -198,13 +242,22 @@ def run_index(config: IndexConfig, engine: ScanEngine) -> IndexReport:
         "quarantined": sum(r["status"] == schema.STATUS_QUARANTINED for r in rows),
         "frames": sum(int(r["num_frames"]) for r in rows),
     }
-    table.commit(config.date, run_id, frames_files=frames_files, files_files=[files_uri], quarantine_files=[quarantine_uri], counts=counts)
+    table.commit(
+        config.date,
+        run_id,
+        frames_files=frames_files,
+        files_files=[files_uri],
+        quarantine_files=[quarantine_uri],
+        counts=counts,
+    )
     removed = table.collect_garbage(config.date)
     if removed:
         log.info("removed %d superseded run folders", len(removed))
 
-    frames = table.read("frames", [config.date])
-    per_domain = frames.groupby(["time_of_day", "weather", "road_type"]).size() if len(frames) else {}
+    per_domain: dict[str, int] = {}
+    for row in rows:
+        for domain, n in json.loads(row["domain_counts"] or "{}").items():
+            per_domain[domain] = per_domain.get(domain, 0) + n
     report = IndexReport(
         run_id=run_id,
         date=config.date,
@@ -216,21 +269,35 @@ def run_index(config: IndexConfig, engine: ScanEngine) -> IndexReport:
         bytes_stored=sum(int(r["bytes_stored"]) for r in rows),
         peak_worker_rss_bytes=max((int(r["peak_rss_bytes"]) for r in rows), default=0),
         duration_s=time.time() - started,
-        frames_per_domain={"/".join(k): int(v) for k, v in dict(per_domain).items()},
-        quarantined=[{"recording_uri": r["recording_uri"], "reason": r["reason"], "error_offset": r["error_offset"]} for r in rows if r["status"] == schema.STATUS_QUARANTINED],
+        frames_per_domain=dict(sorted(per_domain.items())),
+        quarantined=[
+            {
+                "recording_uri": r["recording_uri"],
+                "reason": r["reason"],
+                "error_offset": r["error_offset"],
+            }
+            for r in rows
+            if r["status"] == schema.STATUS_QUARANTINED
+        ],
     )
     _finish_metrics(config, table, report)
-    import json
-
-    storage.atomic_write_text(table.run_meta_uri(run_id, "report.json"), json.dumps(dataclasses.asdict(report), indent=2, default=str), st)
+    storage.atomic_write_text(
+        table.run_meta_uri(run_id, "report.json"),
+        json.dumps(dataclasses.asdict(report), indent=2, default=str),
+        st,
+    )
     return report
 
 
-def _write_file_tables(table: IndexTable, config: IndexConfig, run_id: str, rows: list[dict]) -> tuple[str, str]:
+def _write_file_tables(
+    table: IndexTable, config: IndexConfig, run_id: str, rows: list[dict]
+) -> tuple[str, str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    files = pa.Table.from_pylist([{k: r.get(k) for k in schema.FILES.names} for r in rows], schema=schema.FILES)
+    files = pa.Table.from_pylist(
+        [{k: r.get(k) for k in schema.FILES.names} for r in rows], schema=schema.FILES
+    )
     quarantined = files.filter(pa.compute.equal(files["status"], schema.STATUS_QUARANTINED))
     out = []
     for name, data in (("files", files), ("quarantine", quarantined)):
@@ -246,8 +313,18 @@ def _write_file_tables(table: IndexTable, config: IndexConfig, run_id: str, rows
 def _finish_metrics(config: IndexConfig, table: IndexTable, report: IndexReport) -> None:
     metrics = JobMetrics("index", report.run_id)
     metrics.started_s -= report.duration_s  # count the whole run, not just this function
-    metrics.set("files", report.num_indexed, "Input recordings by outcome", {"status": schema.STATUS_INDEXED})
-    metrics.set("files", report.num_quarantined, "Input recordings by outcome", {"status": schema.STATUS_QUARANTINED})
+    metrics.set(
+        "files",
+        report.num_indexed,
+        "Input recordings by outcome",
+        {"status": schema.STATUS_INDEXED},
+    )
+    metrics.set(
+        "files",
+        report.num_quarantined,
+        "Input recordings by outcome",
+        {"status": schema.STATUS_QUARANTINED},
+    )
     metrics.set("quarantined_files", report.num_quarantined, "Recordings quarantined in this run")
     metrics.set("frames", report.num_frames, "Frames indexed")
     metrics.set("bytes_read", report.bytes_read, "Bytes read from recordings")
@@ -256,5 +333,12 @@ def _finish_metrics(config: IndexConfig, table: IndexTable, report: IndexReport)
     metrics.set("peak_worker_rss_bytes", report.peak_worker_rss_bytes, "Peak RSS of a scan worker")
     for domain, n in report.frames_per_domain.items():
         tod, weather, road = domain.split("/")
-        metrics.set("domain_frames", n, "Frames per domain", {"time_of_day": tod, "weather": weather, "road_type": road})
-    metrics.finish(config.metrics, table.run_meta_uri(report.run_id, "metrics.prom"), config.scan.storage)
+        metrics.set(
+            "domain_frames",
+            n,
+            "Frames per domain",
+            {"time_of_day": tod, "weather": weather, "road_type": road},
+        )
+    metrics.finish(
+        config.metrics, table.run_meta_uri(report.run_id, "metrics.prom"), config.scan.storage
+    )

@@ -93,7 +93,9 @@ def _scan(source: ByteSource, uri: str, config: ScanConfig) -> pd.DataFrame:
                 if message.channel_id in signal_ids:
                     target = gps if message.channel_id in gps_ids else can
                     target.times_ns.append(message.log_time)
-                    target.values.append(_decode_signal(uri, index.chunk_start_offset, message.data))
+                    target.values.append(
+                        _decode_signal(uri, index.chunk_start_offset, message.data)
+                    )
         if channels_here & camera_ids:
             entries = rd.read_message_indexes(source, index, limits)
             all_offsets = sorted(off for recs in entries.values() for _, off in recs)
@@ -101,23 +103,59 @@ def _scan(source: ByteSource, uri: str, config: ScanConfig) -> pd.DataFrame:
             base = rd.chunk_records_offset(index) if index.compression == "" else None
             for channel_id in sorted(channels_here & camera_ids):
                 for log_time, offset in entries.get(channel_id, []):
-                    frames.append((
-                        channel_id, log_time, index.chunk_start_offset, index.chunk_length, index.compression, offset,
-                        None if base is None else base + offset, None if base is None else ends[offset] - offset,
-                    ))
-    columns = ["channel_id", "log_time_ns", "chunk_offset", "chunk_length", "chunk_compression", "message_offset", "record_offset", "record_length"]
-    df = pd.DataFrame(frames, columns=columns).sort_values(["log_time_ns", "channel_id"], kind="stable").reset_index(drop=True)
+                    frames.append(
+                        (
+                            channel_id,
+                            log_time,
+                            index.chunk_start_offset,
+                            index.chunk_length,
+                            index.compression,
+                            offset,
+                            None if base is None else base + offset,
+                            None if base is None else ends[offset] - offset,
+                        )
+                    )
+    columns = [
+        "channel_id",
+        "log_time_ns",
+        "chunk_offset",
+        "chunk_length",
+        "chunk_compression",
+        "message_offset",
+        "record_offset",
+        "record_length",
+    ]
+    df = (
+        pd.DataFrame(frames, columns=columns)
+        .sort_values(["log_time_ns", "channel_id"], kind="stable")
+        .reset_index(drop=True)
+    )
     df["record_offset"] = df["record_offset"].astype("Int64")
     df["record_length"] = df["record_length"].astype("Int64")
     df["frame_index"] = np.arange(len(df), dtype=np.int32)
     df["recording_id"] = recording_id
     df["recording_uri"] = uri
     df["vehicle"] = vehicle
-    df["date"] = date_match.group(1) if date_match else pd.to_datetime(df["log_time_ns"].min(), unit="ns").strftime("%Y-%m-%d") if len(df) else ""
+    df["date"] = date_match.group(1) if date_match else _utc_date(df["log_time_ns"])
     df["software_version"] = meta.get("software_version", "")
     df["camera_topic"] = config.camera_topic
-    df["frame_id"] = [frame_id(recording_id, config.camera_topic, int(t)) for t in df["log_time_ns"]]
-    return tag_frames(df, gps.frame(("lat_deg", "lon_deg", "speed_mps")), can.frame(("speed_mps", "wiper_level", "headlights", "fog_lights", "ambient_temp_c")))
+    df["frame_id"] = [
+        frame_id(recording_id, config.camera_topic, int(t)) for t in df["log_time_ns"]
+    ]
+    return tag_frames(
+        df,
+        gps.frame(("lat_deg", "lon_deg", "speed_mps")),
+        can.frame(("speed_mps", "wiper_level", "headlights", "fog_lights", "ambient_temp_c")),
+    )
+
+
+def _utc_date(log_time_ns: pd.Series) -> str:
+    """The UTC date of the first frame, for recordings stored outside a date= folder."""
+    return (
+        pd.to_datetime(log_time_ns.min(), unit="ns").strftime("%Y-%m-%d")
+        if len(log_time_ns)
+        else ""
+    )
 
 
 def _decode_signal(uri: str, offset: int, data: bytes) -> dict:
@@ -132,7 +170,9 @@ def _decode_signal(uri: str, offset: int, data: bytes) -> dict:
 
 def _asof(frame_t_ns: np.ndarray, signal_t_ns: np.ndarray) -> np.ndarray:
     """Index of the latest signal at or before each frame (the first one for frames before it)."""
-    return np.clip(np.searchsorted(signal_t_ns, frame_t_ns, side="right") - 1, 0, max(len(signal_t_ns) - 1, 0))
+    return np.clip(
+        np.searchsorted(signal_t_ns, frame_t_ns, side="right") - 1, 0, max(len(signal_t_ns) - 1, 0)
+    )
 
 
 def tag_frames(frames: pd.DataFrame, gps: pd.DataFrame, can: pd.DataFrame) -> pd.DataFrame:
@@ -143,7 +183,9 @@ def tag_frames(frames: pd.DataFrame, gps: pd.DataFrame, can: pd.DataFrame) -> pd
         frames["lat_deg"] = gps["lat_deg"].to_numpy(float)[i]
         frames["lon_deg"] = gps["lon_deg"].to_numpy(float)[i]
         frames["gps_speed_mps"] = gps["speed_mps"].to_numpy(float)[i]
-        elevation = domains.sun_elevation_deg(t / 1e9, frames["lat_deg"].to_numpy(), frames["lon_deg"].to_numpy())
+        elevation = domains.sun_elevation_deg(
+            t / 1e9, frames["lat_deg"].to_numpy(), frames["lon_deg"].to_numpy()
+        )
         frames["sun_elevation_deg"] = elevation
         frames["time_of_day"] = domains.time_of_day(elevation)
     else:
@@ -160,7 +202,9 @@ def tag_frames(frames: pd.DataFrame, gps: pd.DataFrame, can: pd.DataFrame) -> pd
         frames["headlights"] = can["headlights"].to_numpy(bool)[i]
         frames["fog_lights"] = can["fog_lights"].to_numpy(bool)[i]
         frames["ambient_temp_c"] = can["ambient_temp_c"].to_numpy(float)[i]
-        frames["weather"] = domains.weather_from_signals(frames["wiper_level"], frames["fog_lights"], frames["ambient_temp_c"])
+        frames["weather"] = domains.weather_from_signals(
+            frames["wiper_level"], frames["fog_lights"], frames["ambient_temp_c"]
+        )
         frames["road_type"] = domains.road_type_from_speed(median_speed[i])
     else:
         frames["can_speed_mps"] = np.nan

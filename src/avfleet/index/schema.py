@@ -51,6 +51,7 @@ FILES = pa.schema(
         ("bytes_stored", pa.int64()),
         ("bytes_read", pa.int64()),
         ("part_uri", pa.string()),
+        ("domain_counts", pa.string()),  # JSON {"time_of_day/weather/road_type": frames}
         ("peak_rss_bytes", pa.int64()),
         ("scan_seconds", pa.float64()),
     ]

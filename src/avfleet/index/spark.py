@@ -46,7 +46,9 @@ def spark_session(app_name: str, master: str | None = None) -> SparkSession:
     return spark
 
 
-def files_frame(spark: SparkSession, files: list[tuple[str, int]], num_partitions: int) -> DataFrame:
+def files_frame(
+    spark: SparkSession, files: list[tuple[str, int]], num_partitions: int
+) -> DataFrame:
     """The input files as a DataFrame, spread round-robin over `num_partitions` partitions."""
     rdd = spark.sparkContext.parallelize([(u, int(s)) for u, s in files], num_partitions)
     return spark.createDataFrame(rdd, FILES_INPUT_DDL)
@@ -69,7 +71,11 @@ def scan_recordings(files_df: DataFrame, config: IndexConfig, part_dir: str) -> 
         from avfleet.index.job import scan_partition
 
         ctx = TaskContext.get()
-        files = [(u, int(s)) for b in batches for u, s in zip(b["recording_uri"], b["bytes_stored"], strict=True)]
+        files = [
+            (u, int(s))
+            for b in batches
+            for u, s in zip(b["recording_uri"], b["bytes_stored"], strict=True)
+        ]
         name = f"part-{ctx.partitionId():05d}-a{ctx.attemptNumber()}-{uuid.uuid4().hex[:8]}"
         rows = scan_partition(files, config, part_dir, name)
         yield pd.DataFrame(rows, columns=schema.FILES.names)

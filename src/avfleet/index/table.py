@@ -41,7 +41,7 @@ COMMIT_FORMAT = 1
 
 def new_run_id() -> str:
     """Sortable and unique: UTC time plus a random suffix."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -86,7 +86,16 @@ class IndexTable:
         commits = storage.list_files(storage.join(self.root_uri, "_commits"), ".json", self.storage)
         return sorted(u.rsplit("date=", 1)[1].removesuffix(".json") for u, _ in commits)
 
-    def commit(self, date: str, run_id: str, *, frames_files: list[str], files_files: list[str], quarantine_files: list[str], counts: dict[str, int]) -> Commit:
+    def commit(
+        self,
+        date: str,
+        run_id: str,
+        *,
+        frames_files: list[str],
+        files_files: list[str],
+        quarantine_files: list[str],
+        counts: dict[str, int],
+    ) -> Commit:
         """Make run `run_id` the visible version of `date` in one atomic write."""
         for uri in frames_files + files_files + quarantine_files:
             if f"/run={run_id}/" not in uri:
@@ -100,9 +109,11 @@ class IndexTable:
             quarantine_files=sorted(quarantine_files),
             counts=dict(counts),
             previous_run_id=previous.run_id if previous else None,
-            committed_at=dt.datetime.now(dt.timezone.utc).isoformat(),
+            committed_at=dt.datetime.now(dt.UTC).isoformat(),
         )
-        storage.atomic_write_text(self.commit_uri(date), json.dumps(dataclasses.asdict(commit), indent=2), self.storage)
+        storage.atomic_write_text(
+            self.commit_uri(date), json.dumps(dataclasses.asdict(commit), indent=2), self.storage
+        )
         log.info("committed %s run %s (previous %s)", date, run_id, commit.previous_run_id)
         return commit
 
@@ -130,7 +141,11 @@ class IndexTable:
         from avfleet.index.job import IndexReport
 
         commit = self._require(date)
-        return IndexReport.from_json(storage.read_bytes(self.run_meta_uri(commit.run_id, "report.json"), self.storage).decode())
+        return IndexReport.from_json(
+            storage.read_bytes(
+                self.run_meta_uri(commit.run_id, "report.json"), self.storage
+            ).decode()
+        )
 
     # reads
     def _require(self, date: str) -> Commit:
@@ -146,18 +161,30 @@ class IndexTable:
 
         from avfleet.index import schema
 
-        arrow_schema = {"frames": schema.FRAMES, "files": schema.FILES, "quarantine": schema.FILES}[table]
+        arrow_schema = {"frames": schema.FRAMES, "files": schema.FILES, "quarantine": schema.FILES}[
+            table
+        ]
         parts = []
         for date in dates or self.dates():
             commit = self._require(date)
             for uri in getattr(commit, f"{table}_files"):
                 fs = storage.filesystem(uri, self.storage)
                 with storage.translate_errors(uri):
-                    parts.append(pq.read_table(storage.strip_protocol(uri), filesystem=fs, schema=arrow_schema))
+                    parts.append(
+                        pq.read_table(
+                            storage.strip_protocol(uri), filesystem=fs, schema=arrow_schema
+                        )
+                    )
         if not parts:
             return arrow_schema.empty_table().to_pandas()
         import pyarrow as pa
 
         df = pa.concat_tables(parts).to_pandas()
-        order = ["vehicle", "recording_id", "frame_index"] if table == "frames" else ["recording_uri"]
-        return df.sort_values(order, kind="stable").reset_index(drop=True) if len(df) else pd.DataFrame(df)
+        order = (
+            ["vehicle", "recording_id", "frame_index"] if table == "frames" else ["recording_uri"]
+        )
+        return (
+            df.sort_values(order, kind="stable").reset_index(drop=True)
+            if len(df)
+            else pd.DataFrame(df)
+        )

@@ -69,10 +69,16 @@ def parse_record(uri: str, offset: int, opcode: int, body: bytes) -> mr.McapReco
     stream = ReadDataStream(io.BytesIO(body))
     try:
         record = parser(stream)
-    except Exception as e:  # the parser's failures are struct.error, EndOfFile, UnicodeDecodeError...
+    except (
+        Exception
+    ) as e:  # the parser's failures are struct.error, EndOfFile, UnicodeDecodeError...
         name = _opcode_name(opcode)
-        raise RecordingError(uri, offset, f"malformed {name} record ({type(e).__name__}: {e})") from e
-    if stream.count > len(body):  # pragma: no cover - BytesIO cannot over-read; kept as an invariant
+        raise RecordingError(
+            uri, offset, f"malformed {name} record ({type(e).__name__}: {e})"
+        ) from e
+    if stream.count > len(
+        body
+    ):  # pragma: no cover - BytesIO cannot over-read; kept as an invariant
         raise RecordingError(uri, offset, f"{_opcode_name(opcode)} fields overrun the record")
     return record
 
@@ -84,7 +90,9 @@ def _opcode_name(opcode: int) -> str:
         return f"opcode 0x{opcode:02x}"
 
 
-def iter_framed(uri: str, data: bytes, base_offset: int, limits: ReaderLimits) -> Iterator[tuple[int, int, bytes]]:
+def iter_framed(
+    uri: str, data: bytes, base_offset: int, limits: ReaderLimits
+) -> Iterator[tuple[int, int, bytes]]:
     """(absolute offset, opcode, body) for each record in an in-memory region."""
     pos = 0
     while pos < len(data):
@@ -92,10 +100,18 @@ def iter_framed(uri: str, data: bytes, base_offset: int, limits: ReaderLimits) -
             raise RecordingError(uri, base_offset + pos, "truncated record header")
         opcode, length = struct.unpack_from("<BQ", data, pos)
         if length > limits.max_record_bytes:
-            raise RecordingError(uri, base_offset + pos, f"{_opcode_name(opcode)} record of {length} bytes exceeds the cap of {limits.max_record_bytes}")
+            raise RecordingError(
+                uri,
+                base_offset + pos,
+                f"{_opcode_name(opcode)} record of {length} bytes exceeds the cap of {limits.max_record_bytes}",
+            )
         end = pos + RECORD_HEADER_BYTES + length
         if end > len(data):
-            raise RecordingError(uri, base_offset + pos, f"{_opcode_name(opcode)} record runs {end - len(data)} bytes past the end of its region")
+            raise RecordingError(
+                uri,
+                base_offset + pos,
+                f"{_opcode_name(opcode)} record runs {end - len(data)} bytes past the end of its region",
+            )
         yield base_offset + pos, opcode, data[pos + RECORD_HEADER_BYTES : end]
         pos = end
 
@@ -104,7 +120,11 @@ def decompress_chunk(uri: str, offset: int, chunk: mr.Chunk, limits: ReaderLimit
     """Inflate a chunk's records, refusing to go past the declared size or the cap."""
     declared = chunk.uncompressed_size
     if declared > limits.max_chunk_decompressed_bytes:
-        raise RecordingError(uri, offset, f"chunk declares {declared} decompressed bytes, over the cap of {limits.max_chunk_decompressed_bytes}")
+        raise RecordingError(
+            uri,
+            offset,
+            f"chunk declares {declared} decompressed bytes, over the cap of {limits.max_chunk_decompressed_bytes}",
+        )
     if chunk.compression == "":
         data = chunk.data
     elif chunk.compression == "zstd":
@@ -114,7 +134,9 @@ def decompress_chunk(uri: str, offset: int, chunk: mr.Chunk, limits: ReaderLimit
     else:
         raise RecordingError(uri, offset, f"unsupported chunk compression {chunk.compression!r}")
     if len(data) != declared:
-        raise RecordingError(uri, offset, f"chunk inflates to {len(data)} bytes but declares {declared}")
+        raise RecordingError(
+            uri, offset, f"chunk inflates to {len(data)} bytes but declares {declared}"
+        )
     if chunk.uncompressed_crc != 0 and zlib.crc32(data) != chunk.uncompressed_crc:
         raise RecordingError(uri, offset, "chunk CRC mismatch (corrupt data)")
     return data
@@ -132,7 +154,11 @@ def _inflate_zstd(uri: str, offset: int, payload: bytes, declared: int) -> bytes
                 break
             out += piece
             if len(out) > declared:
-                raise RecordingError(uri, offset, f"chunk inflates past its declared {declared} bytes (decompression bomb?)")
+                raise RecordingError(
+                    uri,
+                    offset,
+                    f"chunk inflates past its declared {declared} bytes (decompression bomb?)",
+                )
     except zstandard.ZstdError as e:
         raise RecordingError(uri, offset, f"zstd chunk is corrupt ({e})") from e
     return bytes(out)
@@ -147,7 +173,9 @@ def _inflate_lz4(uri: str, offset: int, payload: bytes, declared: int) -> bytes:
     except RuntimeError as e:
         raise RecordingError(uri, offset, f"lz4 chunk is corrupt ({e})") from e
     if len(data) > declared:
-        raise RecordingError(uri, offset, f"chunk inflates past its declared {declared} bytes (decompression bomb?)")
+        raise RecordingError(
+            uri, offset, f"chunk inflates past its declared {declared} bytes (decompression bomb?)"
+        )
     return data
 
 
@@ -171,15 +199,27 @@ def iter_records(source: ByteSource, limits: ReaderLimits | None = None) -> Iter
             raise RecordingError(uri, pos, "truncated: file ends before the footer")
         opcode, length = struct.unpack("<BQ", header)
         if length > limits.max_record_bytes:
-            raise RecordingError(uri, pos, f"{_opcode_name(opcode)} record of {length} bytes exceeds the cap of {limits.max_record_bytes}")
+            raise RecordingError(
+                uri,
+                pos,
+                f"{_opcode_name(opcode)} record of {length} bytes exceeds the cap of {limits.max_record_bytes}",
+            )
         body = source.read_at(pos + RECORD_HEADER_BYTES, length)
         if len(body) < length:
-            raise RecordingError(uri, pos, f"truncated {_opcode_name(opcode)} record: {len(body)} of {length} bytes present")
+            raise RecordingError(
+                uri,
+                pos,
+                f"truncated {_opcode_name(opcode)} record: {len(body)} of {length} bytes present",
+            )
         record = parse_record(uri, pos, opcode, body)
         if isinstance(record, mr.Chunk):
             inflated_total += record.uncompressed_size
             if inflated_total > limits.max_total_decompressed_bytes:
-                raise RecordingError(uri, pos, f"file inflates to more than {limits.max_total_decompressed_bytes} bytes")
+                raise RecordingError(
+                    uri,
+                    pos,
+                    f"file inflates to more than {limits.max_total_decompressed_bytes} bytes",
+                )
             yield from _chunk_records(uri, pos, record, limits)
         elif record is not None:
             yield record
@@ -189,7 +229,9 @@ def iter_records(source: ByteSource, limits: ReaderLimits | None = None) -> Iter
             return
 
 
-def _chunk_records(uri: str, offset: int, chunk: mr.Chunk, limits: ReaderLimits) -> Iterator[mr.McapRecord]:
+def _chunk_records(
+    uri: str, offset: int, chunk: mr.Chunk, limits: ReaderLimits
+) -> Iterator[mr.McapRecord]:
     data = decompress_chunk(uri, offset, chunk, limits)
     # Inner offsets are reported as chunk offset + position in the inflated records.
     for inner_offset, opcode, body in iter_framed(uri, data, offset, limits):
@@ -203,7 +245,11 @@ def _chunk_records(uri: str, offset: int, chunk: mr.Chunk, limits: ReaderLimits)
 def _check_magic(source: ByteSource, offset: int, which: str) -> None:
     magic = source.read_at(offset, len(MAGIC))
     if magic != MAGIC:
-        problem = "truncated: file ends before the closing magic" if len(magic) < len(MAGIC) else f"bad {which} magic"
+        problem = (
+            "truncated: file ends before the closing magic"
+            if len(magic) < len(MAGIC)
+            else f"bad {which} magic"
+        )
         raise RecordingError(source.uri, offset, problem)
 
 
@@ -236,26 +282,43 @@ def read_summary(source: ByteSource, limits: ReaderLimits | None = None) -> Reco
     _check_magic(source, 0, "leading")
     footer_offset = size - tail_len
     tail = source.read_at(footer_offset, tail_len)
-    if tail[-len(MAGIC):] != MAGIC:
+    if tail[-len(MAGIC) :] != MAGIC:
         raise RecordingError(uri, size - len(MAGIC), "truncated or corrupt: no closing magic")
     opcode, length = struct.unpack_from("<BQ", tail, 0)
     if opcode != Opcode.FOOTER or length != FOOTER_BODY_BYTES:
         raise RecordingError(uri, footer_offset, "no footer record before the closing magic")
-    footer = parse_record(uri, footer_offset, opcode, tail[RECORD_HEADER_BYTES : RECORD_HEADER_BYTES + FOOTER_BODY_BYTES])
+    footer = parse_record(
+        uri,
+        footer_offset,
+        opcode,
+        tail[RECORD_HEADER_BYTES : RECORD_HEADER_BYTES + FOOTER_BODY_BYTES],
+    )
     assert isinstance(footer, mr.Footer)
     if footer.summary_start == 0:
-        raise RecordingError(uri, footer_offset, "no summary section: a metadata-only read needs one")
+        raise RecordingError(
+            uri, footer_offset, "no summary section: a metadata-only read needs one"
+        )
     if not len(MAGIC) <= footer.summary_start <= footer_offset:
-        raise RecordingError(uri, footer_offset, f"footer points the summary at {footer.summary_start}, outside the file")
+        raise RecordingError(
+            uri,
+            footer_offset,
+            f"footer points the summary at {footer.summary_start}, outside the file",
+        )
     summary_len = footer_offset - footer.summary_start
     if summary_len > limits.max_summary_bytes:
-        raise RecordingError(uri, footer.summary_start, f"summary of {summary_len} bytes exceeds the cap of {limits.max_summary_bytes}")
+        raise RecordingError(
+            uri,
+            footer.summary_start,
+            f"summary of {summary_len} bytes exceeds the cap of {limits.max_summary_bytes}",
+        )
     summary = source.read_at(footer.summary_start, summary_len)
     if footer.summary_crc != 0:
         # The CRC covers the summary and the footer up to (not including) the CRC field.
         crc = zlib.crc32(tail[: RECORD_HEADER_BYTES + 16], zlib.crc32(summary))
         if crc != footer.summary_crc:
-            raise RecordingError(uri, footer.summary_start, "summary CRC mismatch (corrupt summary)")
+            raise RecordingError(
+                uri, footer.summary_start, "summary CRC mismatch (corrupt summary)"
+            )
 
     schemas: dict[int, mr.Schema] = {}
     channels: dict[int, mr.Channel] = {}
@@ -278,16 +341,24 @@ def read_summary(source: ByteSource, limits: ReaderLimits | None = None) -> Reco
             metadata_indexes.append(record)
         elif isinstance(record, mr.AttachmentIndex):
             attachment_indexes.append(record)
-    return RecordingSummary(size, schemas, channels, statistics, chunk_indexes, metadata_indexes, attachment_indexes)
+    return RecordingSummary(
+        size, schemas, channels, statistics, chunk_indexes, metadata_indexes, attachment_indexes
+    )
 
 
 def _check_chunk_index(uri: str, offset: int, index: mr.ChunkIndex, data_end: int) -> None:
     chunk_end = index.chunk_start_offset + index.chunk_length
     if index.chunk_start_offset < len(MAGIC) or chunk_end + index.message_index_length > data_end:
-        raise RecordingError(uri, offset, f"chunk index points outside the data section (chunk at {index.chunk_start_offset})")
+        raise RecordingError(
+            uri,
+            offset,
+            f"chunk index points outside the data section (chunk at {index.chunk_start_offset})",
+        )
 
 
-def read_typed(source: ByteSource, offset: int, length: int, kind: type[R], limits: ReaderLimits) -> R:
+def read_typed(
+    source: ByteSource, offset: int, length: int, kind: type[R], limits: ReaderLimits
+) -> R:
     """Read exactly one record of `kind` at [offset, offset + length) with a ranged read."""
     if length > limits.max_record_bytes + RECORD_HEADER_BYTES:
         raise RecordingError(source.uri, offset, f"record of {length} bytes exceeds the cap")
@@ -296,14 +367,20 @@ def read_typed(source: ByteSource, offset: int, length: int, kind: type[R], limi
         raise RecordingError(source.uri, offset, "truncated record")
     framed = list(iter_framed(source.uri, data, offset, limits))
     if len(framed) != 1:
-        raise RecordingError(source.uri, offset, f"expected one {kind.__name__} record, found {len(framed)}")
+        raise RecordingError(
+            source.uri, offset, f"expected one {kind.__name__} record, found {len(framed)}"
+        )
     record = parse_record(source.uri, offset, framed[0][1], framed[0][2])
     if not isinstance(record, kind):
-        raise RecordingError(source.uri, offset, f"expected a {kind.__name__} record, found {type(record).__name__}")
+        raise RecordingError(
+            source.uri, offset, f"expected a {kind.__name__} record, found {type(record).__name__}"
+        )
     return record
 
 
-def read_message_indexes(source: ByteSource, index: mr.ChunkIndex, limits: ReaderLimits) -> dict[int, list[tuple[int, int]]]:
+def read_message_indexes(
+    source: ByteSource, index: mr.ChunkIndex, limits: ReaderLimits
+) -> dict[int, list[tuple[int, int]]]:
     """Per channel, (log_time, offset in the inflated chunk) of every message in one chunk.
 
     Offsets are checked against the chunk's size and times against its span, so a
@@ -321,8 +398,15 @@ def read_message_indexes(source: ByteSource, index: mr.ChunkIndex, limits: Reade
         if not isinstance(record, mr.MessageIndex):
             continue
         for log_time, msg_offset in record.records:
-            if msg_offset >= index.uncompressed_size or not index.message_start_time <= log_time <= index.message_end_time:
-                raise RecordingError(source.uri, offset, f"message index entry ({log_time}, {msg_offset}) lies outside its chunk")
+            if (
+                msg_offset >= index.uncompressed_size
+                or not index.message_start_time <= log_time <= index.message_end_time
+            ):
+                raise RecordingError(
+                    source.uri,
+                    offset,
+                    f"message index entry ({log_time}, {msg_offset}) lies outside its chunk",
+                )
         out[record.channel_id] = record.records
     return out
 
@@ -333,7 +417,9 @@ def read_chunk(source: ByteSource, index: mr.ChunkIndex, limits: ReaderLimits) -
     return decompress_chunk(source.uri, index.chunk_start_offset, chunk, limits)
 
 
-def iter_chunk_messages(uri: str, chunk_offset: int, records: bytes, limits: ReaderLimits) -> Iterator[mr.Message]:
+def iter_chunk_messages(
+    uri: str, chunk_offset: int, records: bytes, limits: ReaderLimits
+) -> Iterator[mr.Message]:
     for offset, opcode, body in iter_framed(uri, records, chunk_offset, limits):
         if opcode == Opcode.MESSAGE:
             record = parse_record(uri, offset, opcode, body)
@@ -341,7 +427,9 @@ def iter_chunk_messages(uri: str, chunk_offset: int, records: bytes, limits: Rea
             yield record
 
 
-def read_metadata(source: ByteSource, summary: RecordingSummary, name: str, limits: ReaderLimits | None = None) -> dict[str, str] | None:
+def read_metadata(
+    source: ByteSource, summary: RecordingSummary, name: str, limits: ReaderLimits | None = None
+) -> dict[str, str] | None:
     """The Metadata record called `name`, found through the metadata index."""
     limits = limits or ReaderLimits()
     for entry in summary.metadata_indexes:
@@ -355,13 +443,34 @@ def chunk_records_offset(index: mr.ChunkIndex) -> int:
     """Absolute file offset where an uncompressed chunk's records start."""
     # opcode+length (9), start/end time (16), uncompressed size (8), crc (4),
     # compression string (4 + len), records length (8)
-    return index.chunk_start_offset + RECORD_HEADER_BYTES + 16 + 8 + 4 + 4 + len(index.compression.encode()) + 8
+    return (
+        index.chunk_start_offset
+        + RECORD_HEADER_BYTES
+        + 16
+        + 8
+        + 4
+        + 4
+        + len(index.compression.encode())
+        + 8
+    )
 
 
-def fetch_message(source: ByteSource, record_offset: int, record_length: int, *, channel_id: int, log_time: int, limits: ReaderLimits | None = None) -> bytes:
+def fetch_message(
+    source: ByteSource,
+    record_offset: int,
+    record_length: int,
+    *,
+    channel_id: int,
+    log_time: int,
+    limits: ReaderLimits | None = None,
+) -> bytes:
     """One message's payload by a single ranged read, verified against what the index expects."""
     limits = limits or ReaderLimits()
     record = read_typed(source, record_offset, record_length, mr.Message, limits)
     if record.channel_id != channel_id or record.log_time != log_time:
-        raise RecordingError(source.uri, record_offset, f"expected message on channel {channel_id} at {log_time}, found channel {record.channel_id} at {record.log_time}")
+        raise RecordingError(
+            source.uri,
+            record_offset,
+            f"expected message on channel {channel_id} at {log_time}, found channel {record.channel_id} at {record.log_time}",
+        )
     return record.data

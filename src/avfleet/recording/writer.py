@@ -37,11 +37,20 @@ class _OpenChunk:
 class ChunkedWriter:
     """Chunk groups: name -> (compression "", "zstd" or "lz4", target chunk size in bytes)."""
 
-    def __init__(self, stream: BinaryIO, groups: dict[str, tuple[str, int]], *, profile: str = "", library: str = "avfleet") -> None:
+    def __init__(
+        self,
+        stream: BinaryIO,
+        groups: dict[str, tuple[str, int]],
+        *,
+        profile: str = "",
+        library: str = "avfleet",
+    ) -> None:
         self._out = stream
         self._pos = 0
         self._data_crc = 0
-        self._groups = {name: _OpenChunk(compression=c, target_bytes=n) for name, (c, n) in groups.items()}
+        self._groups = {
+            name: _OpenChunk(compression=c, target_bytes=n) for name, (c, n) in groups.items()
+        }
         self._channel_group: dict[int, str] = {}
         self._schemas: dict[int, mr.Schema] = {}
         self._channels: dict[int, mr.Channel] = {}
@@ -72,11 +81,24 @@ class ChunkedWriter:
         self._emit_record(schema)
         return schema_id
 
-    def register_channel(self, topic: str, message_encoding: str, schema_id: int, group: str, metadata: dict[str, str] | None = None) -> int:
+    def register_channel(
+        self,
+        topic: str,
+        message_encoding: str,
+        schema_id: int,
+        group: str,
+        metadata: dict[str, str] | None = None,
+    ) -> int:
         if group not in self._groups:
             raise ValueError(f"unknown chunk group {group!r}")
         channel_id = len(self._channels) + 1
-        channel = mr.Channel(id=channel_id, topic=topic, message_encoding=message_encoding, metadata=dict(metadata or {}), schema_id=schema_id)
+        channel = mr.Channel(
+            id=channel_id,
+            topic=topic,
+            message_encoding=message_encoding,
+            metadata=dict(metadata or {}),
+            schema_id=schema_id,
+        )
         self._channels[channel_id] = channel
         self._channel_group[channel_id] = group
         self._message_counts[channel_id] = 0
@@ -91,14 +113,28 @@ class ChunkedWriter:
         self._emit(data)
         self._metadata_indexes.append(mr.MetadataIndex(offset=offset, length=len(data), name=name))
 
-    def add_message(self, channel_id: int, log_time: int, data: bytes, *, publish_time: int | None = None, sequence: int = 0) -> None:
+    def add_message(
+        self,
+        channel_id: int,
+        log_time: int,
+        data: bytes,
+        *,
+        publish_time: int | None = None,
+        sequence: int = 0,
+    ) -> None:
         chunk = self._groups[self._channel_group[channel_id]]
         if chunk.num_messages == 0:
             chunk.start_time = chunk.end_time = log_time
         chunk.start_time = min(chunk.start_time, log_time)
         chunk.end_time = max(chunk.end_time, log_time)
         chunk.indexes.setdefault(channel_id, []).append((log_time, chunk.builder.count))
-        message = mr.Message(channel_id=channel_id, sequence=sequence, log_time=log_time, publish_time=log_time if publish_time is None else publish_time, data=data)
+        message = mr.Message(
+            channel_id=channel_id,
+            sequence=sequence,
+            log_time=log_time,
+            publish_time=log_time if publish_time is None else publish_time,
+            data=data,
+        )
         message.write(chunk.builder)
         chunk.num_messages += 1
         self._message_counts[channel_id] += 1
@@ -125,7 +161,9 @@ class ChunkedWriter:
         chunk_length = self._pos - chunk_offset
         index_offsets: dict[int, int] = {}
         for channel_id, entries in sorted(chunk.indexes.items()):
-            index_offsets[channel_id] = self._emit_record(mr.MessageIndex(channel_id=channel_id, records=entries))
+            index_offsets[channel_id] = self._emit_record(
+                mr.MessageIndex(channel_id=channel_id, records=entries)
+            )
         self._chunk_indexes.append(
             mr.ChunkIndex(
                 message_start_time=chunk.start_time,
@@ -171,7 +209,13 @@ class ChunkedWriter:
             for record in records:
                 record.write(builder)
             summary.write(builder.end())
-            offsets.append(mr.SummaryOffset(group_opcode=opcode, group_start=start, group_length=summary_start + summary.tell() - start))
+            offsets.append(
+                mr.SummaryOffset(
+                    group_opcode=opcode,
+                    group_start=start,
+                    group_length=summary_start + summary.tell() - start,
+                )
+            )
 
         group(Opcode.SCHEMA, list(self._schemas.values()))
         group(Opcode.CHANNEL, list(self._channels.values()))

@@ -33,7 +33,9 @@ LABELS = {"app.kubernetes.io/part-of": "avfleet"}
 
 # Retry a step only when it says the failure may pass (exit 75), or when Kubernetes
 # failed it (phase Error: eviction, preemption, node loss). Bad input is not retried.
-RETRY_EXPRESSION = f'asInt(lastRetry.exitCode) == {int(ExitCode.TRANSIENT)} || lastRetry.status == "Error"'
+RETRY_EXPRESSION = (
+    f'asInt(lastRetry.exitCode) == {int(ExitCode.TRANSIENT)} || lastRetry.status == "Error"'
+)
 
 
 def retry_on_transient(limit: int = 3) -> RetryStrategy:
@@ -58,7 +60,9 @@ def input_parameter(name: str) -> str:
 
 
 def pod_security() -> PodSecurityContext:
-    return PodSecurityContext(run_as_non_root=True, run_as_user=1000, run_as_group=1000, fs_group=1000)
+    return PodSecurityContext(
+        run_as_non_root=True, run_as_user=1000, run_as_group=1000, fs_group=1000
+    )
 
 
 def container_security() -> SecurityContext:
@@ -71,8 +75,12 @@ def container_security() -> SecurityContext:
 
 def scratch_volume() -> tuple[Volume, VolumeMount]:
     """A writable /tmp on a read-only root filesystem (outputs, temp files)."""
-    return Volume(name="tmp", empty_dir=EmptyDirVolumeSource(size_limit="1Gi")), VolumeMount(name="tmp", mount_path="/tmp")
+    return Volume(name="tmp", empty_dir=EmptyDirVolumeSource(size_limit="1Gi")), VolumeMount(
+        name="tmp", mount_path="/tmp"
+    )
 
 
 def small_resources() -> ResourceRequirements:
-    return ResourceRequirements(requests={"cpu": "250m", "memory": "512Mi"}, limits={"cpu": "1", "memory": "1Gi"})
+    return ResourceRequirements(
+        requests={"cpu": "250m", "memory": "512Mi"}, limits={"cpu": "1", "memory": "1Gi"}
+    )

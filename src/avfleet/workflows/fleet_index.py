@@ -1,8 +1,8 @@
 """The `fleet-index` WorkflowTemplate: plan -> Spark index job -> verify.
 
-    plan      counts the date's recordings and sizes the Spark job (output: executors)
-    index     a SparkApplication for the spark-operator running jobs/index_recordings.py
-    verify    checks the commit: every input indexed or quarantined exactly once
+plan      counts the date's recordings and sizes the Spark job (output: executors)
+index     a SparkApplication for the spark-operator running jobs/index_recordings.py
+verify    checks the commit: every input indexed or quarantined exactly once
 """
 
 from __future__ import annotations
@@ -36,8 +36,14 @@ def plan_template() -> Container:
         image=c.workflow_parameter("image"),
         command=["avfleet"],
         args=[
-            "plan-index", "--recordings", c.workflow_parameter("recordings"), "--date", c.workflow_parameter("date"),
-            "--outputs-dir", c.OUTPUTS_DIR, *_storage_args(),
+            "plan-index",
+            "--recordings",
+            c.workflow_parameter("recordings"),
+            "--date",
+            c.workflow_parameter("date"),
+            "--outputs-dir",
+            c.OUTPUTS_DIR,
+            *_storage_args(),
         ],
         outputs=[c.output_parameter("num-files"), c.output_parameter("executors")],
         retry_strategy=c.retry_on_transient(),
@@ -52,8 +58,16 @@ def spark_application_manifest() -> str:
     """The SparkApplication (spark-operator v1beta2) that runs the index job."""
     w, i = c.workflow_parameter, c.input_parameter
     args = [
-        "--recordings", w("recordings"), "--date", w("date"), "--out", w("index"),
-        "--s3-endpoint-url", w("s3-endpoint-url"), "--pushgateway", w("pushgateway"),
+        "--recordings",
+        w("recordings"),
+        "--date",
+        w("date"),
+        "--out",
+        w("index"),
+        "--s3-endpoint-url",
+        w("s3-endpoint-url"),
+        "--pushgateway",
+        w("pushgateway"),
     ]
     arg_lines = "\n".join(f'    - "{a}"' for a in args)
     return textwrap.dedent(
@@ -64,12 +78,12 @@ def spark_application_manifest() -> str:
           generateName: fleet-index-
           labels:
             app.kubernetes.io/part-of: avfleet
-            avfleet.io/date: "{w('date')}"
+            avfleet.io/date: "{w("date")}"
         spec:
           type: Python
           pythonVersion: "3"
           mode: cluster
-          image: "{w('spark-image')}"
+          image: "{w("spark-image")}"
           imagePullPolicy: IfNotPresent
           mainApplicationFile: "local://{c.IMAGE_ROOT}/jobs/index_recordings.py"
           arguments:
@@ -93,7 +107,7 @@ def spark_application_manifest() -> str:
               app.kubernetes.io/part-of: avfleet
           executor:
             cores: 2
-            instances: {i('executors')}
+            instances: {i("executors")}
             memory: "4g"
             labels:
               app.kubernetes.io/part-of: avfleet
@@ -121,8 +135,16 @@ def verify_template() -> Container:
         inputs=[Parameter(name="num-files")],
         command=["avfleet"],
         args=[
-            "verify-index", "--out", c.workflow_parameter("index"), "--date", c.workflow_parameter("date"),
-            "--expect-files", c.input_parameter("num-files"), "--outputs-dir", c.OUTPUTS_DIR, *_storage_args(),
+            "verify-index",
+            "--out",
+            c.workflow_parameter("index"),
+            "--date",
+            c.workflow_parameter("date"),
+            "--expect-files",
+            c.input_parameter("num-files"),
+            "--outputs-dir",
+            c.OUTPUTS_DIR,
+            *_storage_args(),
         ],
         outputs=[c.output_parameter("frames"), c.output_parameter("quarantined")],
         retry_strategy=c.retry_on_transient(),
@@ -137,7 +159,9 @@ def build() -> WorkflowTemplate:
     with WorkflowTemplate(
         name=NAME,
         labels=c.LABELS,
-        annotations={"workflows.argoproj.io/description": "Index one day of fleet recordings (metadata only) into the frame index."},
+        annotations={
+            "workflows.argoproj.io/description": "Index one day of fleet recordings (metadata only) into the frame index."
+        },
         entrypoint="main",
         service_account_name=c.WORKFLOW_SERVICE_ACCOUNT,
         security_context=c.pod_security(),
@@ -147,7 +171,11 @@ def build() -> WorkflowTemplate:
         plan, spark, verify = plan_template(), spark_template(), verify_template()
         with DAG(name="main"):
             plan_task = plan(name="plan")
-            index_task = spark(name="index", arguments={"executors": plan_task.get_parameter("executors")})
-            verify_task = verify(name="verify", arguments={"num-files": plan_task.get_parameter("num-files")})
+            index_task = spark(
+                name="index", arguments={"executors": plan_task.get_parameter("executors")}
+            )
+            verify_task = verify(
+                name="verify", arguments={"num-files": plan_task.get_parameter("num-files")}
+            )
             plan_task >> index_task >> verify_task
     return wt

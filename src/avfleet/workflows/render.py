@@ -13,7 +13,9 @@ import yaml
 
 from avfleet.workflows import fleet_index
 
-HEADER = "# Rendered from src/avfleet/workflows by `avfleet workflows render --write`. Do not edit.\n"
+HEADER = (
+    "# Rendered from src/avfleet/workflows by `avfleet workflows render --write`. Do not edit.\n"
+)
 
 BUILDERS: dict[str, Callable[[], object]] = {
     "workflows/fleet-index.yaml": fleet_index.build,

@@ -56,7 +56,10 @@ def schema_errors(manifest: dict, crds_dir: str) -> list[str]:
     if kind not in KIND_TO_CRD:
         return [f"kind {kind!r} is not an Argo workflow kind"]
     validator = crd_validator(str(crds_dir), kind)
-    return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(manifest)]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in validator.iter_errors(manifest)
+    ]
 
 
 def workflow_spec(manifest: dict) -> dict:
@@ -77,29 +80,58 @@ def reference_errors(manifest: dict) -> list[str]:
         errors.append(f"entrypoint {entry!r} is not a template")
     for name, template in templates.items():
         inputs = {p["name"] for p in template.get("inputs", {}).get("parameters", [])}
-        tasks = template.get("dag", {}).get("tasks", []) or [s for group in template.get("steps", []) for s in group]
+        tasks = template.get("dag", {}).get("tasks", []) or [
+            s for group in template.get("steps", []) for s in group
+        ]
         task_names = {t["name"] for t in tasks}
         for task in tasks:
             ref = task.get("template")
             if ref and ref not in templates:
-                errors.append(f"template {name!r} task {task['name']!r} calls unknown template {ref!r}")
+                errors.append(
+                    f"template {name!r} task {task['name']!r} calls unknown template {ref!r}"
+                )
             for dep in task_dependencies(task):
                 if dep not in task_names:
-                    errors.append(f"template {name!r} task {task['name']!r} depends on unknown task {dep!r}")
+                    errors.append(
+                        f"template {name!r} task {task['name']!r} depends on unknown task {dep!r}"
+                    )
             called = templates.get(ref, {})
             declared = {p["name"] for p in called.get("inputs", {}).get("parameters", [])}
             given = {p["name"] for p in task.get("arguments", {}).get("parameters", [])}
             for missing in declared - given:
-                if not any(p["name"] == missing and ("value" in p or "default" in p) for p in called.get("inputs", {}).get("parameters", [])):
-                    errors.append(f"task {task['name']!r} does not pass input {missing!r} of template {ref!r}")
+                if not any(
+                    p["name"] == missing and ("value" in p or "default" in p)
+                    for p in called.get("inputs", {}).get("parameters", [])
+                ):
+                    errors.append(
+                        f"task {task['name']!r} does not pass input {missing!r} of template {ref!r}"
+                    )
             # Arguments the called template does not declare are ignored by Argo; not an error.
-            task_fields = {k: v for k, v in task.items() if k in ("arguments", "when", "withParam", "depends")}
+            task_fields = {
+                k: v for k, v in task.items() if k in ("arguments", "when", "withParam", "depends")
+            }
             for token in _TOKEN.findall(yaml.safe_dump(task_fields)):
-                errors += _check_token(token, workflow_params, inputs, task_names, templates, tasks, where=f"task {task['name']!r}")
+                errors += _check_token(
+                    token,
+                    workflow_params,
+                    inputs,
+                    task_names,
+                    templates,
+                    tasks,
+                    where=f"task {task['name']!r}",
+                )
         # metrics use their own variables ({{duration}}, {{status}}); outputs of a DAG name its tasks.
         body = {k: v for k, v in template.items() if k not in ("dag", "steps", "metrics")}
         for token in _TOKEN.findall(yaml.safe_dump(body)):
-            errors += _check_token(token, workflow_params, inputs, task_names, templates, tasks, where=f"template {name!r}")
+            errors += _check_token(
+                token,
+                workflow_params,
+                inputs,
+                task_names,
+                templates,
+                tasks,
+                where=f"template {name!r}",
+            )
     return errors
 
 
@@ -114,10 +146,22 @@ def task_dependencies(task: dict) -> list[str]:
     return names
 
 
-def _check_token(token: str, workflow_params: set[str] | None, inputs: set[str], task_names: set[str], templates: dict, tasks: list, where: str) -> list[str]:
+def _check_token(
+    token: str,
+    workflow_params: set[str] | None,
+    inputs: set[str],
+    task_names: set[str],
+    templates: dict,
+    tasks: list,
+    where: str,
+) -> list[str]:
     parts = token.split(".")
     if parts[:2] == ["workflow", "parameters"] and len(parts) == 3:
-        return [] if workflow_params is None or parts[2] in workflow_params or parts[2] == "json" else [f"{where}: unknown workflow parameter {parts[2]!r}"]
+        return (
+            []
+            if workflow_params is None or parts[2] in workflow_params or parts[2] == "json"
+            else [f"{where}: unknown workflow parameter {parts[2]!r}"]
+        )
     if parts[:2] == ["inputs", "parameters"] and len(parts) == 3:
         return [] if parts[2] in inputs else [f"{where}: undeclared input {parts[2]!r}"]
     if parts[0] in ("tasks", "steps") and len(parts) == 2:
@@ -127,11 +171,32 @@ def _check_token(token: str, workflow_params: set[str] | None, inputs: set[str],
         if task is None:
             return [f"{where}: reference to unknown task {parts[1]!r}"]
         if len(parts) >= 5 and parts[2:4] == ["outputs", "parameters"]:
-            outputs = {p["name"] for p in templates.get(task.get("template"), {}).get("outputs", {}).get("parameters", [])}
-            return [] if parts[4] in outputs or not outputs and not task.get("template") else (
-                [] if parts[4] in outputs else [f"{where}: task {parts[1]!r} has no output parameter {parts[4]!r}"]
+            outputs = {
+                p["name"]
+                for p in templates.get(task.get("template"), {})
+                .get("outputs", {})
+                .get("parameters", [])
+            }
+            return (
+                []
+                if parts[4] in outputs or not outputs and not task.get("template")
+                else (
+                    []
+                    if parts[4] in outputs
+                    else [f"{where}: task {parts[1]!r} has no output parameter {parts[4]!r}"]
+                )
             )
         return []  # outputs.result, artifacts, exitCode, ip, status: Argo's own fields
-    if parts[0] in ("workflow", "item", "pod", "retries", "node", "lastRetry", "inputs", "outputs", "cronworkflow") or parts[0].startswith("="):
+    if parts[0] in (
+        "workflow",
+        "item",
+        "pod",
+        "retries",
+        "node",
+        "lastRetry",
+        "inputs",
+        "outputs",
+        "cronworkflow",
+    ) or parts[0].startswith("="):
         return []
     return [f"{where}: unresolvable reference {{{{{token}}}}}"]

@@ -38,11 +38,17 @@ def spark_application(manifest: dict, ctx: LocalContext) -> list[str]:
     """SparkApplication (spark-operator) -> spark-submit with a local master."""
     spec = manifest.get("spec", {})
     if spec.get("type") != "Python":
-        raise PermanentError(f"SparkApplication type {spec.get('type')!r}: only Python applications run locally")
+        raise PermanentError(
+            f"SparkApplication type {spec.get('type')!r}: only Python applications run locally"
+        )
     main = spec.get("mainApplicationFile")
     if not main:
         raise PermanentError("SparkApplication has no spec.mainApplicationFile")
-    argv = [os.path.join(os.path.dirname(sys.executable), "spark-submit"), "--master", ctx.spark_master]
+    argv = [
+        os.path.join(os.path.dirname(sys.executable), "spark-submit"),
+        "--master",
+        ctx.spark_master,
+    ]
     for key, value in sorted((spec.get("sparkConf") or {}).items()):
         if key not in _CLUSTER_ONLY_SPARK_CONF:
             argv += ["--conf", f"{key}={value}"]
@@ -59,5 +65,7 @@ def command_for(manifest: dict, ctx: LocalContext) -> list[str]:
     kind = manifest.get("kind")
     engine = ENGINES.get(kind or "")
     if engine is None:
-        raise PermanentError(f"resource kind {kind!r} has no local engine (known: {', '.join(sorted(ENGINES))})")
+        raise PermanentError(
+            f"resource kind {kind!r} has no local engine (known: {', '.join(sorted(ENGINES))})"
+        )
     return engine(manifest, ctx)

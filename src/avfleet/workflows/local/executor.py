@@ -31,7 +31,11 @@ import yaml
 from avfleet.core.errors import ConfigError, ExitCode, PermanentError
 from avfleet.workflows import common
 from avfleet.workflows.local import engines
-from avfleet.workflows.local.expressions import evaluate_retry_expression, substitute, substitute_all
+from avfleet.workflows.local.expressions import (
+    evaluate_retry_expression,
+    substitute,
+    substitute_all,
+)
 from avfleet.workflows.validate import task_dependencies, workflow_spec
 
 log = logging.getLogger(__name__)
@@ -93,46 +97,87 @@ class RunResult:
         lines = [f"workflow {self.name}: {'Succeeded' if self.succeeded else 'Failed'}"]
         for n in self.nodes:
             outs = " ".join(f"{k}={v}" for k, v in n.outputs.items())
-            lines.append(f"  {n.name:<24} {n.phase:<10} attempts={n.attempts} exit={n.exit_code} {n.duration_s:6.1f}s {outs}")
+            lines.append(
+                f"  {n.name:<24} {n.phase:<10} attempts={n.attempts} exit={n.exit_code} {n.duration_s:6.1f}s {outs}"
+            )
         return "\n".join(lines)
 
 
 class LocalExecutor:
-    def __init__(self, *, workdir: str | None = None, spark_master: str = "local[2]", repo_root: str | None = None, backoff_scale: float = 1.0, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        workdir: str | None = None,
+        spark_master: str = "local[2]",
+        repo_root: str | None = None,
+        backoff_scale: float = 1.0,
+        quiet: bool = False,
+    ) -> None:
         self.workdir = pathlib.Path(workdir or tempfile.mkdtemp(prefix="avfleet-local-run-"))
-        self.ctx = engines.LocalContext(repo_root=repo_root or str(pathlib.Path(__file__).resolve().parents[4]), spark_master=spark_master)
+        self.ctx = engines.LocalContext(
+            repo_root=repo_root or str(pathlib.Path(__file__).resolve().parents[4]),
+            spark_master=spark_master,
+        )
         self.backoff_scale = backoff_scale
         self.quiet = quiet
 
     def run_file(self, path: str, parameters: dict[str, str]) -> RunResult:
-        docs = [d for d in yaml.safe_load_all(pathlib.Path(path).read_text()) if isinstance(d, dict)]
+        docs = [
+            d for d in yaml.safe_load_all(pathlib.Path(path).read_text()) if isinstance(d, dict)
+        ]
         runnable = [d for d in docs if d.get("kind") in RUNNABLE_KINDS]
         if len(runnable) != 1:
-            raise PermanentError(f"{path}: expected one of {RUNNABLE_KINDS}, found {[d.get('kind') for d in docs]}")
+            raise PermanentError(
+                f"{path}: expected one of {RUNNABLE_KINDS}, found {[d.get('kind') for d in docs]}"
+            )
         return self.run_manifest(runnable[0], parameters)
 
     def run_manifest(self, manifest: dict, parameters: dict[str, str]) -> RunResult:
         spec = workflow_spec(manifest)
-        name = manifest.get("metadata", {}).get("name") or manifest.get("metadata", {}).get("generateName", "workflow")
-        declared = {p["name"]: p.get("value") for p in spec.get("arguments", {}).get("parameters", [])}
+        name = manifest.get("metadata", {}).get("name") or manifest.get("metadata", {}).get(
+            "generateName", "workflow"
+        )
+        declared = {
+            p["name"]: p.get("value") for p in spec.get("arguments", {}).get("parameters", [])
+        }
         unknown = set(parameters) - set(declared)
         if unknown:
-            raise ConfigError(f"-p {sorted(unknown)[0]}", f"workflow {name} declares no such parameter (has: {', '.join(declared)})")
+            raise ConfigError(
+                f"-p {sorted(unknown)[0]}",
+                f"workflow {name} declares no such parameter (has: {', '.join(declared)})",
+            )
         values = {**declared, **parameters}
         missing = [k for k, v in values.items() if v is None]
         if missing:
             raise ConfigError(f"-p {missing[0]}", "required parameter has no value")
         run_name = f"{name.rstrip('-')}-local-{uuid.uuid4().hex[:5]}"
         scope = {f"workflow.parameters.{k}": str(v) for k, v in values.items()}
-        scope.update({"workflow.name": run_name, "workflow.namespace": "local", "workflow.uid": uuid.uuid4().hex})
+        scope.update(
+            {
+                "workflow.name": run_name,
+                "workflow.namespace": "local",
+                "workflow.uid": uuid.uuid4().hex,
+            }
+        )
         templates = {t["name"]: t for t in spec.get("templates", [])}
         nodes: list[NodeResult] = []
-        self._run_template(templates, spec["entrypoint"], scope, {}, spec.get("retryStrategy"), nodes, run_name)
+        self._run_template(
+            templates, spec["entrypoint"], scope, {}, spec.get("retryStrategy"), nodes, run_name
+        )
         return RunResult(run_name, nodes)
 
     # --- templates -------------------------------------------------------------------------
 
-    def _run_template(self, templates: dict, name: str, scope: dict, inputs: dict, default_retry: dict | None, nodes: list, node_name: str) -> NodeResult:
+    def _run_template(
+        self,
+        templates: dict,
+        name: str,
+        scope: dict,
+        inputs: dict,
+        default_retry: dict | None,
+        nodes: list,
+        node_name: str,
+    ) -> NodeResult:
         template = templates.get(name)
         if template is None:
             raise PermanentError(f"template {name!r} does not exist")
@@ -141,24 +186,47 @@ class LocalExecutor:
             if p["name"] in inputs:
                 local_scope[f"inputs.parameters.{p['name']}"] = inputs[p["name"]]
             elif "value" in p or "default" in p:
-                local_scope[f"inputs.parameters.{p['name']}"] = str(p.get("value", p.get("default")))
+                local_scope[f"inputs.parameters.{p['name']}"] = str(
+                    p.get("value", p.get("default"))
+                )
             else:
                 raise PermanentError(f"template {name!r}: input {p['name']!r} was not passed")
         if "dag" in template:
             return self._run_dag(templates, template, local_scope, default_retry, nodes, node_name)
         if "steps" in template:
-            return self._run_steps(templates, template, local_scope, default_retry, nodes, node_name)
+            return self._run_steps(
+                templates, template, local_scope, default_retry, nodes, node_name
+            )
         if "container" in template or "resource" in template:
-            return self._run_leaf(template, local_scope, template.get("retryStrategy") or default_retry, nodes, node_name)
-        kinds = [k for k in ("script", "suspend", "http", "plugin", "containerSet", "data") if k in template]
-        raise PermanentError(f"template {name!r}: {kinds or 'this template type'} is not supported by the local executor")
+            return self._run_leaf(
+                template,
+                local_scope,
+                template.get("retryStrategy") or default_retry,
+                nodes,
+                node_name,
+            )
+        kinds = [
+            k
+            for k in ("script", "suspend", "http", "plugin", "containerSet", "data")
+            if k in template
+        ]
+        raise PermanentError(
+            f"template {name!r}: {kinds or 'this template type'} is not supported by the local executor"
+        )
 
     def _run_dag(self, templates, template, scope, default_retry, nodes, node_name) -> NodeResult:
         tasks = {t["name"]: t for t in template["dag"]["tasks"]}
         deps = {n: task_dependencies(t) for n, t in tasks.items()}
         for n, t in tasks.items():
-            if t.get("when") or t.get("withItems") or t.get("withParam") or ("||" in (t.get("depends") or "")):
-                raise PermanentError(f"dag task {n!r}: when/withItems/withParam/|| are not supported by the local executor")
+            if (
+                t.get("when")
+                or t.get("withItems")
+                or t.get("withParam")
+                or ("||" in (t.get("depends") or ""))
+            ):
+                raise PermanentError(
+                    f"dag task {n!r}: when/withItems/withParam/|| are not supported by the local executor"
+                )
         order = _topological(deps)
         phases: dict[str, str] = {}
         started = time.time()
@@ -166,31 +234,63 @@ class LocalExecutor:
             task = tasks[n]
             if any(phases.get(d) != "Succeeded" for d in deps[n]):
                 phases[n] = "Omitted"
-                nodes.append(NodeResult(name=f"{node_name}.{n}", template=task["template"], phase="Omitted"))
+                nodes.append(
+                    NodeResult(name=f"{node_name}.{n}", template=task["template"], phase="Omitted")
+                )
                 continue
-            args = {p["name"]: substitute(str(p.get("value", "")), scope, f"task {n!r}") for p in task.get("arguments", {}).get("parameters", [])}
-            result = self._run_template(templates, task["template"], scope, args, default_retry, nodes, f"{node_name}.{n}")
+            args = {
+                p["name"]: substitute(str(p.get("value", "")), scope, f"task {n!r}")
+                for p in task.get("arguments", {}).get("parameters", [])
+            }
+            result = self._run_template(
+                templates, task["template"], scope, args, default_retry, nodes, f"{node_name}.{n}"
+            )
             phases[n] = result.phase
             for k, v in result.outputs.items():
                 scope[f"tasks.{n}.outputs.parameters.{k}"] = v
         phase = "Succeeded" if all(p == "Succeeded" for p in phases.values()) else "Failed"
-        return NodeResult(name=node_name, template=template["name"], phase=phase, duration_s=time.time() - started)
+        return NodeResult(
+            name=node_name, template=template["name"], phase=phase, duration_s=time.time() - started
+        )
 
     def _run_steps(self, templates, template, scope, default_retry, nodes, node_name) -> NodeResult:
         started = time.time()
         for group in template["steps"]:
             for step in group:  # parallel groups run one after another here
-                args = {p["name"]: substitute(str(p.get("value", "")), scope, f"step {step['name']!r}") for p in step.get("arguments", {}).get("parameters", [])}
-                result = self._run_template(templates, step["template"], scope, args, default_retry, nodes, f"{node_name}.{step['name']}")
+                args = {
+                    p["name"]: substitute(str(p.get("value", "")), scope, f"step {step['name']!r}")
+                    for p in step.get("arguments", {}).get("parameters", [])
+                }
+                result = self._run_template(
+                    templates,
+                    step["template"],
+                    scope,
+                    args,
+                    default_retry,
+                    nodes,
+                    f"{node_name}.{step['name']}",
+                )
                 if result.phase != "Succeeded":
-                    return NodeResult(name=node_name, template=template["name"], phase="Failed", duration_s=time.time() - started)
+                    return NodeResult(
+                        name=node_name,
+                        template=template["name"],
+                        phase="Failed",
+                        duration_s=time.time() - started,
+                    )
                 for k, v in result.outputs.items():
                     scope[f"steps.{step['name']}.outputs.parameters.{k}"] = v
-        return NodeResult(name=node_name, template=template["name"], phase="Succeeded", duration_s=time.time() - started)
+        return NodeResult(
+            name=node_name,
+            template=template["name"],
+            phase="Succeeded",
+            duration_s=time.time() - started,
+        )
 
     # --- leaves: one local process per attempt ------------------------------------------------
 
-    def _argv(self, template: dict, scope: dict, sandbox: pathlib.Path) -> tuple[list[str], dict[str, str]]:
+    def _argv(
+        self, template: dict, scope: dict, sandbox: pathlib.Path
+    ) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ)
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         env.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -200,11 +300,15 @@ class LocalExecutor:
             container = substitute_all(template["container"], scope, where)
             for var in container.get("env", []) or []:
                 if "value" not in var:
-                    raise PermanentError(f"{where}: env {var.get('name')!r} uses valueFrom, which runs only in a cluster")
+                    raise PermanentError(
+                        f"{where}: env {var.get('name')!r} uses valueFrom, which runs only in a cluster"
+                    )
                 env[var["name"]] = var["value"]
             argv = list(container.get("command") or []) + list(container.get("args") or [])
             if not argv:
-                raise PermanentError(f"{where}: container has no command; the local executor cannot use an image's entrypoint")
+                raise PermanentError(
+                    f"{where}: container has no command; the local executor cannot use an image's entrypoint"
+                )
         else:
             manifest = yaml.safe_load(substitute(template["resource"]["manifest"], scope, where))
             argv = engines.command_for(manifest, self.ctx)
@@ -212,12 +316,19 @@ class LocalExecutor:
         argv = [self.ctx.map_image_path(a).replace(common.OUTPUTS_DIR, outputs_dir) for a in argv]
         return argv, env
 
-    def _run_leaf(self, template: dict, scope: dict, retry: dict | None, nodes: list, node_name: str) -> NodeResult:
+    def _run_leaf(
+        self, template: dict, scope: dict, retry: dict | None, nodes: list, node_name: str
+    ) -> NodeResult:
         sandbox = self.workdir / node_name
         sandbox.mkdir(parents=True, exist_ok=True)
         argv, env = self._argv(template, scope, sandbox)
         limit = int((retry or {}).get("limit", 0))
-        node = NodeResult(name=node_name, template=template["name"], phase="Failed", log_path=str(sandbox / "log.txt"))
+        node = NodeResult(
+            name=node_name,
+            template=template["name"],
+            phase="Failed",
+            log_path=str(sandbox / "log.txt"),
+        )
         started = time.time()
         waited = 0.0
         while True:
@@ -225,13 +336,18 @@ class LocalExecutor:
             attempt_started = time.time()
             phase, code = self._attempt(argv, env, sandbox / "log.txt", node.attempts)
             node.phase, node.exit_code = phase, code
-            self._say(f"{node_name}: attempt {node.attempts} {phase} (exit {code}) in {time.time() - attempt_started:.1f}s")
+            self._say(
+                f"{node_name}: attempt {node.attempts} {phase} (exit {code}) in {time.time() - attempt_started:.1f}s"
+            )
             if phase == "Succeeded" or node.attempts > limit:
                 break
             if not _should_retry(retry or {}, phase, code, time.time() - attempt_started):
                 break
             delay = _backoff_s(retry or {}, node.attempts - 1) * self.backoff_scale
-            max_total = parse_duration_s((retry or {}).get("backoff", {}).get("maxDuration")) * self.backoff_scale
+            max_total = (
+                parse_duration_s((retry or {}).get("backoff", {}).get("maxDuration"))
+                * self.backoff_scale
+            )
             if max_total and waited + delay > max_total:
                 break
             waited += delay
@@ -243,19 +359,30 @@ class LocalExecutor:
                     local = pathlib.Path(path.replace(common.OUTPUTS_DIR, str(sandbox / "outputs")))
                     if not local.exists():
                         node.phase = "Failed"
-                        self._say(f"{node_name}: output parameter {p['name']!r} was not written to {path}")
+                        self._say(
+                            f"{node_name}: output parameter {p['name']!r} was not written to {path}"
+                        )
                         break
                     node.outputs[p["name"]] = local.read_text().strip()
         node.duration_s = time.time() - started
         nodes.append(node)
         return node
 
-    def _attempt(self, argv: list[str], env: dict, log_path: pathlib.Path, attempt: int) -> tuple[str, int | None]:
+    def _attempt(
+        self, argv: list[str], env: dict, log_path: pathlib.Path, attempt: int
+    ) -> tuple[str, int | None]:
         with open(log_path, "a") as log_file:
             log_file.write(f"--- attempt {attempt}: {' '.join(argv)}\n")
             log_file.flush()
             try:
-                proc = subprocess.run(argv, env=env, cwd=self.ctx.repo_root, stdout=log_file, stderr=subprocess.STDOUT, check=False)
+                proc = subprocess.run(
+                    argv,
+                    env=env,
+                    cwd=self.ctx.repo_root,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    check=False,
+                )
             except OSError as e:
                 log_file.write(f"could not start: {e}\n")
                 return "Error", None
@@ -272,7 +399,12 @@ class LocalExecutor:
 
 def _should_retry(retry: dict, phase: str, exit_code: int | None, duration_s: float) -> bool:
     policy = retry.get("retryPolicy", "OnFailure")
-    allowed = {"Always": ("Failed", "Error"), "OnFailure": ("Failed",), "OnError": ("Error",), "OnTransientError": ("Error",)}.get(policy)
+    allowed = {
+        "Always": ("Failed", "Error"),
+        "OnFailure": ("Failed",),
+        "OnError": ("Error",),
+        "OnTransientError": ("Error",),
+    }.get(policy)
     if allowed is None:
         raise PermanentError(f"retryPolicy {policy!r} is not known")
     if phase not in allowed:
@@ -280,7 +412,11 @@ def _should_retry(retry: dict, phase: str, exit_code: int | None, duration_s: fl
     expression = retry.get("expression")
     if not expression:
         return True
-    last = {"exitCode": "" if exit_code is None else str(exit_code), "status": phase, "duration": str(int(duration_s))}
+    last = {
+        "exitCode": "" if exit_code is None else str(exit_code),
+        "status": phase,
+        "duration": str(int(duration_s)),
+    }
     return evaluate_retry_expression(expression, last)
 
 

@@ -22,7 +22,9 @@ def substitute(text: str, values: dict[str, str], where: str) -> str:
     def one(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in values:
-            raise PermanentError(f"{where}: cannot resolve {{{{{name}}}}} (known: {', '.join(sorted(values)) or 'none'})")
+            raise PermanentError(
+                f"{where}: cannot resolve {{{{{name}}}}} (known: {', '.join(sorted(values)) or 'none'})"
+            )
         return str(values[name])
 
     return _TOKEN.sub(one, text)
@@ -39,9 +41,28 @@ def substitute_all(value: Any, values: dict[str, str], where: str) -> Any:
 
 
 _ALLOWED = (
-    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.Compare, ast.Eq, ast.NotEq,
-    ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Name, ast.Load, ast.Attribute, ast.Constant,
-    ast.Call, ast.List, ast.Tuple,
+    ast.Expression,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.Compare,
+    ast.Eq,
+    ast.NotEq,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.In,
+    ast.NotIn,
+    ast.Name,
+    ast.Load,
+    ast.Attribute,
+    ast.Constant,
+    ast.Call,
+    ast.List,
+    ast.Tuple,
 )
 
 
@@ -58,11 +79,19 @@ def evaluate_retry_expression(expression: str, last_retry: dict[str, str]) -> bo
         raise PermanentError(f"retryStrategy.expression {expression!r} does not parse") from e
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED):
-            raise PermanentError(f"retryStrategy.expression {expression!r}: {type(node).__name__} is not supported locally")
-        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in ("asInt", "asFloat")):
-            raise PermanentError(f"retryStrategy.expression {expression!r}: only asInt/asFloat calls are supported")
+            raise PermanentError(
+                f"retryStrategy.expression {expression!r}: {type(node).__name__} is not supported locally"
+            )
+        if isinstance(node, ast.Call) and not (
+            isinstance(node.func, ast.Name) and node.func.id in ("asInt", "asFloat")
+        ):
+            raise PermanentError(
+                f"retryStrategy.expression {expression!r}: only asInt/asFloat calls are supported"
+            )
         if isinstance(node, ast.Name) and node.id not in ("lastRetry", "asInt", "asFloat"):
-            raise PermanentError(f"retryStrategy.expression {expression!r}: unknown name {node.id!r}")
+            raise PermanentError(
+                f"retryStrategy.expression {expression!r}: unknown name {node.id!r}"
+            )
 
     class LastRetry:
         exitCode = last_retry.get("exitCode", "")  # noqa: N815 - Argo's name

@@ -1,0 +1,37 @@
+"""Shared by the benchmarks: a cached generated fleet and result output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+import platform
+import time
+
+from avfleet.fleet.generate import generate_fleet
+from avfleet.fleet.world import FleetSpec
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def cached_fleet(spec: FleetSpec) -> str:
+    """Generate `spec` once under benchmarks/results/cache and reuse it."""
+    key = hashlib.sha1(spec.to_json().encode()).hexdigest()[:12]
+    root = RESULTS / "cache" / f"fleet-{key}"
+    done = root / ".complete"
+    if not done.exists():
+        started = time.time()
+        generate_fleet(spec, str(root), workers=2, show_progress=True)
+        done.write_text(f"{time.time() - started:.1f}s\n")
+    return str(root)
+
+
+def save(name: str, result: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": name,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        **result,
+    }
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
