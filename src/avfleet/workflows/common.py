@@ -8,7 +8,7 @@ Conventions the local executor relies on too:
 
 from __future__ import annotations
 
-from hera.workflows import Parameter, RetryStrategy
+from hera.workflows import Container, Parameter, RetryStrategy
 from hera.workflows.models import (
     Backoff,
     Capabilities,
@@ -83,4 +83,28 @@ def scratch_volume() -> tuple[Volume, VolumeMount]:
 def small_resources() -> ResourceRequirements:
     return ResourceRequirements(
         requests={"cpu": "250m", "memory": "512Mi"}, limits={"cpu": "1", "memory": "1Gi"}
+    )
+
+
+def cli_step(
+    name: str, args: list[str], *, inputs: list[str] = (), outputs: list[str] = ()
+) -> Container:
+    """A container template that runs one `avfleet` subcommand in the CLI image.
+
+    Retried on the transient exit code, small resources, read-only root with a
+    writable /tmp, outputs written under OUTPUTS_DIR.
+    """
+    volume, mount = scratch_volume()
+    return Container(
+        name=name,
+        image=workflow_parameter("image"),
+        inputs=[Parameter(name=n) for n in inputs] or None,
+        command=["avfleet"],
+        args=args,
+        outputs=[output_parameter(n) for n in outputs] or None,
+        retry_strategy=retry_on_transient(),
+        resources=small_resources(),
+        security_context=container_security(),
+        volumes=[volume],
+        volume_mounts=[mount],
     )

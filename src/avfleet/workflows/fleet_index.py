@@ -30,27 +30,12 @@ def _storage_args() -> list[str]:
 
 
 def plan_template() -> Container:
-    volume, mount = c.scratch_volume()
-    return Container(
-        name="plan-index",
-        image=c.workflow_parameter("image"),
-        command=["avfleet"],
-        args=[
-            "plan-index",
-            "--recordings",
-            c.workflow_parameter("recordings"),
-            "--date",
-            c.workflow_parameter("date"),
-            "--outputs-dir",
-            c.OUTPUTS_DIR,
-            *_storage_args(),
-        ],
-        outputs=[c.output_parameter("num-files"), c.output_parameter("executors")],
-        retry_strategy=c.retry_on_transient(),
-        resources=c.small_resources(),
-        security_context=c.container_security(),
-        volumes=[volume],
-        volume_mounts=[mount],
+    w = c.workflow_parameter
+    args = ["plan-index", "--recordings", w("recordings"), "--date", w("date")]
+    return c.cli_step(
+        "plan-index",
+        [*args, "--outputs-dir", c.OUTPUTS_DIR, *_storage_args()],
+        outputs=["num-files", "executors"],
     )
 
 
@@ -128,30 +113,21 @@ def spark_template() -> Resource:
 
 
 def verify_template() -> Container:
-    volume, mount = c.scratch_volume()
-    return Container(
-        name="verify-index",
-        image=c.workflow_parameter("image"),
-        inputs=[Parameter(name="num-files")],
-        command=["avfleet"],
-        args=[
-            "verify-index",
-            "--out",
-            c.workflow_parameter("index"),
-            "--date",
-            c.workflow_parameter("date"),
-            "--expect-files",
-            c.input_parameter("num-files"),
-            "--outputs-dir",
-            c.OUTPUTS_DIR,
-            *_storage_args(),
-        ],
-        outputs=[c.output_parameter("frames"), c.output_parameter("quarantined")],
-        retry_strategy=c.retry_on_transient(),
-        resources=c.small_resources(),
-        security_context=c.container_security(),
-        volumes=[volume],
-        volume_mounts=[mount],
+    w = c.workflow_parameter
+    args = [
+        "verify-index",
+        "--out",
+        w("index"),
+        "--date",
+        w("date"),
+        "--expect-files",
+        c.input_parameter("num-files"),
+    ]
+    return c.cli_step(
+        "verify-index",
+        [*args, "--outputs-dir", c.OUTPUTS_DIR, *_storage_args()],
+        inputs=["num-files"],
+        outputs=["frames", "quarantined"],
     )
 
 

@@ -84,6 +84,7 @@ def reference_errors(manifest: dict) -> list[str]:
             s for group in template.get("steps", []) for s in group
         ]
         task_names = {t["name"] for t in tasks}
+
         for task in tasks:
             ref = task.get("template")
             if ref and ref not in templates:
@@ -110,28 +111,20 @@ def reference_errors(manifest: dict) -> list[str]:
             task_fields = {
                 k: v for k, v in task.items() if k in ("arguments", "when", "withParam", "depends")
             }
-            for token in _TOKEN.findall(yaml.safe_dump(task_fields)):
-                errors += _check_token(
-                    token,
-                    workflow_params,
-                    inputs,
-                    task_names,
-                    templates,
-                    tasks,
-                    where=f"task {task['name']!r}",
-                )
-        # metrics use their own variables ({{duration}}, {{status}}); outputs of a DAG name its tasks.
-        body = {k: v for k, v in template.items() if k not in ("dag", "steps", "metrics")}
-        for token in _TOKEN.findall(yaml.safe_dump(body)):
-            errors += _check_token(
-                token,
+            errors += _check_fields(
+                task_fields,
+                f"task {task['name']!r}",
                 workflow_params,
                 inputs,
                 task_names,
                 templates,
                 tasks,
-                where=f"template {name!r}",
             )
+        # metrics use their own variables ({{duration}}, {{status}}); outputs of a DAG name its tasks.
+        body = {k: v for k, v in template.items() if k not in ("dag", "steps", "metrics")}
+        errors += _check_fields(
+            body, f"template {name!r}", workflow_params, inputs, task_names, templates, tasks
+        )
     return errors
 
 
@@ -144,6 +137,15 @@ def task_dependencies(task: dict) -> list[str]:
     for token in _DEPENDS_NAME.findall(task.get("depends") or ""):
         names.append(token.split(".")[0])
     return names
+
+
+def _check_fields(fields: dict, where: str, *scope: object) -> list[str]:
+    """Check every {{...}} reference in `fields` (see `_check_token` for the scope)."""
+    return [
+        e
+        for token in _TOKEN.findall(yaml.safe_dump(fields))
+        for e in _check_token(token, *scope, where=where)
+    ]  # type: ignore[arg-type]
 
 
 def _check_token(
