@@ -163,3 +163,27 @@ def test_report_domain_counts_match_the_table(first_run):
     frames = IndexTable(config.out_uri).read("frames", [DATE])
     from_table = frames.groupby(["time_of_day", "weather", "road_type"]).size()
     assert report.frames_per_domain == {"/".join(k): int(v) for k, v in from_table.items()}
+
+
+def _raise_in_worker(error_class_name: str):
+    def task(batches):
+        from avfleet.core import errors
+
+        for _ in batches:
+            raise getattr(errors, error_class_name)("s3://bucket/key: storage error (ReadTimeout)")
+        yield from ()
+
+    return task
+
+
+def test_transient_task_failure_maps_to_the_retried_exit_code(spark):
+    from avfleet.core.errors import ExitCode, TransientError, exit_code_for
+    from avfleet.index.spark import collect
+
+    df = spark.createDataFrame([(1,)], "x long")
+    with pytest.raises(TransientError) as info:
+        collect(df.mapInPandas(_raise_in_worker("StorageError"), "x long"))
+    assert exit_code_for(info.value) == ExitCode.TRANSIENT
+    with pytest.raises(Exception) as info:  # a permanent failure stays what it was
+        collect(df.mapInPandas(_raise_in_worker("PermanentError"), "x long"))
+    assert not isinstance(info.value, TransientError)

@@ -85,6 +85,7 @@ def scan_one(uri: str, size_bytes: int, date: str, config: IndexConfig) -> tuple
         "domain_counts": "{}",
     }
     frames = None
+    peak_before = _peak_rss_bytes()
     try:
         frames, row["bytes_read"] = scan_recording(uri, config.scan)
         row["num_frames"] = len(frames)
@@ -97,9 +98,11 @@ def scan_one(uri: str, size_bytes: int, date: str, config: IndexConfig) -> tuple
         # Whatever else a hostile file provokes, it must not take the day's run down with it.
         row.update(status=schema.STATUS_QUARANTINED, reason=f"{type(e).__name__}: {e}")
     row["peak_rss_bytes"] = _peak_rss_bytes()
+    # ru_maxrss is the worker's lifetime peak: blame this file only if the peak rose while scanning it.
     if (
         row["status"] == schema.STATUS_INDEXED
         and row["peak_rss_bytes"] > config.worker_memory_cap_bytes
+        and row["peak_rss_bytes"] > peak_before
     ):
         row.update(
             status=schema.STATUS_QUARANTINED,
@@ -173,14 +176,14 @@ class SparkEngine:
         self.spark = spark
 
     def scan(self, files: list[tuple[str, int]], config: IndexConfig, part_dir: str) -> list[dict]:
-        from avfleet.index.spark import files_frame, scan_recordings
+        from avfleet.index.spark import collect, files_frame, scan_recordings
 
         if not files:
             return []
         parallelism = self.spark.sparkContext.defaultParallelism
         num_partitions = min(len(files), config.num_partitions or 2 * parallelism)
         results = scan_recordings(files_frame(self.spark, files, num_partitions), config, part_dir)
-        return [r.asDict() for r in results.collect()]
+        return [r.asDict() for r in collect(results)]
 
 
 @dataclasses.dataclass(frozen=True)

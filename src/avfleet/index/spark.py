@@ -54,6 +54,26 @@ def files_frame(
     return spark.createDataFrame(rdd, FILES_INPUT_DDL)
 
 
+# Exceptions raised in Python workers reach the driver as Spark's own exception types, with the
+# worker's traceback as text. These avfleet error classes there mean the failure may pass.
+_TRANSIENT_IN_WORKER = ("avfleet.core.errors.StorageError", "avfleet.core.errors.TransientError")
+
+
+def collect(df: DataFrame) -> list:
+    """`df.collect()`, turning a task's transient failure into TransientError (exit 75, retried)."""
+    from avfleet.core.errors import TransientError
+
+    try:
+        return df.collect()
+    except Exception as e:  # Py4JJavaError / PythonException: the worker's error is in the text
+        text = str(e)
+        if any(name in text for name in _TRANSIENT_IN_WORKER):
+            raise TransientError(
+                "a Spark task failed with a transient error; retry the step"
+            ) from e
+        raise
+
+
 def _files_result_ddl() -> str:
     import pyarrow as pa
 

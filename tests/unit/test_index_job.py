@@ -1,0 +1,40 @@
+"""Per-file accounting of the index job, without Spark."""
+
+from __future__ import annotations
+
+from avfleet.index import job, schema
+from avfleet.index.job import IndexConfig, scan_one
+from tests.fleet_helpers import tiny_recording
+
+
+def test_memory_cap_blames_only_the_file_that_raised_the_peak(tmp_path, monkeypatch):
+    _, data = tiny_recording()
+    path = tmp_path / "r.mcap"
+    path.write_bytes(data)
+    config = IndexConfig(
+        recordings_uri=str(tmp_path), date="2026-11-20", out_uri=str(tmp_path / "i")
+    )
+    cap = config.worker_memory_cap_bytes
+    peaks = iter([cap - 1, cap + 10, cap + 10, cap + 10])  # (before, after) for two files
+    monkeypatch.setattr(job, "_peak_rss_bytes", lambda: next(peaks))
+    frames, first = scan_one(str(path), len(data), "2026-11-20", config)
+    assert first["status"] == schema.STATUS_QUARANTINED and "exceeds the cap" in first["reason"]
+    assert frames is None
+    frames, second = scan_one(str(path), len(data), "2026-11-20", config)
+    assert second["status"] == schema.STATUS_INDEXED and len(frames) == second["num_frames"] > 0
+
+
+def test_unexpected_failures_of_a_file_are_quarantined_not_fatal(tmp_path, monkeypatch):
+    path = tmp_path / "r.mcap"
+    path.write_bytes(tiny_recording()[1])
+    config = IndexConfig(
+        recordings_uri=str(tmp_path), date="2026-11-20", out_uri=str(tmp_path / "i")
+    )
+
+    def broken(*args, **kwargs):
+        raise KeyError("speed_mps")
+
+    monkeypatch.setattr(job, "scan_recording", broken)
+    frames, row = scan_one(str(path), 10, "2026-11-20", config)
+    assert frames is None and row["status"] == schema.STATUS_QUARANTINED
+    assert row["reason"] == "KeyError: 'speed_mps'"
