@@ -153,6 +153,73 @@ def _cmd_verify_index(args: argparse.Namespace) -> None:
     print(result)
 
 
+def _dataset_parsers(sub: argparse._SubParsersAction) -> None:
+    from avfleet.index.entry import add_storage_arguments
+
+    ds = sub.add_parser("dataset", help="training sets").add_subparsers(
+        dest="ds_cmd", required=True
+    )
+    build = ds.add_parser("build", help="fetch, label and write a versioned training set")
+    build.add_argument("--index", required=True, help="frame index root")
+    build.add_argument(
+        "--frames",
+        required=True,
+        help="random:N, or a .parquet/.json of frame ids (a mining selection)",
+    )
+    build.add_argument("--out", required=True, help="datasets root")
+    labels = build.add_mutually_exclusive_group(required=True)
+    labels.add_argument(
+        "--oracle", metavar="FLEET_URI", help="label with the oracle of this synthetic fleet"
+    )
+    labels.add_argument(
+        "--labels", metavar="URI", help="labels exported by a labeling tool (frame_id, mask_png)"
+    )
+    build.add_argument(
+        "--dates", nargs="*", default=[], help="index dates to select from (default: all)"
+    )
+    build.add_argument(
+        "--exclude", default=None, help="a dataset whose frames random selections skip"
+    )
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument(
+        "--outputs-dir", default=None, help="write dataset-uri here (Argo output parameter)"
+    )
+    add_storage_arguments(build)
+    check = ds.add_parser("check", help="check a dataset's manifest against its data")
+    check.add_argument("dataset")
+    add_storage_arguments(check)
+
+
+def _cmd_dataset(args: argparse.Namespace) -> None:
+    from avfleet.dataset.build import DatasetConfig, build_dataset, check_dataset
+    from avfleet.dataset.labels import OracleLabels, ToolLabels
+    from avfleet.index.entry import storage_from_args
+    from avfleet.workflows.outputs import write_outputs
+
+    st = storage_from_args(args)
+    if args.ds_cmd == "check":
+        manifest = check_dataset(args.dataset, st)
+        print(
+            f"{args.dataset}: {manifest['num_frames']} frames, labels {manifest['label_version']}: ok"
+        )
+        return
+    config = DatasetConfig(
+        index_uri=args.index,
+        selection=args.frames,
+        out_uri=args.out,
+        dates=tuple(args.dates),
+        seed=args.seed,
+        exclude_uri=args.exclude,
+        storage=st,
+    )
+    labeler = OracleLabels(args.oracle, st) if args.oracle else ToolLabels(args.labels, st)
+    version = build_dataset(config, labeler)
+    write_outputs(args.outputs_dir, {"dataset-uri": version.uri})
+    print(
+        f"{version.uri}: {version.num_frames} frames, labels {version.label_version}{' (reused)' if version.reused else ''}"
+    )
+
+
 def _workflow_parsers(sub: argparse._SubParsersAction) -> None:
     wf = sub.add_parser("workflows", help="Argo workflow manifests").add_subparsers(
         dest="wf_cmd", required=True
@@ -218,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _fleet_parsers(sub)
     _index_parsers(sub)
+    _dataset_parsers(sub)
     _workflow_parsers(sub)
     _demo_parser(sub)
     return parser
@@ -228,6 +296,7 @@ COMMANDS = {
     "index": _cmd_index,
     "plan-index": _cmd_plan_index,
     "verify-index": _cmd_verify_index,
+    "dataset": _cmd_dataset,
     "workflows": _cmd_workflows,
     "local-run": _cmd_local_run,
     "demo": _cmd_demo,

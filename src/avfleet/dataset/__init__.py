@@ -1,0 +1,1 @@
+"""Datasets: selected frames fetched by ranged reads, labeled, written as versioned Parquet."""

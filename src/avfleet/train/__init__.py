@@ -1,0 +1,1 @@
+"""Training: segmentation models, the DPE ensemble, joint training + pruning, low-rank, torchrun."""

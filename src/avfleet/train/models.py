@@ -1,0 +1,170 @@
+"""A small encoder-decoder segmentation family, described by a plain architecture dict.
+
+Blocks (reused by architecture search later): inverted residual with an
+expansion ratio, kernel k as k x 1 then 1 x k (DecomposeMe/ERFNet), dilation.
+The architecture dict holds every width, so a pruned net is just a dict with
+smaller numbers: saved next to its weights, it rebuilds without guessing
+shapes (`build(arch)`).
+
+`members` stacks E independent networks in one graph: every convolution runs
+with E times the channels and E times the groups, so member e only ever sees
+member e's channels. One forward pass computes all members (a DPE ensemble)
+for less than E separate passes cost.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+Arch = dict[str, Any]
+
+
+def default_arch(
+    num_classes: int = 8, width: float = 1.0, expansion: int = 4, decompose: bool = True
+) -> Arch:
+    """Stem, three encoder stages (stride 2 each), a dilated context block, a decoder."""
+    w = lambda c: max(4, int(round(c * width)))  # noqa: E731
+    stem = w(16)
+    stages = []
+    in_ch = stem
+    for out_ch, stride, dilation in ((w(24), 2, 1), (w(32), 2, 1), (w(48), 2, 1), (w(48), 1, 2)):
+        stages.append(
+            {
+                "in": in_ch,
+                "hidden": in_ch * expansion,
+                "out": out_ch,
+                "stride": stride,
+                "dilation": dilation,
+                "kernel": 3,
+                "decompose": decompose,
+            }
+        )
+        in_ch = out_ch
+    return {
+        "version": 1,
+        "num_classes": num_classes,
+        "stem": stem,
+        "blocks": stages,
+        "decoder": {"skip": stem, "reduce": w(32), "fuse": w(32)},
+    }
+
+
+class ConvBNAct(nn.Sequential):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        k: int | tuple[int, int],
+        members: int,
+        *,
+        stride: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        act: bool = True,
+    ) -> None:
+        kh, kw = (k, k) if isinstance(k, int) else k
+        pad = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
+        layers: list[nn.Module] = [
+            nn.Conv2d(
+                cin * members,
+                cout * members,
+                (kh, kw),
+                stride=stride,
+                padding=pad,
+                dilation=dilation,
+                groups=groups * members,
+                bias=False,
+            ),
+            nn.BatchNorm2d(cout * members),
+        ]
+        if act:
+            layers.append(nn.ReLU6(inplace=True))
+        super().__init__(*layers)
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expand -> depthwise k x k (or k x 1 then 1 x k), dilated -> 1x1 project, residual when shapes allow."""
+
+    def __init__(self, spec: dict, members: int) -> None:
+        super().__init__()
+        cin, hidden, cout = spec["in"], spec["hidden"], spec["out"]
+        k, stride, dilation = spec["kernel"], spec["stride"], spec["dilation"]
+        self.expand = ConvBNAct(cin, hidden, 1, members)
+        if spec.get("decompose"):
+            self.depthwise = nn.Sequential(
+                ConvBNAct(
+                    hidden,
+                    hidden,
+                    (k, 1),
+                    members,
+                    stride=(stride),
+                    dilation=dilation,
+                    groups=hidden,
+                    act=False,
+                ),
+                ConvBNAct(hidden, hidden, (1, k), members, dilation=dilation, groups=hidden),
+            )
+        else:
+            self.depthwise = ConvBNAct(
+                hidden, hidden, k, members, stride=stride, dilation=dilation, groups=hidden
+            )
+        self.project = ConvBNAct(hidden, cout, 1, members, act=False)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.depthwise(self.expand(x)))
+        return x + y if self.residual else y
+
+
+class SegNet(nn.Module):
+    """Input (B, 3, H, W) in [0, 1]; output logits (B, members, classes, H, W)."""
+
+    def __init__(self, arch: Arch, members: int = 1) -> None:
+        super().__init__()
+        self.arch = copy.deepcopy(arch)
+        self.members = members
+        self.stem = ConvBNAct(3, arch["stem"], 3, 1 if members == 1 else members, stride=2)
+        self.blocks = nn.Sequential(*[InvertedResidual(b, members) for b in arch["blocks"]])
+        dec = arch["decoder"]
+        self.reduce = ConvBNAct(arch["blocks"][-1]["out"], dec["reduce"], 1, members)
+        self.fuse = ConvBNAct(dec["reduce"] + dec["skip"], dec["fuse"], 3, members)
+        self.head = nn.Conv2d(
+            dec["fuse"] * members, arch["num_classes"] * members, 1, groups=members
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        if self.members > 1:
+            x = x.repeat(1, self.members, 1, 1)  # each member gets its own copy of the image
+            # The stem is grouped per member too: (3 * E) channels in, groups = E.
+        skip = self.stem(x)
+        y = self.reduce(self.blocks(skip))
+        y = nn.functional.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        y = self.fuse(_interleave(y, skip, self.members))
+        logits = self.head(y)
+        logits = nn.functional.interpolate(
+            logits, size=(h, w), mode="bilinear", align_corners=False
+        )
+        return logits.view(b, self.members, self.arch["num_classes"], h, w)
+
+
+def _interleave(a: torch.Tensor, b: torch.Tensor, members: int) -> torch.Tensor:
+    """Concatenate channels member by member, so grouped convs keep members apart."""
+    if members == 1:
+        return torch.cat([a, b], dim=1)
+    n = a.shape[0]
+    a = a.view(n, members, -1, *a.shape[-2:])
+    b = b.view(n, members, -1, *b.shape[-2:])
+    return torch.cat([a, b], dim=2).flatten(1, 2)
+
+
+def build(arch: Arch, members: int = 1) -> SegNet:
+    return SegNet(arch, members)
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

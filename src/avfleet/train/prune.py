@@ -1,0 +1,161 @@
+"""Joint training and pruning: channel groups, their proximal step, and physical removal.
+
+A prunable channel's group holds every parameter that belongs to it: the
+filters that produce it, the BatchNorm scale and shift that follow each of
+them, and the input column of the layer that consumes it. BatchNorm adds its
+shift to a zero filter's output, so zeroing the filter alone would not silence
+the channel; zeroing the whole group does, exactly, which is what makes the
+removal lossless. Prunable channels of `SegNet` (members=1): the expanded
+hidden channels of every inverted residual block, and the decoder's reduce and
+fuse outputs. Block outputs stay: residual connections tie them together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from avfleet.train.models import Arch, SegNet, build
+
+BN_PARAMS = ("weight", "bias")
+BN_BUFFERS = ("running_mean", "running_var")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelGroup:
+    """Channels of one width in the arch, and where each lives in the state dict: (key, dim[, offset])."""
+
+    arch_path: tuple  # e.g. ("blocks", 2, "hidden")
+    slices: tuple[tuple[str, int, int], ...]  # (state_dict key, dim, offset along dim)
+    size: int
+
+
+def _bn(prefix: str) -> list[tuple[str, int, int]]:
+    return [(f"{prefix}.{p}", 0, 0) for p in BN_PARAMS]
+
+
+def channel_groups(model: SegNet) -> list[ChannelGroup]:
+    if model.members != 1:
+        raise ValueError("pruning works on a single network (members=1), not a stacked ensemble")
+    arch = model.arch
+    groups = []
+    for i, spec in enumerate(arch["blocks"]):
+        p = f"blocks.{i}"
+        slices = [(f"{p}.expand.0.weight", 0, 0), *_bn(f"{p}.expand.1")]
+        if spec.get("decompose"):
+            for j in (0, 1):
+                slices += [(f"{p}.depthwise.{j}.0.weight", 0, 0), *_bn(f"{p}.depthwise.{j}.1")]
+        else:
+            slices += [(f"{p}.depthwise.0.weight", 0, 0), *_bn(f"{p}.depthwise.1")]
+        slices.append((f"{p}.project.0.weight", 1, 0))
+        groups.append(ChannelGroup(("blocks", i, "hidden"), tuple(slices), spec["hidden"]))
+    dec = arch["decoder"]
+    groups.append(
+        ChannelGroup(
+            ("decoder", "reduce"),
+            (("reduce.0.weight", 0, 0), *_bn("reduce.1"), ("fuse.0.weight", 1, 0)),
+            dec["reduce"],
+        )
+    )
+    groups.append(
+        ChannelGroup(
+            ("decoder", "fuse"),
+            (("fuse.0.weight", 0, 0), *_bn("fuse.1"), ("head.weight", 1, 0)),
+            dec["fuse"],
+        )
+    )
+    return groups
+
+
+def _tensor(
+    params: dict[str, torch.Tensor], key: str, dim: int, offset: int, size: int
+) -> torch.Tensor:
+    return params[key].narrow(dim, offset, size)
+
+
+def _per_channel(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """(channels, rest) view with the channel dim first."""
+    return t.movedim(dim, 0).reshape(t.shape[dim], -1)
+
+
+def group_norms(model: SegNet, group: ChannelGroup) -> torch.Tensor:
+    params = dict(model.named_parameters())
+    sq = torch.zeros(group.size)
+    for key, dim, offset in group.slices:
+        sq = sq + _per_channel(_tensor(params, key, dim, offset, group.size), dim).pow(2).sum(1)
+    return sq.sqrt()
+
+
+def group_size(model: SegNet, group: ChannelGroup) -> int:
+    """P: how many parameters one channel's group holds."""
+    params = dict(model.named_parameters())
+    return sum(
+        _per_channel(_tensor(params, k, d, o, group.size), d).shape[1] for k, d, o in group.slices
+    )
+
+
+def penalty(model: SegNet, strength: float) -> torch.Tensor:
+    """r(theta) = sum_l lambda sqrt(P_l) sum_n ||theta_l^n||_2 (for logging; training uses the prox)."""
+    return sum(
+        strength * math.sqrt(group_size(model, g)) * group_norms(model, g).sum()
+        for g in channel_groups(model)
+    )
+
+
+@torch.no_grad()
+def proximal_step_(model: SegNet, lr: float, strength: float) -> dict[tuple, int]:
+    """Group soft-thresholding after an optimizer step; returns zeroed channels per group."""
+    params = dict(model.named_parameters())
+    zeroed = {}
+    for group in channel_groups(model):
+        norms = group_norms(model, group)
+        threshold = lr * strength * math.sqrt(group_size(model, group))
+        scale = (1.0 - threshold / norms.clamp_min(1e-12)).clamp_min(0.0)
+        for key, dim, offset in group.slices:
+            t = _tensor(params, key, dim, offset, group.size)
+            shape = [1] * t.dim()
+            shape[dim] = group.size
+            t.mul_(scale.view(shape))
+        zeroed[group.arch_path] = int((scale == 0).sum())
+    return zeroed
+
+
+@torch.no_grad()
+def prune(model: SegNet) -> tuple[Arch, dict[str, torch.Tensor]]:
+    """The smaller dense architecture and its weights, with every all-zero channel group removed."""
+    import copy
+
+    arch = copy.deepcopy(model.arch)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for group in channel_groups(model):
+        keep = (group_norms(model, group) > 0).nonzero().flatten()
+        if len(keep) == 0:
+            keep = group_norms(model, group).argmax().view(1)  # a layer keeps at least one channel
+        node = arch
+        for part in group.arch_path[:-1]:
+            node = node[part]
+        node[group.arch_path[-1]] = len(keep)
+        for key, dim, offset in group.slices:
+            keys = [key]
+            if key.endswith(".weight") and f"{key[:-7]}.running_mean" in state:
+                keys += [f"{key[:-7]}.{b}" for b in BN_BUFFERS]
+            for k in keys:
+                t = state[k]
+                before, after = (
+                    t.narrow(dim, 0, offset),
+                    t.narrow(dim, offset + group.size, t.shape[dim] - offset - group.size),
+                )
+                state[k] = torch.cat(
+                    [before, t.narrow(dim, offset, group.size).index_select(dim, keep), after], dim
+                )
+    # Depthwise convs have groups == channels: their weight has one input channel per group already.
+    return arch, state
+
+
+def pruned_model(model: SegNet) -> SegNet:
+    arch, state = prune(model)
+    small = build(arch)
+    small.load_state_dict(state)
+    return small

@@ -1,0 +1,105 @@
+"""Dataset builds from a real index: ranged fetches, labels from oracle or tool, versions, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from avfleet.core.errors import ConfigError, PermanentError
+from avfleet.dataset.build import DatasetConfig, build_dataset, check_dataset, read_manifest
+from avfleet.dataset.labels import OracleLabels, ToolLabels, decode_mask_png, encode_mask_png
+from avfleet.fleet.oracle import OracleLabeler
+from avfleet.index.job import IndexConfig, LoopEngine, run_index
+from avfleet.index.table import IndexTable
+from tests.integration.conftest import DATE
+
+
+@pytest.fixture(scope="module")
+def index_uri(clean_fleet, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ds-index"))
+    run_index(IndexConfig(recordings_uri=clean_fleet, date=DATE, out_uri=out), LoopEngine())
+    return out
+
+
+def test_random_build_is_versioned_labeled_and_traceable(index_uri, clean_fleet, tmp_path):
+    config = DatasetConfig(
+        index_uri=index_uri, selection="random:40", out_uri=str(tmp_path), seed=3
+    )
+    version = build_dataset(config, OracleLabels(clean_fleet))
+    assert version.num_frames == 40 and not version.reused
+    manifest = check_dataset(version.uri)
+    rows = pq.read_table(f"{version.uri}/data/part-00000.parquet").to_pandas()
+    oracle = OracleLabeler.from_uri(clean_fleet)
+    for row in rows.head(5).itertuples():
+        assert np.array_equal(
+            decode_mask_png(row.mask_png), oracle.label(row.recording_id, row.frame_index).mask
+        )
+        assert row.image_jpeg[:2] == b"\xff\xd8"
+    assert sorted(manifest["frame_ids"]) == sorted(rows["frame_id"])
+    assert set(manifest["recordings"]) == set(rows["recording_uri"])
+    again = build_dataset(config, OracleLabels(clean_fleet))
+    assert again.reused and again.version == version.version
+
+
+def test_selection_naming_an_unknown_frame_is_a_clear_error(index_uri, tmp_path):
+    frames = IndexTable(index_uri).read("frames", [DATE])
+    selection = tmp_path / "selection.json"
+    selection.write_text(json.dumps([frames["frame_id"].iloc[0], "no-such-frame"]))
+    with pytest.raises(PermanentError, match="not in the index.*no-such-frame"):
+        build_dataset(
+            DatasetConfig(
+                index_uri=index_uri, selection=str(selection), out_uri=str(tmp_path / "ds")
+            ),
+            None,
+        )  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="random:N"):
+        build_dataset(
+            DatasetConfig(
+                index_uri=index_uri, selection="random:lots", out_uri=str(tmp_path / "ds")
+            ),
+            None,
+        )  # type: ignore[arg-type]
+
+
+def test_manifest_naming_a_missing_frame_fails(index_uri, clean_fleet, tmp_path):
+    version = build_dataset(
+        DatasetConfig(index_uri=index_uri, selection="random:10", out_uri=str(tmp_path)),
+        OracleLabels(clean_fleet),
+    )
+    manifest = read_manifest(version.uri)
+    manifest["frame_ids"].append("f-that-was-never-fetched")
+    (tmp_path / version.version / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PermanentError, match="missing from the data.*f-that-was-never-fetched"):
+        check_dataset(version.uri)
+
+
+def test_labels_from_a_labeling_tool(index_uri, tmp_path):
+    frames = IndexTable(index_uri).read("frames", [DATE]).head(6)
+    selection = tmp_path / "sel.parquet"
+    pq.write_table(pa.table({"frame_id": frames["frame_id"]}), selection)
+    masks = {
+        f: encode_mask_png(np.full((64, 128), i % 8, np.uint8))
+        for i, f in enumerate(frames["frame_id"])
+    }
+    export = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"frame_id": list(masks), "mask_png": list(masks.values())}), export)
+    version = build_dataset(
+        DatasetConfig(index_uri=index_uri, selection=str(selection), out_uri=str(tmp_path / "ds")),
+        ToolLabels(str(export)),
+    )
+    assert version.label_version.startswith("tool-") and version.num_frames == 6
+    partial = tmp_path / "partial.parquet"
+    pq.write_table(
+        pa.table({"frame_id": list(masks)[:3], "mask_png": list(masks.values())[:3]}), partial
+    )
+    with pytest.raises(PermanentError, match="no label for 3 selected frame"):
+        build_dataset(
+            DatasetConfig(
+                index_uri=index_uri, selection=str(selection), out_uri=str(tmp_path / "ds2")
+            ),
+            ToolLabels(str(partial)),
+        )
