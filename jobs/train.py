@@ -1,0 +1,35 @@
+"""torchrun entry of training: `torchrun --nproc_per_node=N jobs/train.py --dataset ... --out ...`.
+
+Reads the distributed environment once (RANK, WORLD_SIZE, LOCAL_RANK), runs
+`avfleet.train.loop.train`, maps errors to exit codes (75 transient: the
+PyTorchJob restarts the group).
+"""
+
+import argparse
+import logging
+import sys
+
+from avfleet.core.entry import run_main
+from avfleet.core.logs import setup_logging
+from avfleet.train.context import RunContext
+from avfleet.train.entry import add_arguments, config_from_args
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="train.py", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging()
+    ctx = RunContext.from_env()
+
+    def job() -> None:
+        from avfleet.train.loop import train
+
+        result = train(config_from_args(args), ctx)
+        logging.getLogger("avfleet.train").info("rank %d: %s", ctx.rank, result)
+
+    return run_main(job)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,44 @@
+"""Arguments of the training job, shared by jobs/train.py and `avfleet train`."""
+
+from __future__ import annotations
+
+import argparse
+
+from avfleet.core.metrics import MetricsConfig
+from avfleet.train.loop import TrainConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="dataset version URI")
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument(
+        "--members", type=int, default=1, help="1: deployable net; E > 1: DPE ensemble"
+    )
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--dpe-strength", type=float, default=0.0)
+    parser.add_argument("--group-sparsity", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-every", type=int, default=20)
+    parser.add_argument("--stop-after-steps", type=int, default=0)
+    parser.add_argument("--pushgateway", default=None)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        dataset_uri=args.dataset,
+        out_uri=args.out,
+        members=args.members,
+        width=args.width,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        dpe_strength=args.dpe_strength,
+        group_sparsity=args.group_sparsity,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        stop_after_steps=args.stop_after_steps,
+        metrics=MetricsConfig(pushgateway_url=args.pushgateway),
+    )

@@ -1,0 +1,93 @@
+"""Real torchrun on CPU (gloo): DDP training, and a worker killed mid-run resuming to the same weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import torch
+
+from avfleet.dataset.build import DatasetConfig, build_dataset
+from avfleet.dataset.labels import OracleLabels
+from avfleet.index.job import IndexConfig, LoopEngine, run_index
+from tests.conftest import REPO_ROOT
+from tests.integration.conftest import DATE
+
+TORCHRUN = os.path.join(os.path.dirname(sys.executable), "torchrun")
+
+
+@pytest.fixture(scope="module")
+def dataset(clean_fleet, tmp_path_factory):
+    index = str(tmp_path_factory.mktemp("train-index"))
+    run_index(IndexConfig(recordings_uri=clean_fleet, date=DATE, out_uri=index), LoopEngine())
+    out = str(tmp_path_factory.mktemp("train-ds"))
+    return build_dataset(
+        DatasetConfig(index_uri=index, selection="random:192", out_uri=out, seed=1),
+        OracleLabels(clean_fleet),
+    ).uri
+
+
+def torchrun_cmd(dataset_uri: str, out: str, *extra: str) -> list[str]:
+    return [
+        TORCHRUN,
+        "--standalone",
+        "--nproc_per_node=2",
+        "--max-restarts=1",
+        str(REPO_ROOT / "jobs" / "train.py"),
+        "--dataset",
+        dataset_uri,
+        "--out",
+        out,
+        "--epochs",
+        "4",
+        "--batch-size",
+        "8",
+        "--checkpoint-every",
+        "6",
+        *extra,
+    ]
+
+
+def final_weights(run: str) -> dict[str, torch.Tensor]:
+    return torch.load(os.path.join(run, "model", "weights.pt"), weights_only=True)
+
+
+def test_killed_worker_resumes_to_identical_weights(dataset, tmp_path):
+    whole, interrupted = str(tmp_path / "whole"), str(tmp_path / "interrupted")
+    subprocess.run(torchrun_cmd(dataset, whole), check=True, capture_output=True, timeout=600)
+
+    proc = subprocess.Popen(
+        torchrun_cmd(dataset, interrupted),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    marker = os.path.join(interrupted, "checkpoints", "step-00000012", "meta.json")
+    while not os.path.exists(marker):
+        assert proc.poll() is None and time.time() < deadline, "training ended before the kill"
+        time.sleep(0.05)
+    workers = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if "train.py" in " ".join(p.cmdline())
+    ]
+    assert len(workers) == 2
+    os.kill(workers[-1].pid, signal.SIGKILL)  # one worker dies mid-run
+    output = proc.communicate(timeout=600)[0].decode()
+    assert proc.returncode == 0, output[-3000:]
+
+    result = json.loads(open(os.path.join(interrupted, "result.json")).read())
+    assert result["resumed_from"] is not None and result["resumed_from"] >= 12, result
+    a, b = final_weights(whole), final_weights(interrupted)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), (
+            f"{key} differs after resume"
+        )  # bitwise, not approximately
