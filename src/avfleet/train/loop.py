@@ -82,7 +82,13 @@ def _setup(ctx: RunContext) -> torch.device:
         device = torch.device("cpu")
         torch.set_num_threads(1)  # determinism on CPU, and ranks do not fight over cores
     if ctx.distributed and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # torchrun's agent store outlives a restart of the group. Keys of the group that died
+        # (gloo's peer addresses) would be read by the new one and point at dead ports, so each
+        # restart gets its own key prefix.
+        store, rank, world_size = next(torch.distributed.rendezvous("env://"))
+        store = torch.distributed.PrefixStore(f"avfleet/restart-{ctx.restart_count}", store)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend, store=store, rank=rank, world_size=world_size)
     return device
 
 
