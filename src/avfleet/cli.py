@@ -212,12 +212,55 @@ def _cmd_dataset(args: argparse.Namespace) -> None:
         exclude_uri=args.exclude,
         storage=st,
     )
-    labeler = OracleLabels(args.oracle, st) if args.oracle else ToolLabels(args.labels, st)
+    if args.labels.startswith("oracle:"):
+        labeler = OracleLabels(args.labels.removeprefix("oracle:"), st)
+    else:
+        labeler = ToolLabels(args.labels, st)
     version = build_dataset(config, labeler)
     write_outputs(args.outputs_dir, {"dataset-uri": version.uri})
     print(
         f"{version.uri}: {version.num_frames} frames, labels {version.label_version}{' (reused)' if version.reused else ''}"
     )
+
+
+def _train_parsers(sub: argparse._SubParsersAction) -> None:
+    plan = sub.add_parser("plan-train", help="size a PyTorchJob (worker replicas = nodes - 1)")
+    plan.add_argument("--nodes", type=int, required=True)
+    plan.add_argument("--outputs-dir", default=None)
+    ev = sub.add_parser(
+        "evaluate", help="mIoU overall and per domain of a saved model on a dataset"
+    )
+    ev.add_argument("--model", required=True, help="model folder (arch.json + weights.pt)")
+    ev.add_argument("--dataset", required=True, help="dataset version (e.g. the held-out set)")
+    ev.add_argument("--outputs-dir", default=None)
+
+
+def _cmd_plan_train(args: argparse.Namespace) -> None:
+    from avfleet.core.errors import ConfigError
+    from avfleet.workflows.outputs import write_outputs
+
+    if args.nodes < 1:
+        raise ConfigError("nodes", "must be at least 1")
+    write_outputs(args.outputs_dir, {"worker-replicas": args.nodes - 1})
+    print({"worker-replicas": args.nodes - 1})
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from avfleet.core import storage
+    from avfleet.train.evaluate import evaluate
+    from avfleet.train.loop import load_model
+    from avfleet.workflows.outputs import write_outputs
+
+    result = evaluate(load_model(args.model), args.dataset)
+    storage.atomic_write_text(
+        storage.join(args.model, "evaluation.json"), json.dumps(result.__dict__, indent=2)
+    )
+    write_outputs(args.outputs_dir, {"miou": f"{result.miou:.4f}"})
+    print(f"mIoU {100 * result.miou:.1f} on {sum(result.frames_per_domain.values())} frames")
+    for domain, value in result.miou_per_domain.items():
+        print(f"  {domain:<26} {100 * value:5.1f}  ({result.frames_per_domain[domain]} frames)")
 
 
 def _workflow_parsers(sub: argparse._SubParsersAction) -> None:
@@ -286,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     _fleet_parsers(sub)
     _index_parsers(sub)
     _dataset_parsers(sub)
+    _train_parsers(sub)
     _workflow_parsers(sub)
     _demo_parser(sub)
     return parser
@@ -297,6 +341,8 @@ COMMANDS = {
     "plan-index": _cmd_plan_index,
     "verify-index": _cmd_verify_index,
     "dataset": _cmd_dataset,
+    "plan-train": _cmd_plan_train,
+    "evaluate": _cmd_evaluate,
     "workflows": _cmd_workflows,
     "local-run": _cmd_local_run,
     "demo": _cmd_demo,

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from avfleet.core.errors import ConfigError, PermanentError
-from avfleet.workflows.local.engines import LocalContext, spark_application
+from avfleet.workflows.local.engines import LocalContext, pytorch_job, spark_application
 from avfleet.workflows.local.executor import LocalExecutor
 from avfleet.workflows.local.expressions import evaluate_retry_expression, substitute
 
@@ -254,3 +254,19 @@ def test_substitution_is_strict():
     assert substitute("a{{ x }}b", {"x": "1"}, "here") == "a1b"
     with pytest.raises(PermanentError, match="here: cannot resolve"):
         substitute("{{y}}", {"x": "1"}, "here")
+
+
+def test_pytorchjob_maps_to_local_torchrun():
+    manifest = {
+        "kind": "PyTorchJob",
+        "spec": {
+            "elasticPolicy": {"maxRestarts": 3, "nProcPerNode": 8},
+            "pytorchReplicaSpecs": {"Master": {"template": {"spec": {"containers": [{"command": ["torchrun", "/opt/avfleet/jobs/train.py", "--epochs", "2"]}]}}}},
+        },
+    }
+    argv = pytorch_job(manifest, LocalContext(repo_root="/repo", spark_master="local[2]"))
+    assert argv[0].endswith("torchrun")
+    assert argv[1:4] == ["--standalone", "--nproc_per_node=2", "--max-restarts=3"]
+    assert argv[4:] == ["/repo/jobs/train.py", "--epochs", "2"]
+    with pytest.raises(PermanentError, match="no Master replica"):
+        pytorch_job({"kind": "PyTorchJob", "spec": {}}, LocalContext("/r", "local[2]"))

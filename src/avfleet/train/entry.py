@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--dpe-strength", type=float, default=0.0)
     parser.add_argument("--group-sparsity", type=float, default=0.0)
+    parser.add_argument(
+        "--finetune-epochs", type=int, default=0, help="after pruning: epochs without the penalty"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=20)
     parser.add_argument("--stop-after-steps", type=int, default=0)
@@ -37,6 +40,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr,
         dpe_strength=args.dpe_strength,
         group_sparsity=args.group_sparsity,
+        finetune_epochs=args.finetune_epochs,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         stop_after_steps=args.stop_after_steps,

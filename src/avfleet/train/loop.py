@@ -52,6 +52,8 @@ class TrainConfig:
     """Weight of the DPE KL-to-prior term (per training frame); 0 disables (plain ensemble)."""
     group_sparsity: float = 0.0
     """lambda of the group-sparsity proximal step (members=1); 0 disables pruning."""
+    finetune_epochs: int = 0
+    """After pruning, epochs of training the smaller net without the penalty."""
     seed: int = 0
     """Seed of initialisation and data order."""
     checkpoint_every: int = 20
@@ -99,7 +101,103 @@ def loss_fn(logits_BEKHW: torch.Tensor, masks_BHW: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(logits_BEKHW.reshape(b * e, k, h, w), target)
 
 
+@dataclasses.dataclass
+class _Phase:
+    """What one phase of training did (main training, then the pruned net's fine-tune)."""
+
+    steps: int = 0
+    resumed_from: int | None = None
+    frames_seen: int = 0
+    seconds: float = 0.0
+    loss: float = float("nan")
+    last_checkpoint_s: float = 0.0
+    finished: bool = False
+
+
+def _fit(
+    model: torch.nn.Module,
+    data: ShardedDataset,
+    config: TrainConfig,
+    ctx: RunContext,
+    device: torch.device,
+    *,
+    run_uri: str,
+    epochs: int,
+    prox_strength: float,
+) -> _Phase:
+    """SGD (momentum, cosine decay) over `epochs`, resuming from run_uri's newest complete checkpoint."""
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
+    )
+    total_steps = epochs * data.steps_per_epoch
+
+    def lr_at(step: int) -> float:
+        """Cosine decay from config.lr to 0 over the phase."""
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+
+    phase = _Phase(last_checkpoint_s=time.time())
+    start = checkpoint.latest_complete(run_uri)
+    if start is not None:
+        model.load_state_dict(start.model)
+        optimizer.load_state_dict(start.optimizer)
+        phase.steps = phase.resumed_from = start.step
+        log.info(
+            "rank %d resumes from %s (step %d, restart %d)",
+            ctx.rank,
+            start.uri,
+            start.step,
+            ctx.restart_count,
+        )
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if ctx.distributed else model
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    members = getattr(model, "members", 1)
+    started = time.time()
+    stop_at = config.stop_after_steps or total_steps
+    while phase.steps < min(total_steps, stop_at):
+        epoch = phase.steps // data.steps_per_epoch
+        for batch in data.epoch(epoch, skip_steps=phase.steps % data.steps_per_epoch):
+            lr = lr_at(phase.steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images, masks = batch.images.to(device), batch.masks.to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss = loss_fn(ddp(images), masks)
+                if config.dpe_strength and members > 1:
+                    kl = regularizers.ensemble_kl(model, members)
+                    loss = loss + config.dpe_strength / data.manifest["num_frames"] * kl
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if prox_strength:
+                prune.proximal_step_(model, lr, prox_strength)
+            phase.steps += 1
+            phase.frames_seen += len(batch.frame_ids) * ctx.world_size
+            phase.loss = float(loss.detach())
+            at_end = phase.steps in (total_steps, stop_at)
+            if phase.steps % config.checkpoint_every == 0 or at_end:
+                if ctx.rank == 0:
+                    checkpoint.save(
+                        run_uri,
+                        phase.steps,
+                        epoch,
+                        model.state_dict(),
+                        optimizer.state_dict(),
+                        {"loss": phase.loss, "arch": getattr(model, "arch", None)},
+                    )
+                    phase.last_checkpoint_s = time.time()
+                if ctx.distributed:
+                    torch.distributed.barrier()
+            if at_end:
+                break
+    phase.seconds = time.time() - started
+    phase.finished = phase.steps == total_steps
+    return phase
+
+
 def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
+    """Main training; with group sparsity, then prune and fine-tune the smaller net."""
     device = _setup(ctx)
     if ctx.rank == 0:
         storage.atomic_write_text(
@@ -114,102 +212,59 @@ def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
     )
     torch.manual_seed(config.seed)
     model = build(default_arch(width=config.width), members=config.members).to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
+    main = _fit(
+        model,
+        data,
+        config,
+        ctx,
+        device,
+        run_uri=config.out_uri,
+        epochs=config.epochs,
+        prox_strength=config.group_sparsity,
     )
-    total_steps = config.epochs * data.steps_per_epoch
-
-    def lr_at(step: int) -> float:
-        """Cosine decay from config.lr to 0 over the run."""
-        return config.lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
-
-    start = checkpoint.latest_complete(config.out_uri)
-    step = 0
-    if start is not None:
-        model.load_state_dict(start.model)
-        optimizer.load_state_dict(start.optimizer)
-        step = start.step
-        log.info(
-            "rank %d resumes from %s (step %d, restart %d)",
-            ctx.rank,
-            start.uri,
-            step,
-            ctx.restart_count,
-        )
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if ctx.distributed else model
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    metrics = JobMetrics("train", f"{config.out_uri.rsplit('/', 1)[-1]}-rank{ctx.rank}")
-    frames_seen, started, last_checkpoint_s, loss_value = 0, time.time(), time.time(), float("nan")
-    while step < total_steps:
-        epoch = step // data.steps_per_epoch
-        for batch in data.epoch(epoch, skip_steps=step % data.steps_per_epoch):
-            lr = lr_at(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images, masks = batch.images.to(device), batch.masks.to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = loss_fn(ddp(images), masks)
-                if config.dpe_strength and config.members > 1:
-                    num_frames = data.manifest["num_frames"]
-                    loss = loss + config.dpe_strength / num_frames * regularizers.ensemble_kl(
-                        model, config.members
-                    )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if config.group_sparsity:
-                prune.proximal_step_(model, lr, config.group_sparsity)
-            step += 1
-            frames_seen += len(batch.frame_ids) * ctx.world_size
-            loss_value = float(loss.detach())
-            if (
-                step % config.checkpoint_every == 0
-                or step == total_steps
-                or step == config.stop_after_steps
-            ):
-                if ctx.rank == 0:
-                    checkpoint.save(
-                        config.out_uri,
-                        step,
-                        epoch,
-                        model.state_dict(),
-                        optimizer.state_dict(),
-                        {"loss": loss_value},
-                    )
-                    last_checkpoint_s = time.time()
-                if ctx.distributed:
-                    torch.distributed.barrier()
-            if step == config.stop_after_steps:
-                break
-        if step == config.stop_after_steps:
-            break
-    elapsed = time.time() - started
-    samples_per_s = frames_seen / max(elapsed, 1e-9)
+    phases, final, dense = [main], model, model
+    if main.finished and config.group_sparsity and config.members == 1:
+        # Prune the jointly trained net (deterministic, so a restarted group derives the same
+        # architecture), then fine-tune the smaller net without the penalty.
+        final = prune.pruned_model(model.cpu()).to(device)
+        if config.finetune_epochs:
+            phases.append(
+                _fit(
+                    final,
+                    data,
+                    config,
+                    ctx,
+                    device,
+                    run_uri=storage.join(config.out_uri, "finetune"),
+                    epochs=config.finetune_epochs,
+                    prox_strength=0.0,
+                )
+            )
+    done = all(p.finished for p in phases)
     model_uri = storage.join(config.out_uri, "model")
-    pruned_params = None
-    if ctx.rank == 0 and step == total_steps:
-        pruned_params = _save_models(model, config, model_uri)
-    metrics.set("samples_per_second", samples_per_s, "Training frames per second (all ranks)")
-    metrics.set("loss", loss_value, "Last training loss")
-    metrics.set(
-        "checkpoint_age_seconds",
-        time.time() - last_checkpoint_s,
-        "Seconds since the last checkpoint",
-    )
-    metrics.set("steps", step, "Optimizer steps done")
+    frames = sum(p.frames_seen for p in phases)
+    samples_per_s = frames / max(sum(p.seconds for p in phases), 1e-9)
     result = TrainResult(
-        step,
-        start.step if start else None,
-        samples_per_s,
-        loss_value,
-        num_parameters(model),
-        pruned_params,
-        model_uri,
+        steps=sum(p.steps for p in phases),
+        resumed_from=main.resumed_from,
+        samples_per_s=samples_per_s,
+        final_loss=phases[-1].loss,
+        num_parameters=num_parameters(dense),
+        pruned_parameters=num_parameters(final) if final is not dense else None,
+        model_uri=model_uri,
     )
     if ctx.rank == 0:
+        if done:
+            _save_models(dense, final, config, model_uri)
+        metrics = JobMetrics("train", config.out_uri.rstrip("/").rsplit("/", 1)[-1])
+        metrics.set("samples_per_second", samples_per_s, "Training frames per second (all ranks)")
+        metrics.set("loss", result.final_loss, "Last training loss")
+        metrics.set(
+            "checkpoint_age_seconds",
+            time.time() - phases[-1].last_checkpoint_s,
+            "Seconds since the last checkpoint",
+        )
+        metrics.set("steps", result.steps, "Optimizer steps done")
         metrics.finish(config.metrics, storage.join(config.out_uri, "metrics.prom"))
         storage.atomic_write_text(
             storage.join(config.out_uri, "result.json"),
@@ -221,17 +276,16 @@ def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
     return result
 
 
-def _save_models(model: torch.nn.Module, config: TrainConfig, model_uri: str) -> int | None:
-    """model/dense (always) and, after joint training + pruning, model/ as the pruned net."""
-    save_model(model, storage.join(model_uri, "dense"), {"members": config.members})
-    if config.group_sparsity and config.members == 1:
-        small = prune.pruned_model(model.cpu())
-        save_model(
-            small, model_uri, {"members": 1, "pruned_from_parameters": num_parameters(model)}
-        )
-        return num_parameters(small)
-    save_model(model, model_uri, {"members": config.members})
-    return None
+def _save_models(
+    dense: torch.nn.Module, final: torch.nn.Module, config: TrainConfig, model_uri: str
+) -> None:
+    """model/dense: the net as trained; model/: the net to use (pruned and fine-tuned when pruning)."""
+    members = config.members
+    save_model(dense, storage.join(model_uri, "dense"), {"members": members})
+    info = {"members": members}
+    if final is not dense:
+        info["pruned_from_parameters"] = num_parameters(dense)
+    save_model(final, model_uri, info)
 
 
 def save_model(model: torch.nn.Module, uri: str, info: dict) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import yaml
 
-from avfleet.workflows import fleet_index
+from avfleet.workflows import fleet_index, train
 
 HEADER = (
     "# Rendered from src/avfleet/workflows by `avfleet workflows render --write`. Do not edit.\n"
@@ -19,6 +19,7 @@ HEADER = (
 
 BUILDERS: dict[str, Callable[[], object]] = {
     "workflows/fleet-index.yaml": fleet_index.build,
+    "workflows/train.yaml": train.build,
 }
 
 

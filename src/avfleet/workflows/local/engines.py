@@ -21,6 +21,8 @@ from avfleet.workflows import common
 class LocalContext:
     repo_root: str
     spark_master: str
+    torchrun_nproc: int = 2
+    """Processes a PyTorchJob gets on this machine, whatever its nodes x GPUs (CPU, gloo)."""
 
     def map_image_path(self, path: str) -> str:
         """A path inside the image (/opt/avfleet/...) -> the same file in this checkout."""
@@ -56,8 +58,41 @@ def spark_application(manifest: dict, ctx: LocalContext) -> list[str]:
     return argv + [str(a) for a in spec.get("arguments") or []]
 
 
+def pytorch_job(manifest: dict, ctx: LocalContext) -> list[str]:
+    """PyTorchJob (Kubeflow) -> one standalone torchrun with N local processes (gloo on CPU).
+
+    The Master's container command is `torchrun <script> <args>`; in the cluster the
+    training operator feeds torchrun its rendezvous through PET_* variables. Here the
+    same script runs under `torchrun --standalone`, with the job's maxRestarts, so a
+    failed worker restarts the whole local group as it would the pods' group.
+    """
+    spec = manifest.get("spec", {})
+    try:
+        container = spec["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    except (KeyError, IndexError, TypeError) as e:
+        raise PermanentError("PyTorchJob has no Master replica with a container") from e
+    command = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+    scripts = [i for i, a in enumerate(command) if a.endswith(".py")]
+    if not scripts:
+        raise PermanentError(
+            f"PyTorchJob Master command {command[:3]} names no Python script to run"
+        )
+    script = scripts[0]
+    max_restarts = int((spec.get("elasticPolicy") or {}).get("maxRestarts", 0))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    return [
+        torchrun,
+        "--standalone",
+        f"--nproc_per_node={ctx.torchrun_nproc}",
+        f"--max-restarts={max_restarts}",
+        ctx.map_image_path(command[script]),
+        *command[script + 1 :],
+    ]
+
+
 ENGINES: dict[str, Callable[[dict, LocalContext], list[str]]] = {
     "SparkApplication": spark_application,
+    "PyTorchJob": pytorch_job,
 }
 
 

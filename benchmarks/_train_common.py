@@ -1,0 +1,52 @@
+"""Shared by the training benchmarks: cached fleet -> index -> train/held-out datasets, torchrun runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+from _common import RESULTS, cached_fleet
+
+from avfleet.dataset.build import DatasetConfig, build_dataset
+from avfleet.dataset.labels import OracleLabels
+from avfleet.fleet.generate import generate_heldout
+from avfleet.fleet.world import FleetSpec
+from avfleet.index.job import IndexConfig, LoopEngine, run_index
+from avfleet.index.table import IndexTable
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TRAIN_SPEC = FleetSpec(seed=51, vehicles=8, minutes_per_day=4.0)
+HELDOUT_SPEC = FleetSpec(seed=52, segment_s=10.0)
+
+
+def _indexed(fleet: str, date: str) -> str:
+    index = fleet + "-index"
+    if not IndexTable(index).dates():
+        run_index(IndexConfig(recordings_uri=fleet, date=date, out_uri=index), LoopEngine())
+    return index
+
+
+def datasets(train_frames: int = 1500, heldout_frames: int = 720) -> tuple[str, str]:
+    """(train dataset, held-out dataset) URIs, built once and cached."""
+    fleet = cached_fleet(TRAIN_SPEC)
+    heldout = str(RESULTS / "cache" / "heldout-52")
+    if not (pathlib.Path(heldout) / ".complete").exists():
+        generate_heldout(HELDOUT_SPEC, heldout, segments_per_domain=1, show_progress=True)
+        (pathlib.Path(heldout) / ".complete").write_text("ok\n")
+    out = str(RESULTS / "cache" / "datasets")
+    train = build_dataset(DatasetConfig(index_uri=_indexed(fleet, TRAIN_SPEC.start_date), selection=f"random:{train_frames}", out_uri=out, seed=1), OracleLabels(fleet)).uri
+    test = build_dataset(DatasetConfig(index_uri=_indexed(heldout, HELDOUT_SPEC.start_date), selection=f"random:{heldout_frames}", out_uri=out, seed=2), OracleLabels(heldout)).uri
+    return train, test
+
+
+def torchrun(dataset: str, out: str, *args: str, nproc: int = 2) -> dict:
+    """Train with real torchrun; returns result.json (skips if the run already finished)."""
+    result = pathlib.Path(out) / "result.json"
+    if not result.exists():
+        torchrun_bin = os.path.join(os.path.dirname(sys.executable), "torchrun")
+        cmd = [torchrun_bin, "--standalone", f"--nproc_per_node={nproc}", str(REPO / "jobs" / "train.py"), "--dataset", dataset, "--out", out, *args]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(result.read_text())

@@ -1,0 +1,239 @@
+"""The `train` WorkflowTemplate: dataset -> DPE ensemble and deployable net (PyTorchJobs) -> evaluation.
+
+    dataset            avfleet dataset build (ranged fetches, labels) -> dataset-uri
+    train-ensemble     PyTorchJob: E members jointly with the DPE regulariser (mining uses it)
+    train-deployable   PyTorchJob: one over-parameterised net with group sparsity, then pruned
+    evaluate-*         mIoU overall and per domain on the held-out dataset
+
+Each PyTorchJob runs N nodes x G GPUs under torchrun with an elastic policy:
+torchrun restarts the whole worker group when any worker fails (maxRestarts),
+and training resumes from the newest complete checkpoint. Pods killed by a
+signal (exit >= 128: preemption, OOM kill) are restarted (restartPolicy
+ExitCode); bad input or config (exit 65/78) is not.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from hera.workflows import DAG, Container, Parameter, Resource, WorkflowTemplate
+
+from avfleet.workflows import common as c
+
+NAME = "train"
+PARAMETERS = {
+    "index": ("s3://avfleet-data/index", "frame index root"),
+    "frames": ("random:2000", "selection: random:N or a mining selection URI"),
+    "labels": (
+        "s3://avfleet-data/labels/latest.parquet",
+        "labeling tool export (frame_id, mask_png)",
+    ),
+    "datasets": ("s3://avfleet-data/datasets", "datasets root"),
+    "runs": ("s3://avfleet-data/runs", "training runs root"),
+    "heldout": ("s3://avfleet-data/datasets/heldout", "held-out dataset version (evaluation)"),
+    "run-name": ("nightly", "name of this training run"),
+    "members": ("4", "DPE ensemble members"),
+    "epochs": ("20", "training epochs"),
+    "nodes": ("2", "PyTorchJob nodes"),
+    "gpus-per-node": ("8", "GPUs per node (processes per node)"),
+    "group-sparsity": ("0.002", "lambda of the group-sparsity proximal step (deployable net)"),
+    "dpe-strength": ("0.02", "weight of the DPE KL-to-prior term per training frame (ensemble)"),
+    "width": ("2.0", "width multiplier of the deployable net before pruning"),
+    "image": (c.DEFAULT_IMAGE, "avfleet image (CLI steps)"),
+    "train-image": ("ghcr.io/avfleet/avfleet-train:0.1.0", "avfleet training image (CUDA, NCCL)"),
+}
+
+
+def dataset_template() -> Container:
+    w = c.workflow_parameter
+    args = [
+        "dataset",
+        "build",
+        "--index",
+        w("index"),
+        "--frames",
+        w("frames"),
+        "--out",
+        w("datasets"),
+        "--labels",
+        w("labels"),
+    ]
+    return c.cli_step(
+        "build-dataset", [*args, "--outputs-dir", c.OUTPUTS_DIR], outputs=["dataset-uri"]
+    )
+
+
+def pytorchjob_manifest(kind: str, train_args: list[str]) -> str:
+    """A Kubeflow PyTorchJob (kubeflow.org/v1) running jobs/train.py under torchrun."""
+    w, i = c.workflow_parameter, c.input_parameter
+    args = [
+        "--dataset",
+        i("dataset-uri"),
+        "--out",
+        f"{w('runs')}/{w('run-name')}/{kind}",
+        *train_args,
+    ]
+    command = "\n".join(
+        f'                - "{a}"' for a in ["torchrun", f"{c.IMAGE_ROOT}/jobs/train.py", *args]
+    )
+    replica = textwrap.dedent(
+        f"""\
+        replicas: REPLICAS
+        restartPolicy: ExitCode
+        template:
+          metadata:
+            labels:
+              app.kubernetes.io/part-of: avfleet
+          spec:
+            containers:
+              - name: pytorch
+                image: "{w("train-image")}"
+                command:
+        {{COMMAND}}
+                env:
+                  - name: NCCL_DEBUG
+                    value: WARN
+                  - name: NCCL_IB_DISABLE
+                    value: "0"
+                  - name: NCCL_SOCKET_IFNAME
+                    value: eth0
+                  - name: NCCL_ASYNC_ERROR_HANDLING
+                    value: "1"
+                resources:
+                  limits:
+                    nvidia.com/gpu: {w("gpus-per-node")}
+                    memory: 64Gi
+                  requests:
+                    cpu: "8"
+                    memory: 64Gi
+                volumeMounts:
+                  - name: dshm
+                    mountPath: /dev/shm
+            volumes:
+              - name: dshm
+                emptyDir:
+                  medium: Memory
+        """
+    ).replace("{COMMAND}", command)
+    master = textwrap.indent(replica.replace("REPLICAS", "1"), "      ")
+    worker = textwrap.indent(replica.replace("REPLICAS", "NODES_MINUS_ONE"), "      ")
+    return (
+        textwrap.dedent(
+            f"""\
+            apiVersion: kubeflow.org/v1
+            kind: PyTorchJob
+            metadata:
+              generateName: train-{kind}-
+              labels:
+                app.kubernetes.io/part-of: avfleet
+                avfleet.io/run: "{w("run-name")}"
+            spec:
+              runPolicy:
+                cleanPodPolicy: Running
+                backoffLimit: 3
+                ttlSecondsAfterFinished: 86400
+              elasticPolicy:
+                rdzvBackend: c10d
+                minReplicas: {w("nodes")}
+                maxReplicas: {w("nodes")}
+                nProcPerNode: {w("gpus-per-node")}
+                maxRestarts: 3
+              pytorchReplicaSpecs:
+                Master:
+            MASTER
+                Worker:
+            WORKER
+            """
+        )
+        .replace("MASTER", master.rstrip("\n"))
+        .replace("WORKER", worker.rstrip("\n"))
+        .replace("NODES_MINUS_ONE", i("worker-replicas"))
+    )
+
+
+def pytorchjob_template(kind: str, train_args: list[str]) -> Resource:
+    return Resource(
+        name=f"train-{kind}",
+        inputs=[Parameter(name="dataset-uri"), Parameter(name="worker-replicas")],
+        action="create",
+        set_owner_reference=True,
+        manifest=pytorchjob_manifest(kind, train_args),
+        success_condition="status.replicaStatuses.Master.succeeded > 0",
+        failure_condition="status.replicaStatuses.Master.failed > 0",
+    )
+
+
+def evaluate_template() -> Container:
+    w, i = c.workflow_parameter, c.input_parameter
+    args = [
+        "evaluate",
+        "--model",
+        i("model-uri"),
+        "--dataset",
+        w("heldout"),
+        "--outputs-dir",
+        c.OUTPUTS_DIR,
+    ]
+    return c.cli_step("evaluate", args, inputs=["model-uri"], outputs=["miou"])
+
+
+def build() -> WorkflowTemplate:
+    w = c.workflow_parameter
+    ensemble_args = [
+        "--members",
+        w("members"),
+        "--dpe-strength",
+        w("dpe-strength"),
+        "--epochs",
+        w("epochs"),
+    ]
+    deployable_args = [
+        "--members",
+        "1",
+        "--width",
+        w("width"),
+        "--group-sparsity",
+        w("group-sparsity"),
+        "--epochs",
+        w("epochs"),
+    ]
+    with WorkflowTemplate(
+        name=NAME,
+        labels=c.LABELS,
+        annotations={
+            "workflows.argoproj.io/description": "Build a dataset, train the DPE ensemble and the pruned deployable net, evaluate both."
+        },
+        entrypoint="main",
+        service_account_name=c.WORKFLOW_SERVICE_ACCOUNT,
+        security_context=c.pod_security(),
+        arguments=[Parameter(name=k, value=v, description=d) for k, (v, d) in PARAMETERS.items()],
+        active_deadline_seconds=48 * 3600,
+    ) as wt:
+        dataset = dataset_template()
+        ensemble = pytorchjob_template("ensemble", ensemble_args)
+        deployable = pytorchjob_template("deployable", deployable_args)
+        evaluate = evaluate_template()
+        plan = c.cli_step(
+            "plan-train",
+            ["plan-train", "--nodes", w("nodes"), "--outputs-dir", c.OUTPUTS_DIR],
+            outputs=["worker-replicas"],
+        )
+        with DAG(name="main"):
+            data_task = dataset(name="dataset")
+            plan_task = plan(name="plan")
+            args = {
+                "dataset-uri": data_task.get_parameter("dataset-uri"),
+                "worker-replicas": plan_task.get_parameter("worker-replicas"),
+            }
+            ens = ensemble(name="train-ensemble", arguments=args)
+            dep = deployable(name="train-deployable", arguments=args)
+            run = f"{w('runs')}/{w('run-name')}"
+            eval_ens = evaluate(
+                name="evaluate-ensemble", arguments={"model-uri": f"{run}/ensemble/model"}
+            )
+            eval_dep = evaluate(
+                name="evaluate-deployable", arguments={"model-uri": f"{run}/deployable/model"}
+            )
+            [data_task, plan_task] >> ens >> eval_ens
+            [data_task, plan_task] >> dep >> eval_dep
+    return wt
