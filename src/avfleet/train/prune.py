@@ -1,11 +1,12 @@
 """Joint training and pruning: channel groups, their proximal step, and physical removal.
 
-A prunable channel's group holds every parameter that belongs to it: the
-filters that produce it, the BatchNorm scale and shift that follow each of
-them, and the input column of the layer that consumes it. BatchNorm adds its
-shift to a zero filter's output, so zeroing the filter alone would not silence
-the channel; zeroing the whole group does, exactly, which is what makes the
-removal lossless. Prunable channels of `SegNet` (members=1): the expanded
+A prunable channel's group is the convolution weights that belong to it: the
+filters that produce it and the input column of the layer that consumes it.
+Once the consuming column is zero the channel contributes nothing, whatever
+its BatchNorm does, so removing it is exact. BatchNorm's scale and shift are
+carried along when the channel is removed but are not penalised: putting them
+in the group would shrink every channel's scale every step, dead or alive,
+and cost accuracy (measured: 7 mIoU points at a strength that pruned nothing). Prunable channels of `SegNet` (members=1): the expanded
 hidden channels of every inverted residual block, and the decoder's reduce and
 fuse outputs. Block outputs stay: residual connections tie them together.
 """
@@ -25,11 +26,16 @@ BN_BUFFERS = ("running_mean", "running_var")
 
 @dataclasses.dataclass(frozen=True)
 class ChannelGroup:
-    """Channels of one width in the arch, and where each lives in the state dict: (key, dim[, offset])."""
+    """Channels of one width in the arch, and where each lives in the state dict: (key, dim, offset)."""
 
     arch_path: tuple  # e.g. ("blocks", 2, "hidden")
-    slices: tuple[tuple[str, int, int], ...]  # (state_dict key, dim, offset along dim)
+    slices: tuple[
+        tuple[str, int, int], ...
+    ]  # penalised conv weights: (state_dict key, dim, offset along dim)
     size: int
+    carried: tuple[
+        tuple[str, int, int], ...
+    ] = ()  # BatchNorm parameters: removed with the channel, not penalised
 
 
 def _bn(prefix: str) -> list[tuple[str, int, int]]:
@@ -43,29 +49,24 @@ def channel_groups(model: SegNet) -> list[ChannelGroup]:
     groups = []
     for i, spec in enumerate(arch["blocks"]):
         p = f"blocks.{i}"
-        slices = [(f"{p}.expand.0.weight", 0, 0), *_bn(f"{p}.expand.1")]
-        if spec.get("decompose"):
-            for j in (0, 1):
-                slices += [(f"{p}.depthwise.{j}.0.weight", 0, 0), *_bn(f"{p}.depthwise.{j}.1")]
-        else:
-            slices += [(f"{p}.depthwise.0.weight", 0, 0), *_bn(f"{p}.depthwise.1")]
-        slices.append((f"{p}.project.0.weight", 1, 0))
-        groups.append(ChannelGroup(("blocks", i, "hidden"), tuple(slices), spec["hidden"]))
+        convs = [(f"{p}.expand.0.weight", 0, 0)]
+        bns = _bn(f"{p}.expand.1")
+        stages = (
+            [f"{p}.depthwise.0", f"{p}.depthwise.1"]
+            if spec.get("decompose")
+            else [f"{p}.depthwise"]
+        )
+        for stage in stages:
+            convs.append((f"{stage}.0.weight", 0, 0))
+            bns += _bn(f"{stage}.1")
+        convs.append((f"{p}.project.0.weight", 1, 0))
+        groups.append(
+            ChannelGroup(("blocks", i, "hidden"), tuple(convs), spec["hidden"], tuple(bns))
+        )
     dec = arch["decoder"]
-    groups.append(
-        ChannelGroup(
-            ("decoder", "reduce"),
-            (("reduce.0.weight", 0, 0), *_bn("reduce.1"), ("fuse.0.weight", 1, 0)),
-            dec["reduce"],
-        )
-    )
-    groups.append(
-        ChannelGroup(
-            ("decoder", "fuse"),
-            (("fuse.0.weight", 0, 0), *_bn("fuse.1"), ("head.weight", 1, 0)),
-            dec["fuse"],
-        )
-    )
+    for name, consumer in (("reduce", "fuse.0.weight"), ("fuse", "head.weight")):
+        convs = ((f"{name}.0.weight", 0, 0), (consumer, 1, 0))
+        groups.append(ChannelGroup(("decoder", name), convs, dec[name], tuple(_bn(f"{name}.1"))))
     return groups
 
 
@@ -137,7 +138,7 @@ def prune(model: SegNet) -> tuple[Arch, dict[str, torch.Tensor]]:
         for part in group.arch_path[:-1]:
             node = node[part]
         node[group.arch_path[-1]] = len(keep)
-        for key, dim, offset in group.slices:
+        for key, dim, offset in group.slices + group.carried:
             keys = [key]
             if key.endswith(".weight") and f"{key[:-7]}.running_mean" in state:
                 keys += [f"{key[:-7]}.{b}" for b in BN_BUFFERS]

@@ -38,6 +38,7 @@ PARAMETERS = {
     "gpus-per-node": ("8", "GPUs per node (processes per node)"),
     "group-sparsity": ("0.002", "lambda of the group-sparsity proximal step (deployable net)"),
     "dpe-strength": ("0.02", "weight of the DPE KL-to-prior term per training frame (ensemble)"),
+    "finetune-epochs": ("4", "epochs fine-tuning the pruned net without the penalty"),
     "width": ("2.0", "width multiplier of the deployable net before pruning"),
     "image": (c.DEFAULT_IMAGE, "avfleet image (CLI steps)"),
     "train-image": ("ghcr.io/avfleet/avfleet-train:0.1.0", "avfleet training image (CUDA, NCCL)"),
