@@ -30,6 +30,11 @@ from avfleet.train.models import build, default_arch, num_parameters
 log = logging.getLogger(__name__)
 
 
+FINETUNE_LR_SCALE = (
+    0.1  # the pruned net is already trained: fine-tune gently, do not restart the schedule
+)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     dataset_uri: str
@@ -157,9 +162,9 @@ def _fit(
     while phase.steps < min(total_steps, stop_at):
         epoch = phase.steps // data.steps_per_epoch
         for batch in data.epoch(epoch, skip_steps=phase.steps % data.steps_per_epoch):
-            lr = lr_at(phase.steps)
+            step_lr = lr_at(phase.steps)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = step_lr
             images, masks = batch.images.to(device), batch.masks.to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 loss = loss_fn(ddp(images), masks)
@@ -171,7 +176,7 @@ def _fit(
             scaler.step(optimizer)
             scaler.update()
             if prox_strength:
-                prune.proximal_step_(model, lr, prox_strength)
+                prune.proximal_step_(model, step_lr, prox_strength)
             phase.steps += 1
             phase.frames_seen += len(batch.frame_ids) * ctx.world_size
             phase.loss = float(loss.detach())
