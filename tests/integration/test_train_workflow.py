@@ -20,7 +20,15 @@ from tests.integration.conftest import DATE
 def index_and_heldout(clean_fleet, tmp_path_factory):
     index = str(tmp_path_factory.mktemp("wf-index"))
     run_index(IndexConfig(recordings_uri=clean_fleet, date=DATE, out_uri=index), LoopEngine())
-    heldout = build_dataset(DatasetConfig(index_uri=index, selection="random:32", out_uri=str(tmp_path_factory.mktemp("wf-heldout")), seed=9), OracleLabels(clean_fleet))
+    heldout = build_dataset(
+        DatasetConfig(
+            index_uri=index,
+            selection="random:32",
+            out_uri=str(tmp_path_factory.mktemp("wf-heldout")),
+            seed=9,
+        ),
+        OracleLabels(clean_fleet),
+    )
     return index, heldout.uri
 
 
@@ -28,10 +36,28 @@ def test_train_workflow_runs_locally(index_and_heldout, clean_fleet, tmp_path):
     index, heldout = index_and_heldout
     runs = tmp_path / "runs"
     params = {
-        "index": index, "frames": "random:64", "labels": f"oracle:{clean_fleet}", "datasets": str(tmp_path / "datasets"),
-        "runs": str(runs), "heldout": heldout, "run-name": "t", "members": "2", "epochs": "1", "nodes": "1", "group-sparsity": "0.01", "width": "1.0",
+        "index": index,
+        "frames": "random:64",
+        "labels": f"oracle:{clean_fleet}",
+        "datasets": str(tmp_path / "datasets"),
+        "runs": str(runs),
+        "heldout": heldout,
+        "run-name": "t",
+        "members": "2",
+        "epochs": "1",
+        "nodes": "1",
+        "group-sparsity": "0.01",
+        "width": "1.0",
     }
-    cmd = [sys.executable, "-m", "avfleet", "local-run", str(default_manifests_dir() / "workflows" / "train.yaml"), "--workdir", str(tmp_path / "wd")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "avfleet",
+        "local-run",
+        str(default_manifests_dir() / "workflows" / "train.yaml"),
+        "--workdir",
+        str(tmp_path / "wd"),
+    ]
     for k, v in params.items():
         cmd += ["-p", f"{k}={v}"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

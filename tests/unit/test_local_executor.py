@@ -261,7 +261,24 @@ def test_pytorchjob_maps_to_local_torchrun():
         "kind": "PyTorchJob",
         "spec": {
             "elasticPolicy": {"maxRestarts": 3, "nProcPerNode": 8},
-            "pytorchReplicaSpecs": {"Master": {"template": {"spec": {"containers": [{"command": ["torchrun", "/opt/avfleet/jobs/train.py", "--epochs", "2"]}]}}}},
+            "pytorchReplicaSpecs": {
+                "Master": {
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {
+                                    "command": [
+                                        "torchrun",
+                                        "/opt/avfleet/jobs/train.py",
+                                        "--epochs",
+                                        "2",
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                }
+            },
         },
     }
     argv = pytorch_job(manifest, LocalContext(repo_root="/repo", spark_master="local[2]"))

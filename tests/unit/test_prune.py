@@ -42,7 +42,9 @@ def test_proximal_step_zeroes_whole_groups():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.weight.uniform_(0.0, 2.0)
     before = sum(g.size for g in P.channel_groups(model))
-    zeroed = P.proximal_step_(model, lr=1.0, strength=1 / 2**0.5)  # threshold = lr * strength * sqrt(P=2) = 1
+    zeroed = P.proximal_step_(
+        model, lr=1.0, strength=1 / 2**0.5
+    )  # threshold = lr * strength * sqrt(P=2) = 1
     assert 0 < sum(zeroed.values()) < before
     for group in P.channel_groups(model):
         norms = P.group_norms(model, group)
