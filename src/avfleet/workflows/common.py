@@ -8,7 +8,7 @@ Conventions the local executor relies on too:
 
 from __future__ import annotations
 
-from hera.workflows import Container, Parameter, RetryStrategy
+from hera.workflows import Container, Parameter, RetryStrategy, WorkflowTemplate
 from hera.workflows.models import (
     Backoff,
     Capabilities,
@@ -107,4 +107,23 @@ def cli_step(
         security_context=container_security(),
         volumes=[volume],
         volume_mounts=[mount],
+    )
+
+
+def workflow_template(
+    name: str, description: str, parameters: dict[str, tuple[str, str]], deadline_s: int
+) -> WorkflowTemplate:
+    """An avfleet WorkflowTemplate: labels, service account, pod security, entrypoint `main`.
+
+    `parameters` maps each workflow parameter to (default value, description).
+    """
+    return WorkflowTemplate(
+        name=name,
+        labels=LABELS,
+        annotations={"workflows.argoproj.io/description": description},
+        entrypoint="main",
+        service_account_name=WORKFLOW_SERVICE_ACCOUNT,
+        security_context=pod_security(),
+        arguments=[Parameter(name=k, value=v, description=d) for k, (v, d) in parameters.items()],
+        active_deadline_seconds=deadline_s,
     )

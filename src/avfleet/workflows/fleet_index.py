@@ -132,17 +132,11 @@ def verify_template() -> Container:
 
 
 def build() -> WorkflowTemplate:
-    with WorkflowTemplate(
-        name=NAME,
-        labels=c.LABELS,
-        annotations={
-            "workflows.argoproj.io/description": "Index one day of fleet recordings (metadata only) into the frame index."
-        },
-        entrypoint="main",
-        service_account_name=c.WORKFLOW_SERVICE_ACCOUNT,
-        security_context=c.pod_security(),
-        arguments=[Parameter(name=k, value=v, description=d) for k, (v, d) in PARAMETERS.items()],
-        active_deadline_seconds=6 * 3600,
+    with c.workflow_template(
+        NAME,
+        "Index one day of fleet recordings (metadata only) into the frame index.",
+        PARAMETERS,
+        6 * 3600,
     ) as wt:
         plan, spark, verify = plan_template(), spark_template(), verify_template()
         with DAG(name="main"):

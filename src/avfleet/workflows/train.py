@@ -198,17 +198,11 @@ def build() -> WorkflowTemplate:
         "--epochs",
         w("epochs"),
     ]
-    with WorkflowTemplate(
-        name=NAME,
-        labels=c.LABELS,
-        annotations={
-            "workflows.argoproj.io/description": "Build a dataset, train the DPE ensemble and the pruned deployable net, evaluate both."
-        },
-        entrypoint="main",
-        service_account_name=c.WORKFLOW_SERVICE_ACCOUNT,
-        security_context=c.pod_security(),
-        arguments=[Parameter(name=k, value=v, description=d) for k, (v, d) in PARAMETERS.items()],
-        active_deadline_seconds=48 * 3600,
+    with c.workflow_template(
+        NAME,
+        "Build a dataset, train the DPE ensemble and the pruned deployable net, evaluate both.",
+        PARAMETERS,
+        48 * 3600,
     ) as wt:
         dataset = dataset_template()
         ensemble = pytorchjob_template("ensemble", ensemble_args)
