@@ -130,11 +130,6 @@ def read_bytes(uri: str, config: StorageConfig | None = None) -> bytes:
         return filesystem(uri, config).cat_file(strip_protocol(uri))
 
 
-def size_of(uri: str, config: StorageConfig | None = None) -> int:
-    with translate_errors(uri):
-        return int(filesystem(uri, config).size(strip_protocol(uri)))
-
-
 def atomic_write_bytes(uri: str, data: bytes, config: StorageConfig | None = None) -> None:
     """Write `data` to `uri` so that readers see either the old or the new object."""
     with translate_errors(uri):

@@ -101,7 +101,7 @@ class InvertedResidual(nn.Module):
                     hidden,
                     (k, 1),
                     members,
-                    stride=(stride),
+                    stride=stride,
                     dilation=dilation,
                     groups=hidden,
                     act=False,
@@ -127,7 +127,7 @@ class SegNet(nn.Module):
         super().__init__()
         self.arch = copy.deepcopy(arch)
         self.members = members
-        self.stem = ConvBNAct(3, arch["stem"], 3, 1 if members == 1 else members, stride=2)
+        self.stem = ConvBNAct(3, arch["stem"], 3, members, stride=2)  # 3 * E channels in, E groups
         self.blocks = nn.Sequential(*[InvertedResidual(b, members) for b in arch["blocks"]])
         dec = arch["decoder"]
         self.reduce = ConvBNAct(arch["blocks"][-1]["out"], dec["reduce"], 1, members)
@@ -140,7 +140,6 @@ class SegNet(nn.Module):
         b, _, h, w = x.shape
         if self.members > 1:
             x = x.repeat(1, self.members, 1, 1)  # each member gets its own copy of the image
-            # The stem is grouped per member too: (3 * E) channels in, groups = E.
         skip = self.stem(x)
         y = self.reduce(self.blocks(skip))
         y = nn.functional.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)

@@ -21,6 +21,7 @@ import math
 
 import torch
 
+from avfleet.train import regularizers
 from avfleet.train.models import Arch, SegNet, build
 
 BN_PARAMS = ("weight", "bias")
@@ -88,28 +89,21 @@ def _per_channel(t: torch.Tensor, dim: int) -> torch.Tensor:
     return t.movedim(dim, 0).reshape(t.shape[dim], -1)
 
 
-def group_norms(model: SegNet, group: ChannelGroup) -> torch.Tensor:
-    params = dict(model.named_parameters())
+def _group_norms(params: dict[str, torch.Tensor], group: ChannelGroup) -> torch.Tensor:
     sq = torch.zeros(group.size)
     for key, dim, offset in group.slices:
         sq = sq + _per_channel(_tensor(params, key, dim, offset, group.size), dim).pow(2).sum(1)
     return sq.sqrt()
 
 
-def group_size(model: SegNet, group: ChannelGroup) -> int:
+def _group_size(params: dict[str, torch.Tensor], group: ChannelGroup) -> int:
     """P: how many parameters one channel's group holds."""
-    params = dict(model.named_parameters())
-    return sum(
-        _per_channel(_tensor(params, k, d, o, group.size), d).shape[1] for k, d, o in group.slices
-    )
+    return sum(params[k].numel() // params[k].shape[d] for k, d, _ in group.slices)
 
 
-def penalty(model: SegNet, strength: float) -> torch.Tensor:
-    """r(theta) = sum_l lambda sqrt(P_l) sum_n ||theta_l^n||_2 (for logging; training uses the prox)."""
-    return sum(
-        strength * math.sqrt(group_size(model, g)) * group_norms(model, g).sum()
-        for g in channel_groups(model)
-    )
+def group_norms(model: SegNet, group: ChannelGroup) -> torch.Tensor:
+    """||theta^n||_2 of every channel n of `group`."""
+    return _group_norms(dict(model.named_parameters()), group)
 
 
 @torch.no_grad()
@@ -118,14 +112,12 @@ def proximal_step_(model: SegNet, lr: float, strength: float) -> dict[tuple, int
     params = dict(model.named_parameters())
     zeroed = {}
     for group in channel_groups(model):
-        norms = group_norms(model, group)
-        threshold = lr * strength * math.sqrt(group_size(model, group))
-        scale = (1.0 - threshold / norms.clamp_min(1e-12)).clamp_min(0.0)
+        threshold = lr * strength * math.sqrt(_group_size(params, group))
+        scale = regularizers.group_shrink(_group_norms(params, group), threshold)
         for key, dim, offset in group.slices:
-            t = _tensor(params, key, dim, offset, group.size)
-            shape = [1] * t.dim()
+            shape = [1] * params[key].dim()
             shape[dim] = group.size
-            t.mul_(scale.view(shape))
+            _tensor(params, key, dim, offset, group.size).mul_(scale.view(shape))
         zeroed[group.arch_path] = int((scale == 0).sum())
     return zeroed
 
@@ -158,7 +150,6 @@ def prune(model: SegNet) -> tuple[Arch, dict[str, torch.Tensor]]:
                 state[k] = torch.cat(
                     [before, t.narrow(dim, offset, group.size).index_select(dim, keep), after], dim
                 )
-    # Depthwise convs have groups == channels: their weight has one input channel per group already.
     return arch, state
 
 

@@ -50,19 +50,15 @@ def group_norms(weight_OI: torch.Tensor) -> torch.Tensor:
     return weight_OI.flatten(1).norm(dim=1)
 
 
-def group_lasso(weight_OI: torch.Tensor, strength: float) -> torch.Tensor:
-    """lambda * sqrt(P) * sum_n ||theta^n||_2, with P the size of one filter."""
-    size = weight_OI[0].numel()
-    return strength * math.sqrt(size) * group_norms(weight_OI).sum()
+def group_shrink(norms: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Per-group scale of the group-lasso proximal step: max(0, 1 - t / ||theta^n||)."""
+    return (1.0 - threshold / norms.clamp_min(EPS)).clamp_min(0.0)
 
 
 @torch.no_grad()
 def group_soft_threshold_(weight_OI: torch.Tensor, threshold: float) -> torch.Tensor:
-    """In place: scale each filter by max(0, 1 - t / ||filter||); returns the norms after."""
-    size = weight_OI[0].numel()
-    t = threshold * math.sqrt(size)
-    norms = group_norms(weight_OI)
-    scale = (1.0 - t / norms.clamp_min(EPS)).clamp_min(0.0)
+    """In place: scale each filter by max(0, 1 - t sqrt(P) / ||filter||); returns the norms after."""
+    scale = group_shrink(group_norms(weight_OI), threshold * math.sqrt(weight_OI[0].numel()))
     weight_OI.mul_(scale.view(-1, *([1] * (weight_OI.dim() - 1))))
     return group_norms(weight_OI)
 
