@@ -37,8 +37,24 @@ def datasets(train_frames: int = 1500, heldout_frames: int = 720) -> tuple[str, 
         generate_heldout(HELDOUT_SPEC, heldout, segments_per_domain=1, show_progress=True)
         (pathlib.Path(heldout) / ".complete").write_text("ok\n")
     out = str(RESULTS / "cache" / "datasets")
-    train = build_dataset(DatasetConfig(index_uri=_indexed(fleet, TRAIN_SPEC.start_date), selection=f"random:{train_frames}", out_uri=out, seed=1), OracleLabels(fleet)).uri
-    test = build_dataset(DatasetConfig(index_uri=_indexed(heldout, HELDOUT_SPEC.start_date), selection=f"random:{heldout_frames}", out_uri=out, seed=2), OracleLabels(heldout)).uri
+    train = build_dataset(
+        DatasetConfig(
+            index_uri=_indexed(fleet, TRAIN_SPEC.start_date),
+            selection=f"random:{train_frames}",
+            out_uri=out,
+            seed=1,
+        ),
+        OracleLabels(fleet),
+    ).uri
+    test = build_dataset(
+        DatasetConfig(
+            index_uri=_indexed(heldout, HELDOUT_SPEC.start_date),
+            selection=f"random:{heldout_frames}",
+            out_uri=out,
+            seed=2,
+        ),
+        OracleLabels(heldout),
+    ).uri
     return train, test
 
 
@@ -47,6 +63,16 @@ def torchrun(dataset: str, out: str, *args: str, nproc: int = 2) -> dict:
     result = pathlib.Path(out) / "result.json"
     if not result.exists():
         torchrun_bin = os.path.join(os.path.dirname(sys.executable), "torchrun")
-        cmd = [torchrun_bin, "--standalone", f"--nproc_per_node={nproc}", str(REPO / "jobs" / "train.py"), "--dataset", dataset, "--out", out, *args]
+        cmd = [
+            torchrun_bin,
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            str(REPO / "jobs" / "train.py"),
+            "--dataset",
+            dataset,
+            "--out",
+            out,
+            *args,
+        ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return json.loads(result.read_text())

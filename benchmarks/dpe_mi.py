@@ -25,7 +25,18 @@ from avfleet.train.data import iter_all  # noqa: E402
 from avfleet.train.evaluate import evaluate  # noqa: E402
 from avfleet.train.loop import load_model  # noqa: E402
 
-RECIPE = ["--members", "4", "--width", "1.0", "--epochs", "8", "--batch-size", "16", "--checkpoint-every", "200"]
+RECIPE = [
+    "--members",
+    "4",
+    "--width",
+    "1.0",
+    "--epochs",
+    "8",
+    "--batch-size",
+    "16",
+    "--checkpoint-every",
+    "200",
+]
 
 
 def is_common(domain: str) -> bool:
@@ -37,23 +48,41 @@ def is_common(domain: str) -> bool:
 def mi_by_domain(model, dataset: str) -> dict[str, float]:
     scores: dict[str, list[float]] = {"common": [], "rare": []}
     for batch in iter_all(dataset, 32):
-        mi = uncertainty.reduce_map(uncertainty.mutual_information(model(batch.images).softmax(2)), "mean")
+        mi = uncertainty.reduce_map(
+            uncertainty.mutual_information(model(batch.images).softmax(2)), "mean"
+        )
         for d, v in zip(batch.domains, mi.tolist(), strict=True):
             scores["common" if is_common(d) else "rare"].append(v)
-    return {k: float(np.mean(v)) for k, v in scores.items()} | {"frames_common": len(scores["common"]), "frames_rare": len(scores["rare"])}
+    return {k: float(np.mean(v)) for k, v in scores.items()} | {
+        "frames_common": len(scores["common"]),
+        "frames_rare": len(scores["rare"]),
+    }
 
 
 def main(strength: float = float(sys.argv[1]) if len(sys.argv) > 1 else 0.02) -> None:
     train, test = datasets()
     runs = RESULTS / "runs"
     plain = torchrun(train, str(runs / "ensemble-plain"), *RECIPE)
-    dpe = torchrun(train, str(runs / f"ensemble-dpe-{strength:g}"), *RECIPE, "--dpe-strength", str(strength))
+    dpe = torchrun(
+        train, str(runs / f"ensemble-dpe-{strength:g}"), *RECIPE, "--dpe-strength", str(strength)
+    )
     out = {}
     for name, run in (("plain", "ensemble-plain"), ("dpe", f"ensemble-dpe-{strength:g}")):
         model = load_model(str(runs / run / "model"))
         mi = mi_by_domain(model, test)
-        out[name] = {**mi, "rare_over_common": mi["rare"] / mi["common"], "miou": evaluate(model, test).miou}
-    save("dpe_mi", {"dpe_strength": strength, "samples_per_s": {"plain": plain["samples_per_s"], "dpe": dpe["samples_per_s"]}, **out})
+        out[name] = {
+            **mi,
+            "rare_over_common": mi["rare"] / mi["common"],
+            "miou": evaluate(model, test).miou,
+        }
+    save(
+        "dpe_mi",
+        {
+            "dpe_strength": strength,
+            "samples_per_s": {"plain": plain["samples_per_s"], "dpe": dpe["samples_per_s"]},
+            **out,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -33,10 +33,23 @@ def main(strength: float = float(sys.argv[1]) if len(sys.argv) > 1 else 2e-3) ->
     dense_run = str(runs / f"prune-dense-{MAIN + FINETUNE}ep")
     sparse_run = str(runs / f"prune-sparse-{strength:g}-ft{FINETUNE}")
     torchrun(train, dense_run, *RECIPE, "--epochs", str(MAIN + FINETUNE))
-    torchrun(train, sparse_run, *RECIPE, "--epochs", str(MAIN), "--group-sparsity", str(strength), "--finetune-epochs", str(FINETUNE))
+    torchrun(
+        train,
+        sparse_run,
+        *RECIPE,
+        "--epochs",
+        str(MAIN),
+        "--group-sparsity",
+        str(strength),
+        "--finetune-epochs",
+        str(FINETUNE),
+    )
     dense, pruned = load_model(f"{dense_run}/model"), load_model(f"{sparse_run}/model")
     unpruned = load_model(f"{sparse_run}/model/dense")
-    ev = {name: evaluate(m, test) for name, m in (("dense", dense), ("sparse_unpruned", unpruned), ("pruned", pruned))}
+    ev = {
+        name: evaluate(m, test)
+        for name, m in (("dense", dense), ("sparse_unpruned", unpruned), ("pruned", pruned))
+    }
     onnx = {name: export_onnx(m, 64, 128) for name, m in (("dense", dense), ("pruned", pruned))}
     import torch
 
@@ -50,12 +63,17 @@ def main(strength: float = float(sys.argv[1]) if len(sys.argv) > 1 else 2e-3) ->
         "train_prune",
         {
             "group_sparsity": strength,
-            "epochs": {"dense": MAIN + FINETUNE, "sparse": MAIN, "finetune_after_pruning": FINETUNE},
+            "epochs": {
+                "dense": MAIN + FINETUNE,
+                "sparse": MAIN,
+                "finetune_after_pruning": FINETUNE,
+            },
             "parameters": {"dense": num_parameters(dense), "pruned": num_parameters(pruned)},
             "parameters_removed_fraction": 1 - num_parameters(pruned) / num_parameters(dense),
             "miou": {k: v.miou for k, v in ev.items()},
             "miou_change_points": 100 * (ev["pruned"].miou - ev["dense"].miou),
-            "miou_change_from_finetune_points": 100 * (ev["pruned"].miou - ev["sparse_unpruned"].miou),
+            "miou_change_from_finetune_points": 100
+            * (ev["pruned"].miou - ev["sparse_unpruned"].miou),
             "miou_per_domain": {k: v.miou_per_domain for k, v in ev.items()},
             "ort_latency_ms": lat,
             "latency_speedup": lat["dense"]["p50_ms"] / lat["pruned"]["p50_ms"],

@@ -30,7 +30,12 @@ def reader_fps(dataset: str) -> dict[str, float]:
     for i in range(0, len(rows), 16):
         collate(rows[i : i + 16])
     decode_s = time.perf_counter() - started
-    return {"frames": len(rows), "petastorm_read_fps": len(rows) / read_s, "decode_fps": len(rows) / decode_s, "read_and_decode_fps": len(rows) / (read_s + decode_s)}
+    return {
+        "frames": len(rows),
+        "petastorm_read_fps": len(rows) / read_s,
+        "decode_fps": len(rows) / decode_s,
+        "read_and_decode_fps": len(rows) / (read_s + decode_s),
+    }
 
 
 def main() -> None:

@@ -167,13 +167,20 @@ def _dataset_parsers(sub: argparse._SubParsersAction) -> None:
         help="random:N, or a .parquet/.json of frame ids (a mining selection)",
     )
     build.add_argument("--out", required=True, help="datasets root")
-    labels = build.add_mutually_exclusive_group(required=True)
-    labels.add_argument(
-        "--oracle", metavar="FLEET_URI", help="label with the oracle of this synthetic fleet"
+    build.add_argument(
+        "--labels",
+        required=True,
+        metavar="oracle:FLEET_URI|URI",
+        help="the oracle of a synthetic fleet, or a labeling tool's export (frame_id, mask_png)",
     )
-    labels.add_argument(
-        "--labels", metavar="URI", help="labels exported by a labeling tool (frame_id, mask_png)"
+    build.add_argument(
+        "--engine",
+        choices=["auto", "loop", "spark"],
+        default="auto",
+        help="auto: Spark when the selection has at least --spark-min-frames frames",
     )
+    build.add_argument("--spark-master", default=None, help="default local[*]")
+    build.add_argument("--spark-min-frames", type=int, default=20_000)
     build.add_argument(
         "--dates", nargs="*", default=[], help="index dates to select from (default: all)"
     )
@@ -210,6 +217,9 @@ def _cmd_dataset(args: argparse.Namespace) -> None:
         dates=tuple(args.dates),
         seed=args.seed,
         exclude_uri=args.exclude,
+        engine=args.engine,
+        spark_master=args.spark_master,
+        spark_min_frames=args.spark_min_frames,
         storage=st,
     )
     if args.labels.startswith("oracle:"):

@@ -103,3 +103,50 @@ def test_labels_from_a_labeling_tool(index_uri, tmp_path):
             ),
             ToolLabels(str(partial)),
         )
+
+
+def nothing_staged(out) -> bool:
+    staging = out / "_staging"
+    return not staging.exists() or not any(staging.iterdir())
+
+
+def test_spark_build_is_the_same_version_as_the_loop(index_uri, clean_fleet, spark, tmp_path):
+    from avfleet.dataset.build import LoopEngine as DatasetLoop
+    from avfleet.dataset.spark import SparkEngine
+
+    config = DatasetConfig(
+        index_uri=index_uri, selection="random:60", out_uri=str(tmp_path), seed=5
+    )
+    looped = build_dataset(config, OracleLabels(clean_fleet), engine=DatasetLoop(False))
+    spark_config = DatasetConfig(
+        index_uri=index_uri, selection="random:60", out_uri=str(tmp_path / "spark"), seed=5
+    )
+    sparked = build_dataset(
+        spark_config, OracleLabels(clean_fleet), engine=SparkEngine(spark, num_partitions=3)
+    )
+    assert sparked.version == looped.version and not sparked.reused
+    manifest = check_dataset(sparked.uri)
+    assert len(manifest["data_files"]) > 1  # one part per task that had recordings
+    a = pq.read_table(f"{looped.uri}/data").to_pandas().sort_values("frame_id")
+    b = pq.read_table(f"{sparked.uri}/data").to_pandas().sort_values("frame_id")
+    assert a.reset_index(drop=True).equals(b.reset_index(drop=True))
+    assert manifest["bytes_fetched"] == read_manifest(looped.uri)["bytes_fetched"]
+    assert nothing_staged(tmp_path / "spark")
+
+
+def test_a_crashed_build_leaves_no_version_and_the_rerun_completes(
+    index_uri, clean_fleet, tmp_path
+):
+    class Crashing:
+        label_version = OracleLabels(clean_fleet).label_version
+
+        def labels(self, frames):
+            raise RuntimeError("labeler died")
+
+    config = DatasetConfig(index_uri=index_uri, selection="random:12", out_uri=str(tmp_path))
+    with pytest.raises(RuntimeError, match="labeler died"):
+        build_dataset(config, Crashing())
+    assert not [p for p in tmp_path.rglob("manifest.json")]
+    assert nothing_staged(tmp_path)
+    version = build_dataset(config, OracleLabels(clean_fleet))
+    assert check_dataset(version.uri)["num_frames"] == 12

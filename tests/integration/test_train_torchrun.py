@@ -91,3 +91,23 @@ def test_killed_worker_resumes_to_identical_weights(dataset, tmp_path):
         assert torch.equal(a[key], b[key]), (
             f"{key} differs after resume"
         )  # bitwise, not approximately
+
+
+def test_pruned_and_factored_net_is_smaller_and_loads_from_its_arch(dataset, tmp_path):
+    from avfleet.train.export import export_onnx, parity
+    from avfleet.train.loop import load_model
+    from avfleet.train.models import num_parameters
+
+    run = str(tmp_path / "compressed")
+    cmd = torchrun_cmd(dataset, run, "--group-sparsity", "0.5", "--low-rank", "2.0")
+    cmd += ["--finetune-epochs", "1", "--low-rank-energy", "0.95"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    result = json.loads(open(os.path.join(run, "result.json")).read())
+    assert result["pruned_parameters"] < result["num_parameters"]
+    model = load_model(os.path.join(run, "model"))
+    assert num_parameters(model) == result["pruned_parameters"]
+    assert any("expand_rank" in b or "project_rank" in b for b in model.arch["blocks"])
+    dense = load_model(os.path.join(run, "model", "dense"))
+    assert num_parameters(dense) == result["num_parameters"]
+    images = torch.rand(2, 3, 64, 128)
+    assert parity(model, export_onnx(model, 64, 128), images)["max_abs_error"] < 1e-4

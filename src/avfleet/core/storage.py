@@ -173,6 +173,18 @@ def list_files(
     return sorted(out)
 
 
+def copy(src: str, dst: str, config: StorageConfig | None = None) -> None:
+    """Copy one object within a filesystem (server-side on S3: the bytes do not pass through here)."""
+    with translate_errors(src):
+        fs = filesystem(src, config)
+        if protocol_of(dst) != protocol_of(src):
+            raise PermanentError(f"cannot copy {src} to {dst}: different filesystems")
+        dst_path = strip_protocol(dst)
+        if is_local(dst):
+            fs.makedirs(dst_path.rsplit("/", 1)[0], exist_ok=True)
+        fs.copy(strip_protocol(src), dst_path)
+
+
 def remove(uri: str, config: StorageConfig | None = None, recursive: bool = False) -> None:
     with translate_errors(uri):
         fs = filesystem(uri, config)

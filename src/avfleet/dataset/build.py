@@ -17,6 +17,9 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -31,6 +34,7 @@ from avfleet.index.table import IndexTable
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+ENGINES = ("auto", "loop", "spark")
 ROWS_PER_ROW_GROUP = 32  # Petastorm shards by row group: small groups spread over ranks evenly
 LINEAGE_COLUMNS = [
     "frame_id",
@@ -60,8 +64,18 @@ class DatasetConfig:
     """Seed of random selections."""
     exclude_uri: str | None = None
     """A dataset version whose frames must not be selected again (random selections)."""
+    engine: str = "auto"
+    """loop (one process), spark, or auto: spark from spark_min_frames selected frames."""
+    spark_master: str | None = None
+    """Spark master for engine spark (None: what spark-submit chose, else local[*])."""
+    spark_min_frames: int = 20_000
+    """Selections this large build on Spark under engine auto."""
     storage: storage.StorageConfig = dataclasses.field(default_factory=storage.StorageConfig)
     """How to reach index, recordings and outputs."""
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError("engine", f"{self.engine!r}: expected one of {ENGINES}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,71 +133,179 @@ def _read_frame_ids(uri: str, storage_config: storage.StorageConfig) -> list[str
     raise ConfigError("selection", f"{uri}: expected a .parquet table or .json list of frame ids")
 
 
-def build_dataset(
-    config: DatasetConfig, labeler: Labeler, *, show_progress: bool | None = None
-) -> DatasetVersion:
-    selected = resolve_selection(config)
+def build_part(
+    frames: pd.DataFrame,
+    labeler: Labeler,
+    part_uri: str,
+    storage_config: storage.StorageConfig,
+    on_recording: Callable[[], None] | None = None,
+) -> pd.DataFrame:
+    """Fetch and label `frames` (whole recordings), write them to `part_uri`; one digest row per frame.
+
+    The unit of work of both engines: a Spark task runs it on its recordings,
+    the loop on all of them. What it returns (frame_id, image and mask sha256,
+    part_uri, bytes_read of the part) is all the driver needs to name the version.
+    """
     images: dict[str, bytes] = {}
     bytes_read = 0
-    with progress("fetching frames", selected["recording_uri"].nunique(), show_progress) as bar:
-        for _, group in selected.groupby("recording_uri", sort=True):
-            fetched, n = fetch_frames(group, config.storage)
-            images.update(fetched)
-            bytes_read += n
-            bar.advance()
-    masks = labeler.labels(selected)
-    rows = selected[LINEAGE_COLUMNS].copy()
+    for _, group in frames.groupby("recording_uri", sort=True):
+        fetched, n = fetch_frames(group, storage_config)
+        images.update(fetched)
+        bytes_read += n
+        if on_recording:
+            on_recording()
+    masks = labeler.labels(frames)
+    rows = frames[LINEAGE_COLUMNS].sort_values("frame_id").reset_index(drop=True)
     rows["image_jpeg"] = [images[f] for f in rows["frame_id"]]
     rows["mask_png"] = [masks[f] for f in rows["frame_id"]]
     rows["label_version"] = labeler.label_version
-    version = _content_version(rows, labeler.label_version)
+    _write_parquet(rows, part_uri, storage_config)
+    return pd.DataFrame(
+        {
+            "frame_id": rows["frame_id"],
+            "image_sha256": [hashlib.sha256(b).hexdigest() for b in rows["image_jpeg"]],
+            "mask_sha256": [hashlib.sha256(b).hexdigest() for b in rows["mask_png"]],
+            "part_uri": part_uri,
+            "bytes_read": bytes_read,
+            "time_of_day": rows["time_of_day"],
+            "weather": rows["weather"],
+            "road_type": rows["road_type"],
+            "recording_uri": rows["recording_uri"],
+        }
+    )
+
+
+class BuildEngine(Protocol):
+    def build_parts(
+        self,
+        selected: pd.DataFrame,
+        labeler: Labeler,
+        staging_uri: str,
+        storage_config: storage.StorageConfig,
+    ) -> pd.DataFrame:
+        """Digest rows (see `build_part`) of every selected frame, parts written under staging_uri."""
+        ...
+
+
+class LoopEngine:
+    """One process: small selections (the demo's), and the baseline."""
+
+    def __init__(self, show_progress: bool | None = None) -> None:
+        self.show_progress = show_progress
+
+    def build_parts(self, selected, labeler, staging_uri, storage_config):  # noqa: ANN001, ANN201
+        recordings = selected["recording_uri"].nunique()
+        with progress("fetching frames", recordings, self.show_progress) as bar:
+            part = storage.join(staging_uri, "part-00000.parquet")
+            return build_part(selected, labeler, part, storage_config, bar.advance)
+
+
+def build_dataset(
+    config: DatasetConfig,
+    labeler: Labeler,
+    *,
+    engine: BuildEngine | None = None,
+    show_progress: bool | None = None,
+) -> DatasetVersion:
+    """Build (or find complete) the version of this selection and labels.
+
+    Parts are staged under <out>/_staging/<build id>/ by the engine, then the
+    version is named from the frames' digests; the parts are copied into
+    <version>/data/ and the manifest is written last. A crash anywhere leaves
+    either no manifest (the next build redoes the version) or a complete one.
+    """
+    selected = resolve_selection(config)
+    engine = engine or _engine_for(config, len(selected), show_progress)
+    staging = storage.join(config.out_uri, "_staging", uuid.uuid4().hex)
+    try:
+        digests = engine.build_parts(selected, labeler, staging, config.storage)
+        return _commit(config, labeler, selected, digests)
+    finally:
+        if storage.exists(staging, config.storage):
+            storage.remove(staging, config.storage, recursive=True)
+
+
+def _engine_for(config: DatasetConfig, num_frames: int, show_progress: bool | None) -> BuildEngine:
+    use_spark = config.engine == "spark" or (
+        config.engine == "auto" and num_frames >= config.spark_min_frames
+    )
+    if not use_spark:
+        return LoopEngine(show_progress)
+    from avfleet.dataset.spark import SparkEngine
+    from avfleet.index.spark import spark_session
+
+    log.info("building %d frames on Spark", num_frames)
+    return SparkEngine(spark_session("avfleet-dataset", config.spark_master or "local[*]"))
+
+
+def _commit(
+    config: DatasetConfig, labeler: Labeler, selected: pd.DataFrame, digests: pd.DataFrame
+) -> DatasetVersion:
+    digests = digests.sort_values("frame_id").reset_index(drop=True)
+    if list(digests["frame_id"]) != list(selected["frame_id"]):
+        lost = sorted(set(selected["frame_id"]) - set(digests["frame_id"]))
+        raise PermanentError(f"dataset build returned the wrong frames; e.g. missing {lost[:3]}")
+    version = content_version(
+        digests["frame_id"], digests["image_sha256"], digests["mask_sha256"], labeler.label_version
+    )
     root = storage.join(config.out_uri, version)
-    counts = rows.groupby(["time_of_day", "weather", "road_type"]).size()
+    counts = digests.groupby(["time_of_day", "weather", "road_type"]).size()
     per_domain = {"/".join(k): int(v) for k, v in counts.items()}
     if storage.exists(storage.join(root, MANIFEST), config.storage):
         log.info("dataset %s already complete; reusing it", root)
         return DatasetVersion(
-            root, version, len(rows), labeler.label_version, per_domain, reused=True
+            root, version, len(digests), labeler.label_version, per_domain, reused=True
         )
-    _write_rows(rows, root, config.storage)
+    data_dir = storage.join(root, "data")
+    if storage.exists(data_dir, config.storage):  # a crashed build of this version: start over
+        storage.remove(data_dir, config.storage, recursive=True)
+    parts = sorted(digests["part_uri"].unique())
+    data_files = [f"data/part-{i:05d}.parquet" for i in range(len(parts))]
+    for src, rel in zip(parts, data_files, strict=True):
+        storage.copy(src, storage.join(root, rel), config.storage)
     manifest = {
         "version": version,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "label_version": labeler.label_version,
-        "num_frames": len(rows),
-        "frame_ids": list(rows["frame_id"]),
-        "recordings": sorted(rows["recording_uri"].unique()),
+        "num_frames": len(digests),
+        "frame_ids": list(digests["frame_id"]),
+        "recordings": sorted(digests["recording_uri"].unique()),
         "frames_per_domain": per_domain,
         "selection": config.selection,
         "index_uri": config.index_uri,
-        "bytes_fetched": bytes_read,
-        "data_files": ["data/part-00000.parquet"],
+        "bytes_fetched": int(digests.groupby("part_uri")["bytes_read"].first().sum()),
+        "data_files": data_files,
     }
     storage.atomic_write_text(
         storage.join(root, MANIFEST), json.dumps(manifest, indent=2), config.storage
     )
-    return DatasetVersion(root, version, len(rows), labeler.label_version, per_domain, reused=False)
+    return DatasetVersion(
+        root, version, len(digests), labeler.label_version, per_domain, reused=False
+    )
 
 
-def _content_version(rows: pd.DataFrame, label_version: str) -> str:
+def content_version(
+    frame_ids: Iterable[str],
+    image_sha256: Iterable[str],
+    mask_sha256: Iterable[str],
+    label_version: str,
+) -> str:
+    """ds-<hash> of the label version and every (frame id, image digest, mask digest), in frame order."""
     digest = hashlib.sha256(label_version.encode())
-    for frame_id, image, mask in zip(
-        rows["frame_id"], rows["image_jpeg"], rows["mask_png"], strict=True
-    ):
+    for frame_id, image, mask in zip(frame_ids, image_sha256, mask_sha256, strict=True):
         digest.update(frame_id.encode())
-        digest.update(hashlib.sha256(image).digest())
-        digest.update(hashlib.sha256(mask).digest())
+        digest.update(bytes.fromhex(image))
+        digest.update(bytes.fromhex(mask))
     return "ds-" + digest.hexdigest()[:16]
 
 
-def _write_rows(rows: pd.DataFrame, root: str, storage_config: storage.StorageConfig) -> None:
+def _write_parquet(rows: pd.DataFrame, uri: str, storage_config: storage.StorageConfig) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    uri = storage.join(root, "data", "part-00000.parquet")
     fs = storage.filesystem(uri, storage_config)
     with storage.translate_errors(uri):
-        fs.makedirs(storage.strip_protocol(storage.join(root, "data")), exist_ok=True)
+        fs.makedirs(storage.strip_protocol(uri).rsplit("/", 1)[0], exist_ok=True)
         pq.write_table(
             pa.Table.from_pandas(rows, preserve_index=False),
             storage.strip_protocol(uri),

@@ -23,6 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--finetune-epochs", type=int, default=0, help="after pruning: epochs without the penalty"
     )
+    parser.add_argument(
+        "--low-rank", type=float, default=0.0, help="nuclear-norm strength; 0 disables"
+    )
+    parser.add_argument(
+        "--low-rank-energy", type=float, default=0.9, help="spectral energy kept at the reload"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=20)
     parser.add_argument("--stop-after-steps", type=int, default=0)
@@ -40,6 +46,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr,
         dpe_strength=args.dpe_strength,
         group_sparsity=args.group_sparsity,
+        low_rank=args.low_rank,
+        low_rank_energy=args.low_rank_energy,
         finetune_epochs=args.finetune_epochs,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,

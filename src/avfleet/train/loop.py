@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from avfleet.core import config as config_lib
 from avfleet.core import storage
+from avfleet.core.errors import ConfigError
 from avfleet.core.metrics import JobMetrics, MetricsConfig
-from avfleet.train import checkpoint, prune, regularizers
+from avfleet.train import checkpoint, lowrank, prune, regularizers
 from avfleet.train.context import RunContext
 from avfleet.train.data import ShardedDataset
 from avfleet.train.models import build, default_arch, num_parameters
@@ -57,8 +58,12 @@ class TrainConfig:
     """Weight of the DPE KL-to-prior term (per training frame); 0 disables (plain ensemble)."""
     group_sparsity: float = 0.0
     """lambda of the group-sparsity proximal step (members=1); 0 disables pruning."""
+    low_rank: float = 0.0
+    """Strength of the nuclear-norm proximal step on the blocks' 1x1 convs (members=1); 0 disables."""
+    low_rank_energy: float = 0.9
+    """At the SVD reload, the share of each matrix's spectral energy its factors keep."""
     finetune_epochs: int = 0
-    """After pruning, epochs of training the smaller net without the penalty."""
+    """After pruning / the SVD reload, epochs of training the smaller net without the penalties."""
     seed: int = 0
     """Seed of initialisation and data order."""
     checkpoint_every: int = 20
@@ -67,6 +72,16 @@ class TrainConfig:
     """Stop (cleanly, after a checkpoint) at this global step; 0 runs to the end. For drills."""
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
     """Where metrics go."""
+
+    def __post_init__(self) -> None:
+        if self.members > 1 and (self.group_sparsity or self.low_rank):
+            raise ConfigError(
+                "members",
+                f"group sparsity and low rank compress a single network: set members=1, "
+                f"not {self.members}",
+            )
+        if not 0.0 < self.low_rank_energy <= 1.0:
+            raise ConfigError("low_rank_energy", f"must be in (0, 1], got {self.low_rank_energy}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +143,7 @@ def _fit(
     *,
     run_uri: str,
     epochs: int,
-    prox_strength: float,
+    proximal: bool,
 ) -> _Phase:
     """SGD (momentum, cosine decay) over `epochs`, resuming from run_uri's newest complete checkpoint."""
     optimizer = torch.optim.SGD(
@@ -175,8 +190,10 @@ def _fit(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            if prox_strength:
-                prune.proximal_step_(model, step_lr, prox_strength)
+            if proximal and config.group_sparsity:
+                prune.proximal_step_(model, step_lr, config.group_sparsity)
+            if proximal and config.low_rank:
+                lowrank.proximal_step_(model, step_lr, config.low_rank)
             phase.steps += 1
             phase.frames_seen += len(batch.frame_ids) * ctx.world_size
             phase.loss = float(loss.detach())
@@ -202,7 +219,7 @@ def _fit(
 
 
 def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
-    """Main training; with group sparsity, then prune and fine-tune the smaller net."""
+    """Main training; with group sparsity / low rank, then prune / factor and fine-tune the smaller net."""
     device = _setup(ctx)
     if ctx.rank == 0:
         storage.atomic_write_text(
@@ -225,13 +242,18 @@ def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
         device,
         run_uri=config.out_uri,
         epochs=config.epochs,
-        prox_strength=config.group_sparsity,
+        proximal=True,
     )
     phases, final, dense = [main], model, model
-    if main.finished and config.group_sparsity and config.members == 1:
-        # Prune the jointly trained net (deterministic, so a restarted group derives the same
-        # architecture), then fine-tune the smaller net without the penalty.
-        final = prune.pruned_model(model.cpu()).to(device)
+    if main.finished and (config.group_sparsity or config.low_rank) and config.members == 1:
+        # Prune, then factor, the jointly trained net (deterministic, so a restarted group
+        # derives the same architecture), then fine-tune the smaller net without the penalties.
+        final = model.cpu()
+        if config.group_sparsity:
+            final = prune.pruned_model(final)
+        if config.low_rank:
+            final = lowrank.factored_model(final, config.low_rank_energy)
+        final = final.to(device)
         if config.finetune_epochs:
             phases.append(
                 _fit(
@@ -242,7 +264,7 @@ def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
                     device,
                     run_uri=storage.join(config.out_uri, "finetune"),
                     epochs=config.finetune_epochs,
-                    prox_strength=0.0,
+                    proximal=False,
                 )
             )
     done = all(p.finished for p in phases)

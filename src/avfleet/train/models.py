@@ -2,6 +2,9 @@
 
 Blocks (reused by architecture search later): inverted residual with an
 expansion ratio, kernel k as k x 1 then 1 x k (DecomposeMe/ERFNet), dilation.
+A block's 1x1 expand or project may be factored through a rank r
+("expand_rank", "project_rank": a cin -> r conv, then r -> cout): what the
+low-rank reload (lowrank.py) leaves behind.
 The architecture dict holds every width, so a pruned net is just a dict with
 smaller numbers: saved next to its weights, it rebuilds without guessing
 shapes (`build(arch)`).
@@ -93,7 +96,9 @@ class InvertedResidual(nn.Module):
         super().__init__()
         cin, hidden, cout = spec["in"], spec["hidden"], spec["out"]
         k, stride, dilation = spec["kernel"], spec["stride"], spec["dilation"]
-        self.expand = ConvBNAct(cin, hidden, 1, members)
+        # A factored 1x1 conv is `*_in` (cin -> rank, no BN) followed by the usual ConvBNAct.
+        self.expand_in, expand_cin = _factor(cin, spec.get("expand_rank"), members)
+        self.expand = ConvBNAct(expand_cin, hidden, 1, members)
         if spec.get("decompose"):
             self.depthwise = nn.Sequential(
                 ConvBNAct(
@@ -112,12 +117,20 @@ class InvertedResidual(nn.Module):
             self.depthwise = ConvBNAct(
                 hidden, hidden, k, members, stride=stride, dilation=dilation, groups=hidden
             )
-        self.project = ConvBNAct(hidden, cout, 1, members, act=False)
+        self.project_in, project_cin = _factor(hidden, spec.get("project_rank"), members)
+        self.project = ConvBNAct(project_cin, cout, 1, members, act=False)
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(self.depthwise(self.expand(x)))
+        y = self.project(self.project_in(self.depthwise(self.expand(self.expand_in(x)))))
         return x + y if self.residual else y
+
+
+def _factor(cin: int, rank: int | None, members: int) -> tuple[nn.Module, int]:
+    """(the cin -> rank first factor, or identity when unfactored; the channels it outputs)."""
+    if rank is None:
+        return nn.Identity(), cin
+    return nn.Conv2d(cin * members, rank * members, 1, groups=members, bias=False), rank
 
 
 class SegNet(nn.Module):

@@ -51,6 +51,8 @@ def channel_groups(model: SegNet) -> list[ChannelGroup]:
     if model.members != 1:
         raise ValueError("pruning works on a single network (members=1), not a stacked ensemble")
     arch = model.arch
+    if any(b.get("expand_rank") or b.get("project_rank") for b in arch["blocks"]):
+        raise ValueError("prune before the low-rank reload: this net has factored convolutions")
     groups = []
     for i, spec in enumerate(arch["blocks"]):
         p = f"blocks.{i}"
