@@ -9,7 +9,12 @@ import pytest
 import yaml
 
 from avfleet.workflows.render import check_or_write, default_manifests_dir, render_all
-from avfleet.workflows.validate import KIND_TO_CRD, reference_errors, schema_errors
+from avfleet.workflows.validate import (
+    KIND_TO_CRD,
+    reference_errors,
+    schema_errors,
+    unused_parameters,
+)
 from tests.conftest import TESTDATA, shared_testdata
 
 CRDS = TESTDATA / "argo" / "crds-full"
@@ -30,6 +35,7 @@ def test_rendered_manifest_is_valid(rel):
     doc = rendered()[rel]
     assert schema_errors(doc, str(CRDS)) == []
     assert reference_errors(doc) == []
+    assert unused_parameters(doc) == []
 
 
 def test_validator_catches_typos_bad_enums_and_dangling_references():
@@ -112,3 +118,9 @@ def test_rbac_objects_are_valid_kubernetes_models():
         models[doc["kind"]].model_validate(doc)
     with pytest.raises(Exception, match="rulez|extra"):
         V1Role.model_validate({**docs[1], "rulez": []})
+
+
+def test_a_declared_but_unused_parameter_is_reported():
+    doc = copy.deepcopy(rendered()["workflows/train.yaml"])
+    doc["spec"]["arguments"]["parameters"].append({"name": "forgotten", "value": "1"})
+    assert unused_parameters(doc) == ["forgotten"]

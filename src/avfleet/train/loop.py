@@ -31,11 +31,6 @@ from avfleet.train.models import build, default_arch, num_parameters
 log = logging.getLogger(__name__)
 
 
-FINETUNE_LR_SCALE = (
-    0.1  # the pruned net is already trained: fine-tune gently, do not restart the schedule
-)
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     dataset_uri: str

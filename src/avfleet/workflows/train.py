@@ -38,6 +38,7 @@ PARAMETERS = {
     "gpus-per-node": ("8", "GPUs per node (processes per node)"),
     "group-sparsity": ("0.002", "lambda of the group-sparsity proximal step (deployable net)"),
     "dpe-strength": ("0.02", "weight of the DPE KL-to-prior term per training frame (ensemble)"),
+    "low-rank": ("0", "strength of the nuclear-norm proximal step (0: no SVD reload)"),
     "finetune-epochs": ("4", "epochs fine-tuning the pruned net without the penalty"),
     "width": ("2.0", "width multiplier of the deployable net before pruning"),
     "image": (c.DEFAULT_IMAGE, "avfleet image (CLI steps)"),
@@ -195,8 +196,12 @@ def build() -> WorkflowTemplate:
         w("width"),
         "--group-sparsity",
         w("group-sparsity"),
+        "--low-rank",
+        w("low-rank"),
         "--epochs",
         w("epochs"),
+        "--finetune-epochs",
+        w("finetune-epochs"),
     ]
     with c.workflow_template(
         NAME,

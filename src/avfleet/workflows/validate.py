@@ -128,6 +128,18 @@ def reference_errors(manifest: dict) -> list[str]:
     return errors
 
 
+def unused_parameters(manifest: dict) -> list[str]:
+    """Workflow parameters declared but referenced nowhere: a value the submitter sets in vain."""
+    spec = workflow_spec(manifest)
+    declared = [p["name"] for p in spec.get("arguments", {}).get("parameters", [])]
+    used = {
+        token.split(".")[2]
+        for token in _TOKEN.findall(yaml.safe_dump(spec.get("templates", [])))
+        if token.startswith("workflow.parameters.") and token.count(".") == 2
+    }
+    return [name for name in declared if name not in used]
+
+
 _DEPENDS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z]+)?")
 
 
