@@ -1,17 +1,24 @@
 """Joint training and pruning: channel groups, their proximal step, and physical removal.
 
-Every convolution here feeds a BatchNorm, which undoes any scaling of the
-filters before it: a penalty on conv weights would push them towards zero
-for free until the normalisation turns unstable (measured: 10 mIoU points
-lost with nothing pruned). In such a net a channel's magnitude is the scale
-and shift of the last BatchNorm on its path, so that pair is the group
-theta_l^n the proximal step shrinks (the "filter" of Alvarez & Salzmann, with
-BatchNorm folded in). When both are zero the channel outputs exactly zero
-after its activation (ReLU6(0) = 0), so the filters that produce it and the
-input column that consumes it are removed without changing the output.
-Prunable channels of `SegNet` (members=1): the expanded hidden channels of
-every inverted residual block, and the decoder's reduce and fuse outputs.
-Block outputs stay: residual connections tie them together.
+Every convolution here feeds a BatchNorm, which undoes any scaling of what
+comes before it. A penalty on conv weights, or on a BatchNorm's scale and
+shift together, can therefore shrink a whole layer uniformly for free: the
+next BatchNorm renormalises it. The group theta_l^n the proximal step shrinks
+is the scale gamma of the last BatchNorm on channel n's path (P = 1: the
+"filter" of Alvarez & Salzmann with BatchNorm folded in, network slimming's
+choice). Its shift beta is not penalised, so shrinking gamma changes what the
+channel adds.
+
+When gamma is zero the channel outputs the constant ReLU6(beta), whatever the
+input. Removing it is still exact: the constant goes into its consumer (a
+block's 1x1 project, followed by BatchNorm: subtracted from that BatchNorm's
+running mean; the decoder's fuse output, consumed by the head's 1x1: added to
+the head's bias), and the filters producing the channel and the input column
+consuming it are dropped. Prunable channels of `SegNet` (members=1): the
+expanded hidden channels of every inverted residual block and the decoder's
+fuse output. Block outputs stay (residual connections tie them together), and
+so does the decoder's reduce output (a 3x3 conv with zero padding consumes it:
+a constant channel there is not constant at the borders).
 """
 
 from __future__ import annotations
@@ -33,13 +40,12 @@ class ChannelGroup:
     """Channels of one width in the arch, and where each lives in the state dict: (key, dim, offset)."""
 
     arch_path: tuple  # e.g. ("blocks", 2, "hidden")
-    slices: tuple[
-        tuple[str, int, int], ...
-    ]  # penalised conv weights: (state_dict key, dim, offset along dim)
+    slices: tuple[tuple[str, int, int], ...]  # penalised: the last BatchNorm's scale
     size: int
-    carried: tuple[
-        tuple[str, int, int], ...
-    ] = ()  # BatchNorm parameters: removed with the channel, not penalised
+    carried: tuple[tuple[str, int, int], ...] = ()  # removed with the channel, not penalised
+    shift: str = ""  # the last BatchNorm's shift: a removed channel outputs ReLU6(shift)
+    consumer: str = ""  # the 1x1 weight (out, size, 1, 1) that reads the channel
+    absorb: str = ""  # where the consumer's constant goes: "<key>:-" running mean, "<key>:+" bias
 
 
 def _bn(prefix: str) -> list[tuple[str, int, int]]:
@@ -47,7 +53,7 @@ def _bn(prefix: str) -> list[tuple[str, int, int]]:
 
 
 def channel_groups(model: SegNet) -> list[ChannelGroup]:
-    """Per prunable width: the penalised BatchNorm (scale, shift) and everything removed with it."""
+    """Per prunable width: the penalised BatchNorm scale and everything removed with it."""
     if model.members != 1:
         raise ValueError("pruning works on a single network (members=1), not a stacked ensemble")
     arch = model.arch
@@ -64,19 +70,32 @@ def channel_groups(model: SegNet) -> list[ChannelGroup]:
         carried = [(f"{p}.expand.0.weight", 0, 0), *_bn(f"{p}.expand.1")]
         for stage in stages[:-1]:
             carried += [(f"{stage}.0.weight", 0, 0), *_bn(f"{stage}.1")]
-        carried += [(f"{stages[-1]}.0.weight", 0, 0), (f"{p}.project.0.weight", 1, 0)]
+        last = stages[-1]
+        carried += [(f"{last}.0.weight", 0, 0), (f"{last}.1.bias", 0, 0)]
+        carried += [(f"{p}.project.0.weight", 1, 0)]
         groups.append(
             ChannelGroup(
                 ("blocks", i, "hidden"),
-                tuple(_bn(f"{stages[-1]}.1")),
+                ((f"{last}.1.weight", 0, 0),),
                 spec["hidden"],
                 tuple(carried),
+                shift=f"{last}.1.bias",
+                consumer=f"{p}.project.0.weight",
+                absorb=f"{p}.project.1.running_mean:-",
             )
         )
-    dec = arch["decoder"]
-    for name, consumer in (("reduce", "fuse.0.weight"), ("fuse", "head.weight")):
-        carried = ((f"{name}.0.weight", 0, 0), (consumer, 1, 0))
-        groups.append(ChannelGroup(("decoder", name), tuple(_bn(f"{name}.1")), dec[name], carried))
+    fuse = arch["decoder"]["fuse"]
+    groups.append(
+        ChannelGroup(
+            ("decoder", "fuse"),
+            (("fuse.1.weight", 0, 0),),
+            fuse,
+            (("fuse.0.weight", 0, 0), ("fuse.1.bias", 0, 0), ("head.weight", 1, 0)),
+            shift="fuse.1.bias",
+            consumer="head.weight",
+            absorb="head.bias:+",
+        )
+    )
     return groups
 
 
@@ -132,9 +151,11 @@ def prune(model: SegNet) -> tuple[Arch, dict[str, torch.Tensor]]:
     arch = copy.deepcopy(model.arch)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     for group in channel_groups(model):
-        keep = (group_norms(model, group) > 0).nonzero().flatten()
-        if len(keep) == 0:
-            keep = group_norms(model, group).argmax().view(1)  # a layer keeps at least one channel
+        alive = group_norms(model, group) > 0
+        if not alive.any():
+            alive[group_norms(model, group).argmax()] = True  # a layer keeps at least one channel
+        keep = alive.nonzero().flatten()
+        _absorb_constant_channels(state, group, ~alive)
         node = arch
         for part in group.arch_path[:-1]:
             node = node[part]
@@ -153,6 +174,19 @@ def prune(model: SegNet) -> tuple[Arch, dict[str, torch.Tensor]]:
                     [before, t.narrow(dim, offset, group.size).index_select(dim, keep), after], dim
                 )
     return arch, state
+
+
+def _absorb_constant_channels(
+    state: dict[str, torch.Tensor], group: ChannelGroup, removed: torch.Tensor
+) -> None:
+    """Channels with zero scale output ReLU6(shift) everywhere: move that into the consumer."""
+    if not removed.any():
+        return
+    constant = torch.nn.functional.relu6(state[group.shift][removed])
+    weight = state[group.consumer].flatten(2).sum(2)  # (out, size): a 1x1 conv
+    contribution = weight[:, removed] @ constant
+    key, sign = group.absorb.split(":")
+    state[key] = state[key] + contribution if sign == "+" else state[key] - contribution
 
 
 def pruned_model(model: SegNet) -> SegNet:
