@@ -2,10 +2,13 @@
 
 Two nets from the same over-parameterised architecture (width 2) and recipe:
 a dense baseline trained for MAIN + FINETUNE epochs, and one trained MAIN
-epochs with the group-sparsity proximal step, physically pruned, then
-fine-tuned FINETUNE epochs without the penalty (same total epochs). Goal: >= 50% of parameters removed, <= 1 mIoU point
-lost against the dense net, >= 1.5x lower ONNX Runtime latency (batch 1,
-one thread, p50 of 300 runs after warm-up).
+epochs with the group-sparsity proximal step, physically pruned, then trained
+FINETUNE more epochs without the penalty (same total epochs, same data).
+Goal: >= 50% of parameters removed, <= 1 mIoU point lost against the dense
+net, >= 1.5x lower ONNX Runtime latency (batch 1, one thread, p50 of 300 runs
+after warm-up).
+
+    python benchmarks/train_prune.py [LAMBDA [MAIN FINETUNE]]
 """
 
 from __future__ import annotations
@@ -23,15 +26,15 @@ from avfleet.train.export import export_onnx, latency_ms, parity  # noqa: E402
 from avfleet.train.loop import load_model  # noqa: E402
 from avfleet.train.models import num_parameters  # noqa: E402
 
-MAIN, FINETUNE = 10, 4
+MAIN, FINETUNE = (int(a) for a in sys.argv[2:4]) if len(sys.argv) > 3 else (2, 12)
 RECIPE = ["--width", "2.0", "--batch-size", "16", "--lr", "0.05", "--checkpoint-every", "100"]
 
 
-def main(strength: float = float(sys.argv[1]) if len(sys.argv) > 1 else 2e-3) -> None:
+def main(strength: float = float(sys.argv[1]) if len(sys.argv) > 1 else 0.5) -> None:
     train, test = datasets()
     runs = RESULTS / "runs"
     dense_run = str(runs / f"prune-dense-{MAIN + FINETUNE}ep")
-    sparse_run = str(runs / f"prune-sparse-{strength:g}-ft{FINETUNE}")
+    sparse_run = str(runs / f"prune-sparse-{strength:g}-{MAIN}-ft{FINETUNE}")
     torchrun(train, dense_run, *RECIPE, "--epochs", str(MAIN + FINETUNE))
     torchrun(
         train,

@@ -115,7 +115,8 @@ def run_demo(config: DemoConfig) -> int:
         "epochs": str(config.epochs),
         "nodes": "1",
         "width": "2.0",
-        "group-sparsity": "0.004",
+        "group-sparsity": "0.5",
+        "finetune-epochs": "2",
     }
     result = executor.run_file(
         str(default_manifests_dir() / "workflows" / "train.yaml"), train_params

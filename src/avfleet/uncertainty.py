@@ -35,8 +35,8 @@ def variation_ratio(probs_BEKHW: torch.Tensor) -> torch.Tensor:
     """1 - (members voting for the modal class) / E, per pixel."""
     votes_BEHW = probs_BEKHW.argmax(2)
     num_classes = probs_BEKHW.shape[2]
-    counts_BKHW = torch.nn.functional.one_hot(votes_BEHW, num_classes).sum(1).movedim(-1, 1)
-    return 1.0 - counts_BKHW.max(1).values.float() / probs_BEKHW.shape[1]
+    counts_BHWK = torch.nn.functional.one_hot(votes_BEHW, num_classes).sum(1)
+    return 1.0 - counts_BHWK.max(-1).values.float() / probs_BEKHW.shape[1]
 
 
 def reduce_map(map_BHW: torch.Tensor, how: str = "mean", top_fraction: float = 0.1) -> torch.Tensor:
@@ -45,6 +45,6 @@ def reduce_map(map_BHW: torch.Tensor, how: str = "mean", top_fraction: float = 0
     if how == "mean":
         return flat.mean(1)
     if how == "top":
-        k = max(1, int(round(flat.shape[1] * top_fraction)))
+        k = max(1, int(int(flat.shape[1]) * top_fraction + 0.5))  # a constant when traced
         return flat.topk(k, dim=1).values.mean(1)
     raise ValueError(f"reduce_map: unknown reduction {how!r} (mean or top)")

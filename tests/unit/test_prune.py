@@ -52,7 +52,7 @@ def test_proximal_step_zeroes_whole_groups():
     for group in P.channel_groups(model):
         norms = P.group_norms(model, group)
         assert int((norms == 0).sum()) == zeroed[group.arch_path]
-    arch, _ = P.prune(model)
+    arch, _ = P.prune(model, align=1)
     after = sum(b["hidden"] for b in arch["blocks"]) + arch["decoder"]["fuse"]
     assert after == before - sum(
         min(z, g.size - 1) if z == g.size else z
@@ -71,3 +71,19 @@ def test_stacked_ensemble_keeps_members_independent():
         changed = ensemble(x)
     assert torch.equal(out[:, 0], changed[:, 0]) and torch.equal(out[:, 2], changed[:, 2])
     assert not torch.equal(out[:, 1], changed[:, 1])
+
+
+def test_kept_widths_round_up_to_the_alignment_exactly():
+    torch.manual_seed(3)
+    model = build(default_arch(width=1.5)).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.bias.uniform_(-0.5, 1.5)
+    kill_channels(model, 0.7, seed=3)
+    small = P.pruned_model(model, align=8).eval()
+    widths = [b["hidden"] for b in small.arch["blocks"]] + [small.arch["decoder"]["fuse"]]
+    assert all(w % 8 == 0 for w in widths), widths
+    x = torch.rand(2, 3, 64, 128)
+    with torch.no_grad():
+        assert torch.allclose(model(x), small(x), atol=1e-5)

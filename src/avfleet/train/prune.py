@@ -143,17 +143,24 @@ def proximal_step_(model: SegNet, lr: float, strength: float) -> dict[tuple, int
     return zeroed
 
 
+ALIGN = 8
+"""Kept widths are rounded up to a multiple of this (measured: odd widths ran no faster on ONNX
+Runtime than the unpruned net, 45% fewer parameters notwithstanding). Keeping a zeroed channel
+is exact too: it adds its constant where it is."""
+
+
 @torch.no_grad()
-def prune(model: SegNet) -> tuple[Arch, dict[str, torch.Tensor]]:
-    """The smaller dense architecture and its weights, with every all-zero channel group removed."""
+def prune(model: SegNet, align: int = ALIGN) -> tuple[Arch, dict[str, torch.Tensor]]:
+    """The smaller dense architecture and its weights, with the all-zero channel groups removed."""
     import copy
 
     arch = copy.deepcopy(model.arch)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     for group in channel_groups(model):
         alive = group_norms(model, group) > 0
-        if not alive.any():
-            alive[group_norms(model, group).argmax()] = True  # a layer keeps at least one channel
+        width = min(group.size, max(align, -(-int(alive.sum()) // align) * align))
+        dead = (~alive).nonzero().flatten()
+        alive[dead[: width - int(alive.sum())]] = True  # round up with zeroed channels
         keep = alive.nonzero().flatten()
         _absorb_constant_channels(state, group, ~alive)
         node = arch
@@ -189,8 +196,8 @@ def _absorb_constant_channels(
     state[key] = state[key] + contribution if sign == "+" else state[key] - contribution
 
 
-def pruned_model(model: SegNet) -> SegNet:
-    arch, state = prune(model)
+def pruned_model(model: SegNet, align: int = ALIGN) -> SegNet:
+    arch, state = prune(model, align)
     small = build(arch)
     small.load_state_dict(state)
     return small

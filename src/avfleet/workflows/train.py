@@ -36,7 +36,7 @@ PARAMETERS = {
     "epochs": ("20", "training epochs"),
     "nodes": ("2", "PyTorchJob nodes"),
     "gpus-per-node": ("8", "GPUs per node (processes per node)"),
-    "group-sparsity": ("0.002", "lambda of the group-sparsity proximal step (deployable net)"),
+    "group-sparsity": ("0.05", "lambda of the group-sparsity proximal step (deployable net)"),
     "dpe-strength": ("0.02", "weight of the DPE KL-to-prior term per training frame (ensemble)"),
     "low-rank": ("0", "strength of the nuclear-norm proximal step (0: no SVD reload)"),
     "finetune-epochs": ("4", "epochs fine-tuning the pruned net without the penalty"),
