@@ -309,6 +309,35 @@ def _cmd_local_run(args: argparse.Namespace) -> int:
     return 0 if result.succeeded else result.exit_code
 
 
+def _serve_parsers(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser(
+        "serve", help="a local Triton server (PyTriton's tritonserver) for repository versions"
+    )
+    serve.add_argument("--repo", required=True, help="Triton model repository")
+    serve.add_argument("--model", action="append", required=True, help="NAME:VERSION (repeat)")
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads per model")
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from avfleet.serve.local import LocalServerConfig, LocalTriton
+
+    config = LocalServerConfig(
+        repo_uri=args.repo,
+        models=tuple(args.model),
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        threads=args.threads,
+    )
+    with LocalTriton(config) as server:
+        names = ", ".join(f"{v.name}:{v.version}" for v in server.versions)
+        print(f"serving {names} on http :{args.http_port}, grpc :{args.grpc_port}", flush=True)
+        server.serve_forever()
+
+
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="the data-engine loop on embedded engines")
     demo.add_argument("--out", default="demo-output", help="work folder (default ./demo-output)")
@@ -341,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_parsers(sub)
     _train_parsers(sub)
     _workflow_parsers(sub)
+    _serve_parsers(sub)
     _demo_parser(sub)
     return parser
 
@@ -355,6 +385,7 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "workflows": _cmd_workflows,
     "local-run": _cmd_local_run,
+    "serve": _cmd_serve,
     "demo": _cmd_demo,
 }
 

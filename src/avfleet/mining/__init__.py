@@ -1,0 +1,1 @@
+"""Mining: score unlabeled frames with the ensemble, select the next ones to label."""

@@ -1,0 +1,1 @@
+"""Serving: the scoring graph, its Triton model repository, a local Triton server, the client."""

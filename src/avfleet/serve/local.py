@@ -1,0 +1,122 @@
+"""One machine's Triton: the real tritonserver bundled with PyTriton, serving repository versions.
+
+In the cluster, Triton's own ONNX Runtime backend loads model.onnx from the
+model repository (manifests/triton/). Here PyTriton starts the same server
+binary (HTTP, gRPC, dynamic batching, readiness, metrics) and hands each
+batch to ONNX Runtime running that same model.onnx, so a client cannot tell
+the two apart: same model name and version, same inputs and outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sysconfig
+from typing import Any
+
+import numpy as np
+
+from avfleet.serve.graph import OUTPUTS, SCORES
+from avfleet.serve.repository import ModelVersion, ServingConfig, load_version
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalServerConfig:
+    repo_uri: str
+    models: tuple[str, ...]
+    """NAME:VERSION refs to serve (NAME alone: the newest version)."""
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    threads: int = 2
+    """ONNX Runtime intra-op threads per model."""
+    serving: ServingConfig = ServingConfig(kind="KIND_CPU")
+    workspace: str | None = None
+
+
+def _infer_func(model: ModelVersion, threads: int) -> Any:
+    from pytriton.decorators import batch
+
+    from avfleet.train.export import ort_session
+
+    session = ort_session(model.onnx, threads=threads)
+
+    @batch
+    def infer(frames: np.ndarray) -> dict[str, np.ndarray]:
+        outs = session.run(list(OUTPUTS), {"frames": frames})
+        result = dict(zip(OUTPUTS, outs, strict=True))
+        for name in SCORES:  # per-frame scalars travel as (N, 1), as config.pbtxt declares
+            result[name] = result[name].reshape(-1, 1)
+        return result
+
+    return infer
+
+
+def _fix_stub_libpython() -> None:
+    """Triton's Python stub must load this interpreter's libpython, not another one on the system."""
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    paths = os.environ.get("LD_LIBRARY_PATH", "").split(":")
+    if libdir and libdir not in paths:
+        os.environ["LD_LIBRARY_PATH"] = ":".join(p for p in [libdir, *paths] if p)
+
+
+class LocalTriton:
+    """Context manager: a running Triton server with each requested version bound and ready."""
+
+    def __init__(self, config: LocalServerConfig) -> None:
+        self.config = config
+        self._triton: Any = None
+        self.versions: list[ModelVersion] = []
+
+    def __enter__(self) -> LocalTriton:
+        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+        from pytriton.triton import Triton, TritonConfig
+
+        _fix_stub_libpython()
+        c = self.config
+        self._triton = Triton(
+            config=TritonConfig(
+                http_port=c.http_port,
+                grpc_port=c.grpc_port,
+                metrics_port=c.metrics_port,
+                exit_timeout_secs=5,
+            ),
+            workspace=c.workspace,
+        )
+        for ref in c.models:
+            model = load_version(c.repo_uri, ref)
+            height, width, _ = model.info["frame_shape"]
+            classes = int(model.info["num_classes"])
+            self._triton.bind(
+                model_name=model.name,
+                model_version=model.version,
+                infer_func=_infer_func(model, c.threads),
+                inputs=[Tensor(name="frames", dtype=np.uint8, shape=(height, width, 3))],
+                outputs=[
+                    *(Tensor(name=s, dtype=np.float32, shape=(1,)) for s in SCORES),
+                    Tensor(name="class_probability", dtype=np.float32, shape=(classes,)),
+                ],
+                config=ModelConfig(
+                    max_batch_size=c.serving.max_batch_size,
+                    batcher=DynamicBatcher(
+                        max_queue_delay_microseconds=c.serving.max_queue_delay_us,
+                        preferred_batch_size=list(c.serving.preferred_batch_sizes),
+                    ),
+                ),
+                strict=True,
+            )
+            self.versions.append(model)
+            log.info("serving %s:%d", model.name, model.version)
+        self._triton.run()
+        return self
+
+    def serve_forever(self) -> None:
+        self._triton.serve()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._triton is not None:
+            self._triton.stop()
+            self._triton = None

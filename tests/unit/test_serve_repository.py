@@ -1,0 +1,54 @@
+"""The Triton model repository: versions, config.pbtxt, checked loads; the scoring graph's ONNX parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avfleet.core.errors import ConfigError, PermanentError
+from avfleet.serve import repository as R
+from avfleet.serve.graph import OUTPUTS, Reduction, ScoringGraph, export_onnx, score_in_process
+from avfleet.train.export import ort_session
+from avfleet.train.models import build, default_arch
+
+
+@pytest.fixture(scope="module")
+def graph_and_onnx():
+    torch.manual_seed(0)
+    graph = ScoringGraph(build(default_arch(), members=3), Reduction("top", 0.2))
+    return graph, export_onnx(graph, 32, 64)
+
+
+def test_scoring_graph_onnx_matches_in_process(graph_and_onnx):
+    graph, onnx = graph_and_onnx
+    frames = np.random.default_rng(0).integers(0, 255, (6, 32, 64, 3), dtype=np.uint8)
+    ref = score_in_process(graph, frames)
+    got = dict(zip(OUTPUTS, ort_session(onnx).run(list(OUTPUTS), {"frames": frames}), strict=True))
+    for name in OUTPUTS:
+        assert np.allclose(got[name], ref[name], atol=1e-5), name
+    assert got["class_probability"].shape == (6, 8)
+    assert np.allclose(got["class_probability"].sum(1), 1.0, atol=1e-5)
+
+
+def test_publish_versions_and_checked_load(graph_and_onnx, tmp_path):
+    _, onnx = graph_and_onnx
+    repo = str(tmp_path / "repo")
+    args = dict(num_classes=8, height=32, width=64)
+    assert R.publish(repo, "dpe-scorer", onnx, {"source": "a"}, **args) == 1
+    assert R.publish(repo, "dpe-scorer", onnx, {"source": "b"}, **args) == 2
+    assert R.versions(repo, "dpe-scorer") == [1, 2]
+    assert R.load_version(repo, "dpe-scorer").version == 2
+    assert R.load_version(repo, "dpe-scorer:1").info["source"] == "a"
+    config = (tmp_path / "repo" / "dpe-scorer" / "config.pbtxt").read_text()
+    assert 'backend: "onnxruntime"' in config and "dynamic_batching" in config
+    assert "dims: [ 32, 64, 3 ]" in config and "KIND_GPU" in config
+    with pytest.raises(PermanentError, match="not published"):
+        R.load_version(repo, "dpe-scorer:7")
+    (tmp_path / "repo" / "dpe-scorer" / "2" / "model.onnx").write_bytes(onnx[:-10])
+    with pytest.raises(PermanentError, match="sha256"):
+        R.load_version(repo, "dpe-scorer:2")
+    (tmp_path / "repo" / "dpe-scorer" / "3").mkdir()  # half-published: no model.onnx yet
+    assert R.versions(repo, "dpe-scorer") == [1, 2]
+    with pytest.raises(ConfigError, match="NAME:VERSION"):
+        R.parse_ref("Bad Name:x")
