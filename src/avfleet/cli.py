@@ -309,6 +309,42 @@ def _cmd_local_run(args: argparse.Namespace) -> int:
     return 0 if result.succeeded else result.exit_code
 
 
+def _mining_parsers(sub: argparse._SubParsersAction) -> None:
+    from avfleet.index.entry import add_storage_arguments
+    from avfleet.mining.entry import add_arguments
+
+    add_arguments(sub.add_parser("mine", help="score a date's frames and select K to label"))
+    label = sub.add_parser("label", help="answer a labeling queue (the oracle stands in)")
+    label.add_argument("--queue", required=True, help="queue.json of a mining run")
+    label.add_argument("--oracle", required=True, metavar="FLEET_URI", help="synthetic fleet")
+    label.add_argument("--out", required=True, help="labels export to write (.parquet)")
+    label.add_argument("--outputs-dir", default=None)
+    add_storage_arguments(label)
+
+
+def _cmd_mine(args: argparse.Namespace) -> None:
+    from avfleet.mining.entry import output_parameters, run
+    from avfleet.workflows.outputs import write_outputs
+
+    report = run(args)
+    write_outputs(args.outputs_dir, output_parameters(args))
+    print(
+        f"{report.selected} frames selected from {report.candidates} candidates "
+        f"({report.frames_indexed} indexed, {report.frames_scored} scored, "
+        f"{report.shards_skipped} shards skipped); per domain: {report.selected_per_domain}"
+    )
+
+
+def _cmd_label(args: argparse.Namespace) -> None:
+    from avfleet.index.entry import storage_from_args
+    from avfleet.mining.entry import label_queue
+    from avfleet.workflows.outputs import write_outputs
+
+    n = label_queue(args.queue, args.oracle, args.out, storage_from_args(args))
+    write_outputs(args.outputs_dir, {"labels": args.out})
+    print(f"{n} frames labeled -> {args.out}")
+
+
 def _serve_parsers(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser(
         "serve", help="a local Triton server (PyTriton's tritonserver) for repository versions"
@@ -370,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_parsers(sub)
     _train_parsers(sub)
     _workflow_parsers(sub)
+    _mining_parsers(sub)
     _serve_parsers(sub)
     _demo_parser(sub)
     return parser
@@ -385,6 +422,8 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "workflows": _cmd_workflows,
     "local-run": _cmd_local_run,
+    "mine": _cmd_mine,
+    "label": _cmd_label,
     "serve": _cmd_serve,
     "demo": _cmd_demo,
 }

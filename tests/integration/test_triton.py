@@ -35,8 +35,8 @@ def served(tmp_path_factory):
     stop(proc)
 
 
-def start_server(repo: str, ports: dict) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "avfleet", "serve", "--repo", repo, "--model", "dpe-scorer:1"]
+def start_server(repo: str, ports: dict, model: str = "dpe-scorer:1") -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "avfleet", "serve", "--repo", repo, "--model", model]
     cmd += ["--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"])]
     cmd += ["--metrics-port", str(ports["metrics"])]
     return subprocess.Popen(

@@ -1,0 +1,265 @@
+"""`avfleet mine`: one index date -> scores -> selection -> a labeling queue.
+
+    <out>/run.json                     what this folder mines (date, model, index): reruns must match
+    <out>/scores/shard-00000.parquet   per-frame scores of one shard of recordings (atomic, skipped if present)
+    <out>/selection.parquet            the K picks, with rank, domain, quota and reason
+    <out>/frames/<frame_id>.jpg        the picked frames' images, for the labeling tool
+    <out>/queue.json                   Label Studio tasks, one per pick
+    <out>/summary.json                 written last: the run is complete once it exists
+
+The index partition is de-duplicated in time first (only candidates are
+fetched and scored), then scored shard by shard with one ranged read per
+frame; a killed run, rerun, skips finished shards, and everything after the
+shards is rewritten whole, so no row is ever written twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from avfleet.core import storage
+from avfleet.core.errors import ConfigError, PermanentError
+from avfleet.core.metrics import JobMetrics, MetricsConfig
+from avfleet.core.progress import progress
+from avfleet.dataset.build import LINEAGE_COLUMNS
+from avfleet.dataset.fetch import fetch_frames
+from avfleet.index.table import IndexTable
+from avfleet.mining.select import SelectionConfig, domain_of, select, temporal_dedup
+from avfleet.serve.graph import OUTPUTS, SCORES
+
+log = logging.getLogger(__name__)
+
+LINEAGE = LINEAGE_COLUMNS  # the same columns trace a pick back as trace a training row
+
+
+class Scorer(Protocol):
+    def score_batches(self, batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]: ...
+
+
+class InProcessScorer:
+    """The repository version's ONNX graph in ONNX Runtime here: the reference for the served path."""
+
+    def __init__(self, onnx: bytes, threads: int = 2) -> None:
+        from avfleet.train.export import ort_session
+
+        self.session = ort_session(onnx, threads=threads)
+
+    def score_batches(self, batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        for batch in batches:
+            yield dict(
+                zip(OUTPUTS, self.session.run(list(OUTPUTS), {"frames": batch}), strict=True)
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MineConfig:
+    index_uri: str
+    date: str
+    model: str
+    """NAME:VERSION in the model repository."""
+    out_uri: str
+    selection: SelectionConfig
+    shard_recordings: int = 8
+    """Recordings per shard: the unit a rerun skips."""
+    batch_size: int = 32
+    storage: storage.StorageConfig = dataclasses.field(default_factory=storage.StorageConfig)
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+
+    def __post_init__(self) -> None:
+        if self.shard_recordings <= 0 or self.batch_size <= 0:
+            raise ConfigError("shard_recordings", "shard size and batch size must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class MineReport:
+    frames_indexed: int
+    candidates: int
+    shards: int
+    shards_skipped: int
+    frames_scored: int
+    frames_per_s: float
+    selected: int
+    selected_per_domain: dict[str, int]
+    fleet_share_per_domain: dict[str, float]
+    bytes_fetched: int
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8)
+
+
+def _batches(images: list[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    for i in range(0, len(images), size):
+        yield np.stack(images[i : i + size])
+
+
+def _claim_folder(config: MineConfig) -> None:
+    doc = {"date": config.date, "model": config.model, "index_uri": config.index_uri}
+    uri = storage.join(config.out_uri, "run.json")
+    if storage.exists(uri, config.storage):
+        found = json.loads(storage.read_bytes(uri, config.storage))
+        if found != doc:
+            raise ConfigError(
+                "out",
+                f"{config.out_uri} holds a mining run of {found}, not {doc}: use another folder",
+            )
+        return
+    storage.atomic_write_text(uri, json.dumps(doc, indent=2), config.storage)
+
+
+def score_shard(
+    frames: pd.DataFrame, scorer: Scorer, config: MineConfig
+) -> tuple[pd.DataFrame, int]:
+    """Fetch, decode and score one shard's frames; (rows with scores, bytes fetched)."""
+    images, bytes_read = fetch_frames(frames, config.storage)
+    frames = frames.sort_values("frame_id").reset_index(drop=True)
+    decoded = [decode_jpeg(images[f]) for f in frames["frame_id"]]
+    outs = list(scorer.score_batches(_batches(decoded, config.batch_size)))
+    rows = frames[LINEAGE].copy()
+    for name in SCORES:
+        rows[name] = np.concatenate([o[name].reshape(-1) for o in outs]).astype(np.float64)
+    rows["class_probability"] = [list(map(float, p)) for o in outs for p in o["class_probability"]]
+    rows["model"] = config.model
+    return rows, bytes_read
+
+
+def _write_parquet(rows: pd.DataFrame, uri: str, storage_config: storage.StorageConfig) -> None:
+    buf = io.BytesIO()
+    rows.to_parquet(buf, index=False)
+    storage.atomic_write_bytes(uri, buf.getvalue(), storage_config)
+
+
+def read_parquet(uri: str, storage_config: storage.StorageConfig | None = None) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(storage.read_bytes(uri, storage_config)))
+
+
+def label_studio_tasks(selection: pd.DataFrame, frames_uri: str) -> list[dict]:
+    """One Label Studio task per pick: the image to label and everything to trace it back."""
+    return [
+        {
+            "id": int(row.rank) + 1,
+            "data": {
+                "image": storage.join(frames_uri, f"{row.frame_id}.jpg"),
+                "frame_id": row.frame_id,
+                "recording_id": row.recording_id,
+                "recording_uri": row.recording_uri,
+                "frame_index": int(row.frame_index),
+                "domain": row.domain,
+                "reason": row.reason,
+            },
+        }
+        for row in selection.itertuples()
+    ]
+
+
+def run_mine(
+    config: MineConfig, scorer: Scorer, *, show_progress: bool | None = None
+) -> MineReport:
+    st = config.storage
+    frames = IndexTable(config.index_uri, st).read("frames", [config.date])
+    if frames.empty:
+        raise PermanentError(f"{config.index_uri}: no indexed frames on {config.date}")
+    _claim_folder(config)
+    candidates = temporal_dedup(frames, config.selection.window_s)
+    recordings = sorted(candidates["recording_id"].unique())
+    shards = [
+        recordings[i : i + config.shard_recordings]
+        for i in range(0, len(recordings), config.shard_recordings)
+    ]
+    scored, skipped, bytes_fetched, started = 0, 0, 0, time.time()
+    with progress("scoring shards", len(shards), show_progress) as bar:
+        for i, shard in enumerate(shards):
+            uri = storage.join(config.out_uri, "scores", f"shard-{i:05d}.parquet")
+            if storage.exists(uri, st):
+                skipped += 1
+            else:
+                rows, n = score_shard(
+                    candidates[candidates["recording_id"].isin(shard)], scorer, config
+                )
+                _write_parquet(rows, uri, st)
+                scored += len(rows)
+                bytes_fetched += n
+            bar.advance()
+    seconds = time.time() - started
+    scores = pd.concat(
+        [
+            read_parquet(u, st)
+            for u, _ in storage.list_files(storage.join(config.out_uri, "scores"), ".parquet", st)
+        ],
+        ignore_index=True,
+    )
+    if len(scores) != len(candidates) or not scores["frame_id"].is_unique:
+        raise PermanentError(
+            f"{config.out_uri}/scores holds {len(scores)} rows for {len(candidates)} candidates"
+        )
+    selection = select(scores, config.selection)
+    _write_parquet(selection, storage.join(config.out_uri, "selection.parquet"), st)
+    frames_uri = storage.join(config.out_uri, "frames")
+    picked, n = fetch_frames(candidates[candidates["frame_id"].isin(selection["frame_id"])], st)
+    bytes_fetched += n
+    for frame_id, jpeg in picked.items():
+        storage.atomic_write_bytes(storage.join(frames_uri, f"{frame_id}.jpg"), jpeg, st)
+    storage.atomic_write_text(
+        storage.join(config.out_uri, "queue.json"),
+        json.dumps(label_studio_tasks(selection, frames_uri), indent=2),
+        st,
+    )
+    fleet_domains = domain_of(frames).value_counts(normalize=True)
+    report = MineReport(
+        frames_indexed=len(frames),
+        candidates=len(candidates),
+        shards=len(shards),
+        shards_skipped=skipped,
+        frames_scored=scored,
+        frames_per_s=scored / seconds if seconds > 0 and scored else 0.0,
+        selected=len(selection),
+        selected_per_domain={k: int(v) for k, v in selection["domain"].value_counts().items()},
+        fleet_share_per_domain={k: float(v) for k, v in fleet_domains.items()},
+        bytes_fetched=bytes_fetched,
+    )
+    _finish_metrics(config, report, scores, scorer)
+    storage.atomic_write_text(
+        storage.join(config.out_uri, "summary.json"),
+        json.dumps(dataclasses.asdict(report), indent=2),
+        st,
+    )
+    return report
+
+
+def _finish_metrics(
+    config: MineConfig, report: MineReport, scores: pd.DataFrame, scorer: Scorer
+) -> None:
+    metrics = JobMetrics("mine", config.date)
+    metrics.set("frames_scored_per_second", report.frames_per_s, "Frames scored per second")
+    metrics.set("frames_scored", report.frames_scored, "Frames scored by this run")
+    for name in SCORES:
+        for q in (0.5, 0.9, 0.99):
+            metrics.set(
+                "score",
+                float(scores[name].quantile(q)),
+                "Score distribution: quantiles over the candidates",
+                {"score": name, "quantile": str(q)},
+            )
+    for domain, n in report.selected_per_domain.items():
+        metrics.set("selected_frames", n, "Frames selected for labeling", {"domain": domain})
+    latencies = getattr(scorer, "latencies_s", None)
+    if latencies:
+        for q in (0.5, 0.99):
+            metrics.set(
+                "triton_latency_seconds",
+                float(np.quantile(latencies, q)),
+                "Triton request latency",
+                {"quantile": str(q)},
+            )
+    metrics.finish(config.metrics, storage.join(config.out_uri, "metrics.prom"), config.storage)
