@@ -322,6 +322,78 @@ def _mining_parsers(sub: argparse._SubParsersAction) -> None:
     add_storage_arguments(label)
 
 
+def _mining_plan_parsers(sub: argparse._SubParsersAction) -> None:
+    from avfleet.index.entry import add_storage_arguments
+
+    plan = sub.add_parser("plan-mining", help="the nightly run: yesterday's date, folder, model")
+    plan.add_argument("--now", required=True, help="RFC 3339 time the run was created")
+    plan.add_argument("--timezone", default="UTC", help="the fleet's timezone")
+    plan.add_argument("--mining-root", required=True)
+    plan.add_argument("--repo", required=True, help="Triton model repository")
+    plan.add_argument("--model", required=True, help="NAME (newest version) or NAME:VERSION")
+    plan.add_argument("--date", default="", help="a day to mine instead of yesterday (backfill)")
+    plan.add_argument("--outputs-dir", default=None)
+    publish = sub.add_parser("publish-queue", help="hand a mining run's queue to labelers")
+    publish.add_argument("--queue", required=True)
+    publish.add_argument("--to", required=True, help="queues root")
+    publish.add_argument("--date", required=True)
+    publish.add_argument("--outputs-dir", default=None)
+    model = sub.add_parser("publish-model", help="a trained ensemble -> a repository version")
+    model.add_argument("--model-uri", required=True, help="saved model folder (arch.json, weights)")
+    model.add_argument("--repo", required=True, help="Triton model repository")
+    model.add_argument("--name", required=True)
+    model.add_argument("--reduce", default="mean", choices=["mean", "top"])
+    model.add_argument("--top-fraction", type=float, default=0.1)
+    model.add_argument("--outputs-dir", default=None)
+    for p in (plan, publish, model):
+        add_storage_arguments(p)
+
+
+def _cmd_plan_mining(args: argparse.Namespace) -> None:
+    from avfleet.index.entry import storage_from_args
+    from avfleet.mining.plan import plan_mining
+    from avfleet.workflows.outputs import write_outputs
+
+    plan = plan_mining(
+        args.now,
+        args.timezone,
+        args.mining_root,
+        args.repo,
+        args.model,
+        storage_from_args(args),
+        date=args.date,
+    )
+    write_outputs(args.outputs_dir, plan)
+    print(plan)
+
+
+def _cmd_publish_queue(args: argparse.Namespace) -> None:
+    from avfleet.index.entry import storage_from_args
+    from avfleet.mining.plan import publish_queue
+    from avfleet.workflows.outputs import write_outputs
+
+    published = publish_queue(args.queue, args.to, args.date, storage_from_args(args))
+    write_outputs(args.outputs_dir, {"published": published})
+    print(published)
+
+
+def _cmd_publish_model(args: argparse.Namespace) -> None:
+    from avfleet.index.entry import storage_from_args
+    from avfleet.serve.graph import Reduction
+    from avfleet.serve.publish import publish_model
+    from avfleet.workflows.outputs import write_outputs
+
+    ref = publish_model(
+        args.model_uri,
+        args.repo,
+        args.name,
+        Reduction(args.reduce, args.top_fraction),
+        storage_config=storage_from_args(args),
+    )
+    write_outputs(args.outputs_dir, {"model-ref": ref})
+    print(ref)
+
+
 def _cmd_mine(args: argparse.Namespace) -> None:
     from avfleet.mining.entry import output_parameters, run
     from avfleet.workflows.outputs import write_outputs
@@ -407,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parsers(sub)
     _workflow_parsers(sub)
     _mining_parsers(sub)
+    _mining_plan_parsers(sub)
     _serve_parsers(sub)
     _demo_parser(sub)
     return parser
@@ -423,6 +496,9 @@ COMMANDS = {
     "workflows": _cmd_workflows,
     "local-run": _cmd_local_run,
     "mine": _cmd_mine,
+    "plan-mining": _cmd_plan_mining,
+    "publish-queue": _cmd_publish_queue,
+    "publish-model": _cmd_publish_model,
     "label": _cmd_label,
     "serve": _cmd_serve,
     "demo": _cmd_demo,

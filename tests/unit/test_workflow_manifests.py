@@ -103,7 +103,11 @@ def test_kustomize_renders_all_resources():
     ).stdout
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out) if d)
     expected = ["Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount", "ServiceAccount"]
-    assert kinds == sorted(expected + ["WorkflowTemplate"] * len(render_all()))
+    rendered_kinds = [
+        yaml.safe_load(text.split("\n", 1)[1])["kind"] for text in render_all().values()
+    ]
+    assert kinds == sorted(expected + rendered_kinds)
+    assert "CronWorkflow" in rendered_kinds
     for doc in yaml.safe_load_all(out):
         if doc and doc["kind"] in KIND_TO_CRD:
             assert schema_errors(doc, str(CRDS)) == []

@@ -110,12 +110,17 @@ def cli_step(
     )
 
 
+def parameters(declared: dict[str, tuple[str, str]]) -> list[Parameter]:
+    """Workflow parameters from {name: (default value, description)}."""
+    return [Parameter(name=k, value=v, description=d) for k, (v, d) in declared.items()]
+
+
 def workflow_template(
-    name: str, description: str, parameters: dict[str, tuple[str, str]], deadline_s: int
+    name: str, description: str, parameters_: dict[str, tuple[str, str]], deadline_s: int
 ) -> WorkflowTemplate:
     """An avfleet WorkflowTemplate: labels, service account, pod security, entrypoint `main`.
 
-    `parameters` maps each workflow parameter to (default value, description).
+    `parameters_` maps each workflow parameter to (default value, description).
     """
     return WorkflowTemplate(
         name=name,
@@ -124,6 +129,6 @@ def workflow_template(
         entrypoint="main",
         service_account_name=WORKFLOW_SERVICE_ACCOUNT,
         security_context=pod_security(),
-        arguments=[Parameter(name=k, value=v, description=d) for k, (v, d) in parameters.items()],
+        arguments=parameters(parameters_),
         active_deadline_seconds=deadline_s,
     )

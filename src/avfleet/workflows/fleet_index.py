@@ -8,6 +8,7 @@ verify    checks the commit: every input indexed or quarantined exactly once
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 from hera.workflows import DAG, Container, Parameter, Resource, WorkflowTemplate
 
@@ -29,24 +30,33 @@ def _storage_args() -> list[str]:
     return ["--s3-endpoint-url", c.workflow_parameter("s3-endpoint-url")]
 
 
-def plan_template() -> Container:
+def _date(from_input: bool) -> tuple[str, list[str]]:
+    """(how a template reads the date, its extra inputs): the workflow's date, or an input."""
+    if from_input:
+        return c.input_parameter("date"), ["date"]
+    return c.workflow_parameter("date"), []
+
+
+def plan_template(date_from_input: bool = False) -> Container:
     w = c.workflow_parameter
-    args = ["plan-index", "--recordings", w("recordings"), "--date", w("date")]
+    date, inputs = _date(date_from_input)
+    args = ["plan-index", "--recordings", w("recordings"), "--date", date]
     return c.cli_step(
         "plan-index",
         [*args, "--outputs-dir", c.OUTPUTS_DIR, *_storage_args()],
+        inputs=inputs,
         outputs=["num-files", "executors"],
     )
 
 
-def spark_application_manifest() -> str:
+def spark_application_manifest(date: str) -> str:
     """The SparkApplication (spark-operator v1beta2) that runs the index job."""
     w, i = c.workflow_parameter, c.input_parameter
     args = [
         "--recordings",
         w("recordings"),
         "--date",
-        w("date"),
+        date,
         "--out",
         w("index"),
         "--s3-endpoint-url",
@@ -63,7 +73,7 @@ def spark_application_manifest() -> str:
           generateName: fleet-index-
           labels:
             app.kubernetes.io/part-of: avfleet
-            avfleet.io/date: "{w("date")}"
+            avfleet.io/date: "{date}"
         spec:
           type: Python
           pythonVersion: "3"
@@ -100,35 +110,63 @@ def spark_application_manifest() -> str:
     ).replace("{ARGS}", arg_lines)
 
 
-def spark_template() -> Resource:
+def spark_template(date_from_input: bool = False) -> Resource:
+    date, inputs = _date(date_from_input)
     return Resource(
         name="spark-index",
-        inputs=[Parameter(name="executors")],
+        inputs=[Parameter(name=n) for n in ["executors", *inputs]],
         action="create",
         set_owner_reference=True,
-        manifest=spark_application_manifest(),
+        manifest=spark_application_manifest(date),
         success_condition="status.applicationState.state == COMPLETED",
         failure_condition="status.applicationState.state in (FAILED, SUBMISSION_FAILED)",
     )
 
 
-def verify_template() -> Container:
+def verify_template(date_from_input: bool = False) -> Container:
     w = c.workflow_parameter
+    date, inputs = _date(date_from_input)
     args = [
         "verify-index",
         "--out",
         w("index"),
         "--date",
-        w("date"),
+        date,
         "--expect-files",
         c.input_parameter("num-files"),
     ]
     return c.cli_step(
         "verify-index",
         [*args, "--outputs-dir", c.OUTPUTS_DIR, *_storage_args()],
-        inputs=["num-files"],
+        inputs=["num-files", *inputs],
         outputs=["frames", "quarantined"],
     )
+
+
+class IndexTemplates:
+    """plan -> SparkApplication -> verify, for any workflow that indexes a date."""
+
+    def __init__(self, date_from_input: bool = False) -> None:
+        """Create the templates (inside a workflow's context)."""
+        self.date_from_input = date_from_input
+        self.plan = plan_template(date_from_input)
+        self.spark = spark_template(date_from_input)
+        self.verify = verify_template(date_from_input)
+
+    def tasks(self, prefix: str = "", date: str | None = None) -> tuple[Any, Any]:
+        """Add the three tasks to the DAG being built; (first, last) for chaining."""
+        extra = {"date": date} if self.date_from_input else {}
+        plan = self.plan(name=f"{prefix}plan", **({"arguments": extra} if extra else {}))
+        index = self.spark(
+            name=f"{prefix}index",
+            arguments={"executors": plan.get_parameter("executors"), **extra},
+        )
+        verify = self.verify(
+            name=f"{prefix}verify",
+            arguments={"num-files": plan.get_parameter("num-files"), **extra},
+        )
+        plan >> index >> verify
+        return plan, verify
 
 
 def build() -> WorkflowTemplate:
@@ -138,14 +176,7 @@ def build() -> WorkflowTemplate:
         PARAMETERS,
         6 * 3600,
     ) as wt:
-        plan, spark, verify = plan_template(), spark_template(), verify_template()
+        templates = IndexTemplates()
         with DAG(name="main"):
-            plan_task = plan(name="plan")
-            index_task = spark(
-                name="index", arguments={"executors": plan_task.get_parameter("executors")}
-            )
-            verify_task = verify(
-                name="verify", arguments={"num-files": plan_task.get_parameter("num-files")}
-            )
-            plan_task >> index_task >> verify_task
+            templates.tasks()
     return wt

@@ -179,16 +179,21 @@ def evaluate_template() -> Container:
     return c.cli_step("evaluate", args, inputs=["model-uri"], outputs=["miou"])
 
 
+def ensemble_args() -> list[str]:
+    w = c.workflow_parameter
+    return ["--members", w("members"), "--dpe-strength", w("dpe-strength"), "--epochs", w("epochs")]
+
+
+def plan_train_template() -> Container:
+    return c.cli_step(
+        "plan-train",
+        ["plan-train", "--nodes", c.workflow_parameter("nodes"), "--outputs-dir", c.OUTPUTS_DIR],
+        outputs=["worker-replicas"],
+    )
+
+
 def build() -> WorkflowTemplate:
     w = c.workflow_parameter
-    ensemble_args = [
-        "--members",
-        w("members"),
-        "--dpe-strength",
-        w("dpe-strength"),
-        "--epochs",
-        w("epochs"),
-    ]
     deployable_args = [
         "--members",
         "1",
@@ -210,14 +215,10 @@ def build() -> WorkflowTemplate:
         48 * 3600,
     ) as wt:
         dataset = dataset_template()
-        ensemble = pytorchjob_template("ensemble", ensemble_args)
+        ensemble = pytorchjob_template("ensemble", ensemble_args())
         deployable = pytorchjob_template("deployable", deployable_args)
         evaluate = evaluate_template()
-        plan = c.cli_step(
-            "plan-train",
-            ["plan-train", "--nodes", w("nodes"), "--outputs-dir", c.OUTPUTS_DIR],
-            outputs=["worker-replicas"],
-        )
+        plan = plan_train_template()
         with DAG(name="main"):
             data_task = dataset(name="dataset")
             plan_task = plan(name="plan")

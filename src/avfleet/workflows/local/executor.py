@@ -15,6 +15,7 @@ output parameters are read after the step succeeds.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
 import pathlib
@@ -157,6 +158,8 @@ class LocalExecutor:
                 "workflow.name": run_name,
                 "workflow.namespace": "local",
                 "workflow.uid": uuid.uuid4().hex,
+                # A CronWorkflow's run is created now (run on demand, as `argo submit --from`).
+                "workflow.creationTimestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             }
         )
         templates = {t["name"]: t for t in spec.get("templates", [])}

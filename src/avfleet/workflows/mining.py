@@ -1,0 +1,199 @@
+"""Mining workflows: the `nightly-mining` CronWorkflow and the `data-engine` WorkflowTemplate.
+
+nightly-mining (every night, one run at a time):
+    plan-mining     yesterday's date in the fleet's timezone, the run folder, the model version
+    index-*         plan -> SparkApplication -> verify for that date (fleet-index's templates)
+    mine            score through Triton, select K frames, write the labeling queue
+    publish-queue   the queue where labelers pick it up, and a `latest.json` pointer
+
+data-engine (on demand: one turn of the loop):
+    index-* -> dataset -> plan-train -> train-ensemble (PyTorchJob) -> evaluate
+            -> publish-model (the ensemble's scoring graph as a new repository version)
+            -> mine -> publish-queue
+"""
+
+from __future__ import annotations
+
+from hera.workflows import DAG, Container, CronWorkflow, WorkflowTemplate
+
+from avfleet.workflows import common as c
+from avfleet.workflows import fleet_index, train
+
+NIGHTLY = "nightly-mining"
+DATA_ENGINE = "data-engine"
+
+MINING_PARAMETERS = {
+    "model-repo": ("s3://avfleet-data/models/triton", "Triton model repository"),
+    "model": ("dpe-scorer", "model name (newest version) or NAME:VERSION"),
+    "triton-url": (
+        "grpc://triton.avfleet.svc.cluster.local:8001",
+        "Triton endpoint; empty scores in process",
+    ),
+    "budget": ("2000", "frames to select per night"),
+    "mining-root": ("s3://avfleet-data/mining", "mining runs root (<root>/<date>/<model>)"),
+    "queues": ("s3://avfleet-data/labeling/queues", "where labelers pick up queues"),
+}
+
+
+def _storage_args() -> list[str]:
+    return ["--s3-endpoint-url", c.workflow_parameter("s3-endpoint-url")]
+
+
+def plan_mining_template() -> Container:
+    w = c.workflow_parameter
+    args = ["plan-mining", "--now", "{{workflow.creationTimestamp}}"]
+    args += ["--timezone", w("timezone"), "--mining-root", w("mining-root")]
+    args += ["--repo", w("model-repo"), "--model", w("model"), "--date", w("date")]
+    return c.cli_step(
+        "plan-mining",
+        [*args, "--outputs-dir", c.OUTPUTS_DIR, *_storage_args()],
+        outputs=["date", "out", "model-ref"],
+    )
+
+
+def mine_template() -> Container:
+    w, i = c.workflow_parameter, c.input_parameter
+    args = ["mine", "--index", w("index"), "--date", i("date"), "--model", i("model-ref")]
+    args += ["--repo", w("model-repo"), "--budget", w("budget"), "--out", i("out")]
+    args += ["--triton-url", w("triton-url"), "--pushgateway", w("pushgateway")]
+    return c.cli_step(
+        "mine",
+        [*args, "--outputs-dir", c.OUTPUTS_DIR, *_storage_args()],
+        inputs=["date", "model-ref", "out"],
+        outputs=["selection", "queue"],
+    )
+
+
+def publish_queue_template() -> Container:
+    i = c.input_parameter
+    args = ["publish-queue", "--queue", i("queue"), "--to", c.workflow_parameter("queues")]
+    args += ["--date", i("date")]
+    return c.cli_step(
+        "publish-queue",
+        [*args, "--outputs-dir", c.OUTPUTS_DIR, *_storage_args()],
+        inputs=["queue", "date"],
+        outputs=["published"],
+    )
+
+
+def publish_model_template() -> Container:
+    w, i = c.workflow_parameter, c.input_parameter
+    args = ["publish-model", "--model-uri", i("model-uri"), "--repo", w("model-repo")]
+    args += ["--name", w("model")]
+    return c.cli_step(
+        "publish-model",
+        [*args, "--outputs-dir", c.OUTPUTS_DIR, *_storage_args()],
+        inputs=["model-uri"],
+        outputs=["model-ref"],
+    )
+
+
+def build_nightly() -> CronWorkflow:
+    parameters = {
+        **{k: fleet_index.PARAMETERS[k] for k in fleet_index.PARAMETERS if k != "date"},
+        **MINING_PARAMETERS,
+        "timezone": ("UTC", "the fleet's timezone: 'yesterday' is a date there"),
+        "date": ("", "day to mine, YYYY-MM-DD; empty: yesterday (set it to backfill)"),
+    }
+    with CronWorkflow(
+        name=NIGHTLY,
+        labels=c.LABELS,
+        annotations={
+            "workflows.argoproj.io/description": (
+                "Index and mine yesterday's recordings; publish the labeling queue."
+            )
+        },
+        schedule="0 2 * * *",
+        timezone="UTC",
+        concurrency_policy="Forbid",
+        starting_deadline_seconds=3600,
+        successful_jobs_history_limit=7,
+        failed_jobs_history_limit=14,
+        entrypoint="main",
+        service_account_name=c.WORKFLOW_SERVICE_ACCOUNT,
+        security_context=c.pod_security(),
+        arguments=c.parameters(parameters),
+        active_deadline_seconds=20 * 3600,
+    ) as cron:
+        plan = plan_mining_template()
+        index = fleet_index.IndexTemplates(date_from_input=True)
+        mine, publish = mine_template(), publish_queue_template()
+        with DAG(name="main"):
+            plan_task = plan(name="plan-mining")
+            date = plan_task.get_parameter("date")
+            first, last = index.tasks("index-", date)
+            mine_task = mine(
+                name="mine",
+                arguments={
+                    "date": date,
+                    "model-ref": plan_task.get_parameter("model-ref"),
+                    "out": plan_task.get_parameter("out"),
+                },
+            )
+            publish_task = publish(
+                name="publish-queue",
+                arguments={"queue": mine_task.get_parameter("queue"), "date": date},
+            )
+            plan_task >> first
+            last >> mine_task >> publish_task
+    return cron
+
+
+def build_data_engine() -> WorkflowTemplate:
+    deployable_only = ("group-sparsity", "low-rank", "finetune-epochs", "width")
+    parameters = {
+        **fleet_index.PARAMETERS,
+        **{k: v for k, v in train.PARAMETERS.items() if k not in deployable_only},
+        **MINING_PARAMETERS,
+    }
+    w = c.workflow_parameter
+    with c.workflow_template(
+        DATA_ENGINE,
+        "One turn of the loop: index a date, build a dataset, train the DPE ensemble, "
+        "publish it and mine the date with it.",
+        parameters,
+        48 * 3600,
+    ) as wt:
+        index = fleet_index.IndexTemplates()
+        dataset, evaluate = train.dataset_template(), train.evaluate_template()
+        ensemble = train.pytorchjob_template("ensemble", train.ensemble_args())
+        plan_train = train.plan_train_template()
+        publish_model, mine, publish = (
+            publish_model_template(),
+            mine_template(),
+            publish_queue_template(),
+        )
+        run = f"{w('runs')}/{w('run-name')}"
+        with DAG(name="main"):
+            _, indexed = index.tasks("index-")
+            data_task = dataset(name="dataset")
+            plan_task = plan_train(name="plan-train")
+            ens = ensemble(
+                name="train-ensemble",
+                arguments={
+                    "dataset-uri": data_task.get_parameter("dataset-uri"),
+                    "worker-replicas": plan_task.get_parameter("worker-replicas"),
+                },
+            )
+            eval_task = evaluate(
+                name="evaluate-ensemble", arguments={"model-uri": f"{run}/ensemble/model"}
+            )
+            pub_model = publish_model(
+                name="publish-model", arguments={"model-uri": f"{run}/ensemble/model"}
+            )
+            mine_task = mine(
+                name="mine",
+                arguments={
+                    "date": w("date"),
+                    "model-ref": pub_model.get_parameter("model-ref"),
+                    "out": f"{w('mining-root')}/{w('date')}/{w('run-name')}",
+                },
+            )
+            publish_task = publish(
+                name="publish-queue",
+                arguments={"queue": mine_task.get_parameter("queue"), "date": w("date")},
+            )
+            indexed >> data_task
+            [data_task, plan_task] >> ens >> [eval_task, pub_model]
+            pub_model >> mine_task >> publish_task
+    return wt
