@@ -52,3 +52,21 @@ def test_publish_versions_and_checked_load(graph_and_onnx, tmp_path):
     assert R.versions(repo, "dpe-scorer") == [1, 2]
     with pytest.raises(ConfigError, match="NAME:VERSION"):
         R.parse_ref("Bad Name:x")
+
+
+def test_config_pbtxt_parses_as_tritons_model_config():
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = text_format.Parse(
+        R.config_pbtxt("dpe", 8, 64, 128, R.ServingConfig()), model_config_pb2.ModelConfig()
+    )
+    assert config.backend == "onnxruntime" and config.max_batch_size == 64
+    assert [i.name for i in config.input] == ["frames"] and list(config.input[0].dims) == [
+        64,
+        128,
+        3,
+    ]
+    assert [o.name for o in config.output][-1] == "class_probability"
+    assert list(config.dynamic_batching.preferred_batch_size) == [32, 64]
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU

@@ -103,6 +103,7 @@ def test_kustomize_renders_all_resources():
     ).stdout
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out) if d)
     expected = ["Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount", "ServiceAccount"]
+    expected += ["Deployment", "Service", "ServiceAccount"]  # triton/
     rendered_kinds = [
         yaml.safe_load(text.split("\n", 1)[1])["kind"] for text in render_all().values()
     ]
@@ -128,3 +129,18 @@ def test_a_declared_but_unused_parameter_is_reported():
     doc = copy.deepcopy(rendered()["workflows/train.yaml"])
     doc["spec"]["arguments"]["parameters"].append({"name": "forgotten", "value": "1"})
     assert unused_parameters(doc) == ["forgotten"]
+
+
+def test_triton_objects_are_valid_kubernetes_models():
+    from kubernetes.client import V1Deployment, V1Service, V1ServiceAccount
+
+    models = {"Deployment": V1Deployment, "Service": V1Service, "ServiceAccount": V1ServiceAccount}
+    docs = list(
+        yaml.safe_load_all((default_manifests_dir() / "triton" / "triton.yaml").read_text())
+    )
+    assert sorted(d["kind"] for d in docs) == sorted(models)
+    for doc in docs:
+        models[doc["kind"]].model_validate(doc)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--model-control-mode=poll" in args  # new versions load without a restart
