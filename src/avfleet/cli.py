@@ -187,6 +187,9 @@ def _dataset_parsers(sub: argparse._SubParsersAction) -> None:
     build.add_argument(
         "--exclude", default=None, help="a dataset whose frames random selections skip"
     )
+    build.add_argument(
+        "--base", default=None, help="a dataset version to extend with the selected frames"
+    )
     build.add_argument("--seed", type=int, default=0)
     build.add_argument(
         "--outputs-dir", default=None, help="write dataset-uri here (Argo output parameter)"
@@ -217,6 +220,7 @@ def _cmd_dataset(args: argparse.Namespace) -> None:
         dates=tuple(args.dates),
         seed=args.seed,
         exclude_uri=args.exclude,
+        base_uri=args.base,
         engine=args.engine,
         spark_master=args.spark_master,
         spark_min_frames=args.spark_min_frames,

@@ -150,3 +150,31 @@ def test_a_crashed_build_leaves_no_version_and_the_rerun_completes(
     assert nothing_staged(tmp_path)
     version = build_dataset(config, OracleLabels(clean_fleet))
     assert check_dataset(version.uri)["num_frames"] == 12
+
+
+def test_extending_a_version_keeps_its_labels_and_adds_the_new_frames(
+    index_uri, clean_fleet, tmp_path
+):
+    base = build_dataset(
+        DatasetConfig(index_uri=index_uri, selection="random:10", out_uri=str(tmp_path), seed=7),
+        OracleLabels(clean_fleet),
+    )
+    frames = IndexTable(index_uri).read("frames", [DATE])
+    new = [f for f in frames["frame_id"] if f not in set(read_manifest(base.uri)["frame_ids"])][:5]
+    picks = tmp_path / "picks.json"
+    picks.write_text(json.dumps(new + read_manifest(base.uri)["frame_ids"][:2]))  # 2 already in
+    masks = {f: encode_mask_png(np.full((64, 128), 3, np.uint8)) for f in new}
+    export = tmp_path / "export.parquet"
+    pq.write_table(pa.table({"frame_id": list(masks), "mask_png": list(masks.values())}), export)
+    config = DatasetConfig(
+        index_uri=index_uri, selection=str(picks), out_uri=str(tmp_path), base_uri=base.uri
+    )
+    grown = build_dataset(config, ToolLabels(str(export)))
+    manifest = check_dataset(grown.uri)
+    assert grown.num_frames == 15 and grown.label_version.startswith("mixed-")
+    assert set(manifest["frame_ids"]) == set(read_manifest(base.uri)["frame_ids"]) | set(new)
+    rows = pq.read_table(f"{grown.uri}/data").to_pandas().set_index("frame_id")
+    old = pq.read_table(f"{base.uri}/data").to_pandas().set_index("frame_id")
+    assert (rows.loc[old.index, "mask_png"] == old["mask_png"]).all()  # labels as they were
+    assert all(decode_mask_png(rows.loc[f, "mask_png"]).max() == 3 for f in new)
+    assert build_dataset(config, ToolLabels(str(export))).reused

@@ -64,6 +64,9 @@ class DatasetConfig:
     """Seed of random selections."""
     exclude_uri: str | None = None
     """A dataset version whose frames must not be selected again (random selections)."""
+    base_uri: str | None = None
+    """A dataset version to extend: the new version holds its frames (labels as they were)
+    plus the selected ones; selected frames already in it are not fetched again."""
     engine: str = "auto"
     """loop (one process), spark, or auto: spark from spark_min_frames selected frames."""
     spark_master: str | None = None
@@ -96,6 +99,9 @@ def resolve_selection(config: DatasetConfig) -> pd.DataFrame:
         frames = frames[
             ~frames["frame_id"].isin(read_manifest(config.exclude_uri, config.storage)["frame_ids"])
         ]
+    if config.selection.startswith("random:") and config.base_uri:  # N frames new to the base
+        base = read_manifest(config.base_uri, config.storage)["frame_ids"]
+        frames = frames[~frames["frame_id"].isin(base)]
     if config.selection.startswith("random:"):
         try:
             n = int(config.selection.split(":", 1)[1])
@@ -215,11 +221,28 @@ def build_dataset(
     either no manifest (the next build redoes the version) or a complete one.
     """
     selected = resolve_selection(config)
+    base = base_digests(config.base_uri, config.storage) if config.base_uri else None
+    if base is not None:
+        selected = selected[~selected["frame_id"].isin(base["frame_id"])].reset_index(drop=True)
     engine = engine or _engine_for(config, len(selected), show_progress)
     staging = storage.join(config.out_uri, "_staging", uuid.uuid4().hex)
     try:
-        digests = engine.build_parts(selected, labeler, staging, config.storage)
-        return _commit(config, labeler, selected, digests)
+        digests = (
+            engine.build_parts(selected, labeler, staging, config.storage)
+            if len(selected)
+            else pd.DataFrame(columns=base.columns if base is not None else [])
+        )
+        label_version = labeler.label_version
+        if base is not None:
+            expected = pd.concat([selected["frame_id"], base["frame_id"]], ignore_index=True)
+            digests = pd.concat([digests, base], ignore_index=True)
+            selected = pd.DataFrame({"frame_id": expected.sort_values().to_list()})
+            versions = sorted({label_version, *base["label_version"].unique()})
+            if len(versions) > 1:
+                label_version = (
+                    "mixed-" + hashlib.sha256("+".join(versions).encode()).hexdigest()[:12]
+                )
+        return _commit(config, label_version, selected, digests)
     finally:
         if storage.exists(staging, config.storage):
             storage.remove(staging, config.storage, recursive=True)
@@ -238,24 +261,52 @@ def _engine_for(config: DatasetConfig, num_frames: int, show_progress: bool | No
     return SparkEngine(spark_session("avfleet-dataset", config.spark_master or "local[*]"))
 
 
+def base_digests(base_uri: str, storage_config: storage.StorageConfig) -> pd.DataFrame:
+    """Digest rows (as `build_part` returns them) of an existing version's frames, parts as they are."""
+    import pyarrow.parquet as pq
+
+    manifest = check_dataset(base_uri, storage_config)
+    rows = []
+    for rel in manifest["data_files"]:
+        uri = storage.join(base_uri, rel)
+        fs = storage.filesystem(uri, storage_config)
+        with storage.translate_errors(uri):
+            table = pq.read_table(storage.strip_protocol(uri), filesystem=fs).to_pandas()
+        rows.append(
+            pd.DataFrame(
+                {
+                    "frame_id": table["frame_id"],
+                    "image_sha256": [hashlib.sha256(b).hexdigest() for b in table["image_jpeg"]],
+                    "mask_sha256": [hashlib.sha256(b).hexdigest() for b in table["mask_png"]],
+                    "part_uri": uri,
+                    "bytes_read": 0,
+                    "time_of_day": table["time_of_day"],
+                    "weather": table["weather"],
+                    "road_type": table["road_type"],
+                    "recording_uri": table["recording_uri"],
+                    "label_version": table["label_version"],
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
 def _commit(
-    config: DatasetConfig, labeler: Labeler, selected: pd.DataFrame, digests: pd.DataFrame
+    config: DatasetConfig, label_version: str, selected: pd.DataFrame, digests: pd.DataFrame
 ) -> DatasetVersion:
     digests = digests.sort_values("frame_id").reset_index(drop=True)
     if list(digests["frame_id"]) != list(selected["frame_id"]):
         lost = sorted(set(selected["frame_id"]) - set(digests["frame_id"]))
         raise PermanentError(f"dataset build returned the wrong frames; e.g. missing {lost[:3]}")
     version = content_version(
-        digests["frame_id"], digests["image_sha256"], digests["mask_sha256"], labeler.label_version
+        digests["frame_id"], digests["image_sha256"], digests["mask_sha256"], label_version
     )
     root = storage.join(config.out_uri, version)
     counts = digests.groupby(["time_of_day", "weather", "road_type"]).size()
     per_domain = {"/".join(k): int(v) for k, v in counts.items()}
     if storage.exists(storage.join(root, MANIFEST), config.storage):
         log.info("dataset %s already complete; reusing it", root)
-        return DatasetVersion(
-            root, version, len(digests), labeler.label_version, per_domain, reused=True
-        )
+        return DatasetVersion(root, version, len(digests), label_version, per_domain, reused=True)
     data_dir = storage.join(root, "data")
     if storage.exists(data_dir, config.storage):  # a crashed build of this version: start over
         storage.remove(data_dir, config.storage, recursive=True)
@@ -266,12 +317,13 @@ def _commit(
     manifest = {
         "version": version,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        "label_version": labeler.label_version,
+        "label_version": label_version,
         "num_frames": len(digests),
         "frame_ids": list(digests["frame_id"]),
         "recordings": sorted(digests["recording_uri"].unique()),
         "frames_per_domain": per_domain,
         "selection": config.selection,
+        "base": config.base_uri,
         "index_uri": config.index_uri,
         "bytes_fetched": int(digests.groupby("part_uri")["bytes_read"].first().sum()),
         "data_files": data_files,
@@ -279,9 +331,7 @@ def _commit(
     storage.atomic_write_text(
         storage.join(root, MANIFEST), json.dumps(manifest, indent=2), config.storage
     )
-    return DatasetVersion(
-        root, version, len(digests), labeler.label_version, per_domain, reused=False
-    )
+    return DatasetVersion(root, version, len(digests), label_version, per_domain, reused=False)
 
 
 def content_version(
