@@ -456,6 +456,10 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--vehicles", type=int, default=6)
     demo.add_argument("--minutes-per-day", type=float, default=6.0)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--rounds", type=int, default=2, help="mining rounds after the first training"
+    )
+    demo.add_argument("--budget", type=int, default=240, help="frames picked per round")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -467,6 +471,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             vehicles=args.vehicles,
             minutes_per_day=args.minutes_per_day,
             seed=args.seed,
+            rounds=args.rounds,
+            budget=args.budget,
         )
     )
 

@@ -6,7 +6,12 @@
 3. train: the rendered `train` workflow: a random labeled set (oracle labels),
    the DPE ensemble and the pruned deployable net under torchrun (2 CPU
    processes each), evaluated per domain on a domain-balanced held-out set.
-It ends with a summary and plots. Later stages (mining, deploy) extend it.
+4. mine: rounds of the loop: the ensemble published to a Triton model
+   repository and served by a real local Triton server, a date mined through
+   it (uncertainty x diversity x domain quotas), the queue labeled by the
+   oracle, the dataset grown with the picks, the ensemble retrained.
+It ends with a summary and plots (per-domain mIoU per round, the selections'
+domain mix against the fleet's). A later stage (deploy) extends it.
 """
 
 from __future__ import annotations
@@ -48,6 +53,10 @@ class DemoConfig:
     """Training epochs of both nets (longer training is an option, not the default)."""
     members: int = 4
     """DPE ensemble members."""
+    rounds: int = 2
+    """Mining rounds after the first training."""
+    budget: int = 240
+    """Frames selected for labeling per round."""
 
 
 def _fresh_folder(path: pathlib.Path) -> None:
@@ -126,12 +135,140 @@ def run_demo(config: DemoConfig) -> int:
         console.print(f"[red]workflow failed; step logs under {root / 'local-run'}")
         return result.exit_code
 
-    console.rule("[bold]summary")
+    console.rule("[bold]summary of the first training")
     _print_training(console, root / "runs" / "round-0")
-    plot = _plot_domains(report.frames_per_domain, root / "report" / "domain_mix.png")
-    console.print(f"plots: {plot}")
+
+    console.rule(f"[bold]4. mine: {config.rounds} rounds of mine -> label -> retrain")
+    rounds = _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri)
+
+    console.rule("[bold]summary")
+    plots = [_plot_domains(report.frames_per_domain, root / "report" / "domain_mix.png")]
+    if rounds:
+        plots += _print_rounds(console, root, rounds, report.frames_per_domain)
+    console.print("plots: " + ", ".join(str(p) for p in plots))
     console.print(f"[green]demo finished in {time.time() - started:.0f} s[/]; outputs in {root}")
     return 0
+
+
+def _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri) -> list:  # noqa: ANN001
+    from avfleet.mining.rounds import RoundsConfig, run_rounds
+    from avfleet.mining.select import SelectionConfig
+
+    def show(r) -> None:  # noqa: ANN001
+        picks = ", ".join(f"{d} {n}" for d, n in sorted(r.mining.selected_per_domain.items()))
+        console.print(
+            f"round {r.round}: mined with {r.model_ref} ({r.mining.candidates} candidates of "
+            f"{r.mining.frames_indexed} frames, {r.mining.frames_per_s:.0f} frames/s through Triton);"
+            f" picked {picks}; dataset {r.dataset_frames} frames; held-out mIoU {100 * r.miou:.1f}"
+        )
+
+    return run_rounds(
+        RoundsConfig(
+            root=str(root / "loop"),
+            fleet_uri=fleet_uri,
+            index_uri=index_uri,
+            date=config.date,
+            heldout_uri=heldout_uri,
+            first_run=str(root / "runs" / "round-0" / "ensemble"),
+            rounds=config.rounds,
+            selection=SelectionConfig(budget=config.budget),
+            members=config.members,
+            epochs=config.epochs,
+            seed=config.seed,
+        ),
+        on_round=show,
+    )
+
+
+def _time_of_day_means(per_domain: dict[str, float]) -> dict[str, float]:
+    groups: dict[str, list[float]] = {}
+    for domain, value in per_domain.items():
+        groups.setdefault(domain.split("/")[0], []).append(value)
+    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+
+
+def _print_rounds(console, root: pathlib.Path, rounds: list, fleet_frames: dict) -> list:  # noqa: ANN001
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rich.table import Table
+
+    first = json.loads(
+        (root / "runs" / "round-0" / "ensemble" / "model" / "evaluation.json").read_text()
+    )
+    rows = [(0, first["miou"], first["miou_per_domain"])] + [
+        (r.round, r.miou, r.miou_per_domain) for r in rounds
+    ]
+    groups = list(_time_of_day_means(rows[0][2]))
+    table = Table(title="DPE ensemble, held-out mIoU (%) per round")
+    for col in ["round", "all", *groups]:
+        table.add_column(col, justify="right")
+    for r, miou, per_domain in rows:
+        means = _time_of_day_means(per_domain)
+        table.add_row(str(r), f"{100 * miou:.1f}", *(f"{100 * means[g]:.1f}" for g in groups))
+    console.print(table)
+
+    total = sum(fleet_frames.values())
+    fleet_tod: dict[str, float] = {}
+    for domain, n in fleet_frames.items():
+        tod = domain.split("/")[0]
+        fleet_tod[tod] = fleet_tod.get(tod, 0) + n / total
+    mix = Table(title="selections vs the fleet, by time of day (%)")
+    mix.add_column("time of day")
+    mix.add_column("fleet", justify="right")
+    picked: dict[str, float] = {}
+    for r in rounds:
+        mix.add_column(f"round {r.round} picks", justify="right")
+    for tod in sorted(fleet_tod):
+        shares = []
+        for r in rounds:
+            n = sum(v for d, v in r.mining.selected_per_domain.items() if d.startswith(tod + "/"))
+            shares.append(n / r.mining.selected)
+            picked[tod] = picked.get(tod, 0) + n
+        mix.add_row(tod, f"{100 * fleet_tod[tod]:.1f}", *(f"{100 * x:.1f}" for x in shares))
+    console.print(mix)
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for g in groups:
+        ax1.plot(
+            [r for r, _, _ in rows],
+            [100 * _time_of_day_means(d)[g] for _, _, d in rows],
+            marker="o",
+            label=g,
+        )
+    ax1.plot(
+        [r for r, _, _ in rows],
+        [100 * m for _, m, _ in rows],
+        marker="s",
+        color="black",
+        label="all",
+    )
+    ax1.set_xlabel("round")
+    ax1.set_ylabel("held-out mIoU (%)")
+    ax1.set_title("DPE ensemble per round")
+    ax1.legend()
+    tods = sorted(fleet_tod)
+    total_picked = sum(picked.values()) or 1
+    x = range(len(tods))
+    ax2.bar([i - 0.2 for i in x], [100 * fleet_tod[t] for t in tods], width=0.4, label="fleet")
+    ax2.bar(
+        [i + 0.2 for i in x],
+        [100 * picked.get(t, 0) / total_picked for t in tods],
+        width=0.4,
+        label="selected",
+    )
+    ax2.set_xticks(list(x), tods)
+    ax2.set_ylabel("share of frames (%)")
+    ax2.set_title("what mining picked vs what the fleet recorded")
+    ax2.legend()
+    fig.tight_layout()
+    path = root / "report" / "rounds.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
 
 
 def _heldout(root: pathlib.Path, config: DemoConfig) -> str:

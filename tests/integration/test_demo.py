@@ -10,7 +10,14 @@ from avfleet.demo import DemoConfig, run_demo
 def test_demo_runs_the_loop(tmp_path):
     out = tmp_path / "demo"
     config = DemoConfig(
-        out_dir=str(out), vehicles=3, minutes_per_day=2.0, train_frames=96, epochs=1, members=2
+        out_dir=str(out),
+        vehicles=3,
+        minutes_per_day=2.0,
+        train_frames=96,
+        epochs=1,
+        members=2,
+        rounds=1,
+        budget=16,
     )
     assert run_demo(config) == 0
     report = json.loads(next((out / "index" / "_runs").glob("*/report.json")).read_text())
@@ -18,3 +25,12 @@ def test_demo_runs_the_loop(tmp_path):
     for kind in ("ensemble", "deployable"):
         assert (out / "runs" / "round-0" / kind / "model" / "evaluation.json").exists()
     assert (out / "report" / "domain_mix.png").stat().st_size > 0
+    # One round of the loop: mined through Triton, labeled, dataset grown, retrained.
+    queue = json.loads((out / "loop" / "mining" / "round-1" / "queue.json").read_text())
+    assert len(queue) == 16
+    first = json.loads((out / "runs" / "round-0" / "ensemble" / "config.json").read_text())
+    grown = json.loads((out / "loop" / "runs" / "round-1" / "ensemble" / "config.json").read_text())
+    manifest = json.loads(open(grown["dataset_uri"] + "/manifest.json").read())
+    assert manifest["base"] == first["dataset_uri"] and manifest["num_frames"] == 96 + 16
+    assert (out / "loop" / "runs" / "round-1" / "ensemble" / "model" / "weights.pt").exists()
+    assert (out / "report" / "rounds.png").stat().st_size > 0

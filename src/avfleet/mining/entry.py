@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ready-timeout-s", type=float, default=60.0, help="wait this long for Triton to be ready"
     )
+    parser.add_argument(
+        "--labeled", default=None, help="a dataset version whose frames are already labeled"
+    )
     parser.add_argument("--score", default="mutual_information")
     parser.add_argument("--strategy", default="uncertainty", choices=["uncertainty", "random"])
     parser.add_argument("--window-s", type=float, default=2.0, help="de-duplication window")
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> MineReport:
             alpha=args.alpha,
             seed=args.seed,
         ),
+        labeled_uri=args.labeled,
         shard_recordings=args.shard_recordings,
         batch_size=args.batch_size,
         storage=st,

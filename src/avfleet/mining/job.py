@@ -30,7 +30,7 @@ from avfleet.core import storage
 from avfleet.core.errors import ConfigError, PermanentError
 from avfleet.core.metrics import JobMetrics, MetricsConfig
 from avfleet.core.progress import progress
-from avfleet.dataset.build import LINEAGE_COLUMNS
+from avfleet.dataset.build import LINEAGE_COLUMNS, read_manifest
 from avfleet.dataset.fetch import fetch_frames
 from avfleet.index.table import IndexTable
 from avfleet.mining.select import SelectionConfig, domain_of, select, temporal_dedup
@@ -68,6 +68,8 @@ class MineConfig:
     """NAME:VERSION in the model repository."""
     out_uri: str
     selection: SelectionConfig
+    labeled_uri: str | None = None
+    """A dataset version whose frames are already labeled: never candidates again."""
     shard_recordings: int = 8
     """Recordings per shard: the unit a rerun skips."""
     batch_size: int = 32
@@ -171,6 +173,10 @@ def run_mine(
     if frames.empty:
         raise PermanentError(f"{config.index_uri}: no indexed frames on {config.date}")
     _claim_folder(config)
+    indexed = frames
+    if config.labeled_uri:
+        labeled = read_manifest(config.labeled_uri, st)["frame_ids"]
+        frames = frames[~frames["frame_id"].isin(labeled)].reset_index(drop=True)
     candidates = temporal_dedup(frames, config.selection.window_s)
     recordings = sorted(candidates["recording_id"].unique())
     shards = [
@@ -215,9 +221,9 @@ def run_mine(
         json.dumps(label_studio_tasks(selection, frames_uri), indent=2),
         st,
     )
-    fleet_domains = domain_of(frames).value_counts(normalize=True)
+    fleet_domains = domain_of(indexed).value_counts(normalize=True)
     report = MineReport(
-        frames_indexed=len(frames),
+        frames_indexed=len(indexed),
         candidates=len(candidates),
         shards=len(shards),
         shards_skipped=skipped,
