@@ -70,3 +70,20 @@ def test_config_pbtxt_parses_as_tritons_model_config():
     assert [o.name for o in config.output][-1] == "class_probability"
     assert list(config.dynamic_batching.preferred_batch_size) == [32, 64]
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+
+
+def test_transport_failures_count_as_unavailable():
+    from geventhttpclient.response import HTTPConnectionClosed
+    from tritonclient.utils import InferenceServerException
+
+    from avfleet.serve.client import is_unavailable
+
+    assert is_unavailable(HTTPConnectionClosed("connection closed."))
+    assert is_unavailable(ConnectionRefusedError(111, "Connection refused"))
+    assert is_unavailable(
+        InferenceServerException("failed to connect", status="StatusCode.UNAVAILABLE")
+    )
+    assert not is_unavailable(
+        InferenceServerException("unexpected shape for input 'frames'", status="400")
+    )
+    assert not is_unavailable(ValueError("bad"))

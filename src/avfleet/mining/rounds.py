@@ -49,6 +49,8 @@ class RoundsConfig:
     rounds: int = 2
     selection: SelectionConfig = SelectionConfig(budget=240)
     members: int = 4
+    dpe_strength: float = 0.02
+    """The DPE regulariser's weight (members > 1), as the train workflow's default."""
     epochs: int = 3
     batch_size: int = 16
     seed: int = 0
@@ -103,6 +105,8 @@ def train_ensemble(dataset_uri: str, run: str, config: RoundsConfig) -> None:
     cmd += ["--dataset", dataset_uri, "--out", run, "--members", str(config.members)]
     cmd += ["--epochs", str(config.epochs), "--batch-size", str(config.batch_size)]
     cmd += ["--seed", str(config.seed), "--checkpoint-every", "100"]
+    if config.members > 1:
+        cmd += ["--dpe-strength", str(config.dpe_strength)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -63,8 +63,12 @@ def is_unavailable(error: BaseException) -> bool:
     text = str(status() if callable(status) else status or "") + " " + str(error)
     if any(s in text for s in _UNAVAILABLE_STATUS):
         return True
-    # geventhttpclient and grpc transport errors surface as their own types
-    return type(error).__name__ in ("ConnectionRefusedError", "ConnectionResetError", "timeout")
+    # Transport errors of geventhttpclient (HTTP) surface as their own types, e.g.
+    # HTTPConnectionClosed when the server dies between or during requests.
+    names = [t.__name__.lower() for t in type(error).__mro__]
+    return any("connection" in n or "timeout" in n for n in names) or any(
+        s in text.lower() for s in ("connection closed", "connection refused", "broken pipe")
+    )
 
 
 class TritonScorer:
