@@ -29,6 +29,16 @@ def _indexed(fleet: str, date: str) -> str:
     return index
 
 
+def _dataset(fleet: str, date: str, frames: int, seed: int) -> str:
+    config = DatasetConfig(
+        index_uri=_indexed(fleet, date),
+        selection=f"random:{frames}",
+        out_uri=str(RESULTS / "cache" / "datasets"),
+        seed=seed,
+    )
+    return build_dataset(config, OracleLabels(fleet)).uri
+
+
 def datasets(train_frames: int = 1500, heldout_frames: int = 720) -> tuple[str, str]:
     """(train dataset, held-out dataset) URIs, built once and cached."""
     fleet = cached_fleet(TRAIN_SPEC)
@@ -36,25 +46,8 @@ def datasets(train_frames: int = 1500, heldout_frames: int = 720) -> tuple[str, 
     if not (pathlib.Path(heldout) / ".complete").exists():
         generate_heldout(HELDOUT_SPEC, heldout, segments_per_domain=1, show_progress=True)
         (pathlib.Path(heldout) / ".complete").write_text("ok\n")
-    out = str(RESULTS / "cache" / "datasets")
-    train = build_dataset(
-        DatasetConfig(
-            index_uri=_indexed(fleet, TRAIN_SPEC.start_date),
-            selection=f"random:{train_frames}",
-            out_uri=out,
-            seed=1,
-        ),
-        OracleLabels(fleet),
-    ).uri
-    test = build_dataset(
-        DatasetConfig(
-            index_uri=_indexed(heldout, HELDOUT_SPEC.start_date),
-            selection=f"random:{heldout_frames}",
-            out_uri=out,
-            seed=2,
-        ),
-        OracleLabels(heldout),
-    ).uri
+    train = _dataset(fleet, TRAIN_SPEC.start_date, train_frames, seed=1)
+    test = _dataset(heldout, HELDOUT_SPEC.start_date, heldout_frames, seed=2)
     return train, test
 
 
@@ -76,3 +69,14 @@ def torchrun(dataset: str, out: str, *args: str, nproc: int = 2) -> dict:
         ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return json.loads(result.read_text())
+
+
+ENSEMBLE_RECIPE = ["--members", "4", "--width", "1.0", "--epochs", "8", "--batch-size", "16"]
+ENSEMBLE_RECIPE += ["--checkpoint-every", "200"]
+
+
+def plain_ensemble(train: str) -> str:
+    """The 4-member ensemble without the DPE term (dpe_mi's baseline, mining_serving's model)."""
+    run = str(RESULTS / "runs" / "ensemble-plain")
+    torchrun(train, run, *ENSEMBLE_RECIPE)
+    return run

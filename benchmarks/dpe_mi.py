@@ -10,6 +10,7 @@ something is more uncertain where it has seen little data.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 
@@ -18,25 +19,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import RESULTS, save  # noqa: E402
-from _train_common import datasets, torchrun  # noqa: E402
+from _train_common import ENSEMBLE_RECIPE, datasets, plain_ensemble, torchrun  # noqa: E402
 
 from avfleet import uncertainty  # noqa: E402
 from avfleet.train.data import iter_all  # noqa: E402
 from avfleet.train.evaluate import evaluate  # noqa: E402
 from avfleet.train.loop import load_model  # noqa: E402
-
-RECIPE = [
-    "--members",
-    "4",
-    "--width",
-    "1.0",
-    "--epochs",
-    "8",
-    "--batch-size",
-    "16",
-    "--checkpoint-every",
-    "200",
-]
 
 
 def is_common(domain: str) -> bool:
@@ -62,9 +50,13 @@ def mi_by_domain(model, dataset: str) -> dict[str, float]:
 def main(strength: float = float(sys.argv[1]) if len(sys.argv) > 1 else 0.02) -> None:
     train, test = datasets()
     runs = RESULTS / "runs"
-    plain = torchrun(train, str(runs / "ensemble-plain"), *RECIPE)
+    plain = json.loads((pathlib.Path(plain_ensemble(train)) / "result.json").read_text())
     dpe = torchrun(
-        train, str(runs / f"ensemble-dpe-{strength:g}"), *RECIPE, "--dpe-strength", str(strength)
+        train,
+        str(runs / f"ensemble-dpe-{strength:g}"),
+        *ENSEMBLE_RECIPE,
+        "--dpe-strength",
+        str(strength),
     )
     out = {}
     for name, run in (("plain", "ensemble-plain"), ("dpe", f"ensemble-dpe-{strength:g}")):

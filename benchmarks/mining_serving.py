@@ -15,11 +15,7 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,12 +24,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import RESULTS, save  # noqa: E402
-from _train_common import datasets, torchrun  # noqa: E402
+from _common import save  # noqa: E402
+from _train_common import datasets, plain_ensemble  # noqa: E402
 
 from avfleet.mining.job import InProcessScorer  # noqa: E402
-from avfleet.serve.client import TritonClientConfig, TritonScorer  # noqa: E402
 from avfleet.serve.graph import OUTPUTS, ScoringGraph, export_onnx  # noqa: E402
+from avfleet.serve.local import local_triton  # noqa: E402
 from avfleet.serve.publish import publish_model  # noqa: E402
 from avfleet.serve.repository import load_version  # noqa: E402
 from avfleet.train.data import iter_all  # noqa: E402
@@ -42,24 +38,6 @@ from avfleet.train.loop import load_model  # noqa: E402
 from avfleet.train.models import build  # noqa: E402
 
 BATCH, FRAMES, MEMBERS = 32, 1024, 4
-RECIPE = [
-    "--members",
-    "4",
-    "--width",
-    "1.0",
-    "--epochs",
-    "8",
-    "--batch-size",
-    "16",
-    "--checkpoint-every",
-    "200",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def frames_uint8(dataset: str, n: int) -> np.ndarray:
@@ -85,29 +63,7 @@ def rate(score_batches, frames: np.ndarray, repeats: int = 3) -> float:
 
 def served_vs_in_process(repo: str, ref: str, frames: np.ndarray) -> dict:
     in_process = InProcessScorer(load_version(repo, ref).onnx, threads=2)
-    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
-    cmd = [
-        sys.executable,
-        "-m",
-        "avfleet",
-        "serve",
-        "--repo",
-        repo,
-        "--model",
-        ref,
-        "--threads",
-        "2",
-    ]
-    cmd += ["--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"])]
-    cmd += ["--metrics-port", str(ports["metrics"])]
-    server = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        scorer = TritonScorer(
-            TritonClientConfig(url=f"grpc://127.0.0.1:{ports['grpc']}", model=ref, max_in_flight=2)
-        )
-        scorer.wait_ready()
+    with local_triton(repo, ref, max_in_flight=2) as scorer:  # the server: 2 ORT threads too
         rate(scorer.score_batches, frames[:256], repeats=1)  # warm-up
         rate(in_process.score_batches, frames[:256], repeats=1)
         served, local = [], []
@@ -116,9 +72,6 @@ def served_vs_in_process(repo: str, ref: str, frames: np.ndarray) -> dict:
             local.append(rate(in_process.score_batches, frames))
         out = next(scorer.score_batches([frames[:BATCH]]))
         returned = sum(v.nbytes for v in out.values()) / BATCH
-    finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
     return {
         "frames_per_s": {"triton_grpc": max(served), "in_process": max(local)},
         "served_over_in_process": max(served) / max(local),
@@ -166,8 +119,7 @@ def stacked_vs_sequential(ensemble: torch.nn.Module, frames: np.ndarray) -> dict
 
 def main() -> None:
     train, test = datasets()
-    run = RESULTS / "runs" / "ensemble-plain"
-    torchrun(train, str(run), *RECIPE)
+    run = plain_ensemble(train)
     repo = tempfile.mkdtemp(prefix="repo-")
     ref = publish_model(str(run / "model"), repo, "dpe")
     frames = frames_uint8(test, FRAMES)

@@ -27,7 +27,7 @@ from avfleet.dataset.build import DatasetConfig, build_dataset  # noqa: E402
 from avfleet.dataset.labels import OracleLabels  # noqa: E402
 from avfleet.mining.rounds import RoundsConfig, run_rounds, train_ensemble  # noqa: E402
 from avfleet.mining.select import SelectionConfig  # noqa: E402
-from avfleet.train.evaluate import evaluate  # noqa: E402
+from avfleet.train.evaluate import evaluate, mean_by_time_of_day  # noqa: E402
 from avfleet.train.loop import load_model  # noqa: E402
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
@@ -49,10 +49,7 @@ ARMS = {
 
 
 def by_time_of_day(per_domain: dict[str, float]) -> dict[str, float]:
-    groups: dict[str, list[float]] = {}
-    for domain, v in per_domain.items():
-        groups.setdefault(domain.split("/")[0], []).append(v)
-    return {k: 100 * sum(v) / len(v) for k, v in sorted(groups.items())}
+    return {k: 100 * v for k, v in mean_by_time_of_day(per_domain).items()}
 
 
 def main() -> None:

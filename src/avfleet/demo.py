@@ -180,13 +180,6 @@ def _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri) -> 
     )
 
 
-def _time_of_day_means(per_domain: dict[str, float]) -> dict[str, float]:
-    groups: dict[str, list[float]] = {}
-    for domain, value in per_domain.items():
-        groups.setdefault(domain.split("/")[0], []).append(value)
-    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
-
-
 def _print_rounds(console, root: pathlib.Path, rounds: list, fleet_frames: dict) -> list:  # noqa: ANN001
     import json
 
@@ -196,18 +189,20 @@ def _print_rounds(console, root: pathlib.Path, rounds: list, fleet_frames: dict)
     import matplotlib.pyplot as plt
     from rich.table import Table
 
+    from avfleet.train.evaluate import mean_by_time_of_day
+
     first = json.loads(
         (root / "runs" / "round-0" / "ensemble" / "model" / "evaluation.json").read_text()
     )
     rows = [(0, first["miou"], first["miou_per_domain"])] + [
         (r.round, r.miou, r.miou_per_domain) for r in rounds
     ]
-    groups = list(_time_of_day_means(rows[0][2]))
+    groups = list(mean_by_time_of_day(rows[0][2]))
     table = Table(title="DPE ensemble, held-out mIoU (%) per round")
     for col in ["round", "all", *groups]:
         table.add_column(col, justify="right")
     for r, miou, per_domain in rows:
-        means = _time_of_day_means(per_domain)
+        means = mean_by_time_of_day(per_domain)
         table.add_row(str(r), f"{100 * miou:.1f}", *(f"{100 * means[g]:.1f}" for g in groups))
     console.print(table)
 
@@ -235,7 +230,7 @@ def _print_rounds(console, root: pathlib.Path, rounds: list, fleet_frames: dict)
     for g in groups:
         ax1.plot(
             [r for r, _, _ in rows],
-            [100 * _time_of_day_means(d)[g] for _, _, d in rows],
+            [100 * mean_by_time_of_day(d)[g] for _, _, d in rows],
             marker="o",
             label=g,
         )

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 
 from avfleet.core import storage
 from avfleet.core.metrics import MetricsConfig
-from avfleet.mining.job import InProcessScorer, MineConfig, MineReport, run_mine
+from avfleet.mining.job import InProcessScorer, MineConfig, MineReport, run_mine, write_parquet
 from avfleet.mining.select import SelectionConfig
 
 
@@ -105,7 +104,5 @@ def label_queue(
     frames = pd.DataFrame([t["data"] for t in tasks])
     masks = OracleLabels(fleet_uri, storage_config).labels(frames)
     table = pd.DataFrame({"frame_id": list(masks), "mask_png": list(masks.values())})
-    buf = io.BytesIO()
-    table.to_parquet(buf, index=False)
-    storage.atomic_write_bytes(out_uri, buf.getvalue(), storage_config)
+    write_parquet(table, out_uri, storage_config)
     return len(table)

@@ -38,8 +38,6 @@ from avfleet.serve.graph import OUTPUTS, SCORES
 
 log = logging.getLogger(__name__)
 
-LINEAGE = LINEAGE_COLUMNS  # the same columns trace a pick back as trace a training row
-
 
 class Scorer(Protocol):
     def score_batches(self, batches: Iterable[np.ndarray]) -> Iterator[dict[str, np.ndarray]]: ...
@@ -128,7 +126,7 @@ def score_shard(
     frames = frames.sort_values("frame_id").reset_index(drop=True)
     decoded = [decode_jpeg(images[f]) for f in frames["frame_id"]]
     outs = list(scorer.score_batches(_batches(decoded, config.batch_size)))
-    rows = frames[LINEAGE].copy()
+    rows = frames[LINEAGE_COLUMNS].copy()  # a pick traces back as a training row does
     for name in SCORES:
         rows[name] = np.concatenate([o[name].reshape(-1) for o in outs]).astype(np.float64)
     rows["class_probability"] = [list(map(float, p)) for o in outs for p in o["class_probability"]]
@@ -136,7 +134,9 @@ def score_shard(
     return rows, bytes_read
 
 
-def _write_parquet(rows: pd.DataFrame, uri: str, storage_config: storage.StorageConfig) -> None:
+def write_parquet(
+    rows: pd.DataFrame, uri: str, storage_config: storage.StorageConfig | None = None
+) -> None:
     buf = io.BytesIO()
     rows.to_parquet(buf, index=False)
     storage.atomic_write_bytes(uri, buf.getvalue(), storage_config)
@@ -184,33 +184,30 @@ def run_mine(
         for i in range(0, len(recordings), config.shard_recordings)
     ]
     scored, skipped, bytes_fetched, started = 0, 0, 0, time.time()
+    parts = []
     with progress("scoring shards", len(shards), show_progress) as bar:
         for i, shard in enumerate(shards):
             uri = storage.join(config.out_uri, "scores", f"shard-{i:05d}.parquet")
-            if storage.exists(uri, st):
+            if storage.exists(uri, st):  # finished by an earlier attempt
+                parts.append(read_parquet(uri, st))
                 skipped += 1
             else:
                 rows, n = score_shard(
                     candidates[candidates["recording_id"].isin(shard)], scorer, config
                 )
-                _write_parquet(rows, uri, st)
+                write_parquet(rows, uri, st)
+                parts.append(rows)
                 scored += len(rows)
                 bytes_fetched += n
             bar.advance()
     seconds = time.time() - started
-    scores = pd.concat(
-        [
-            read_parquet(u, st)
-            for u, _ in storage.list_files(storage.join(config.out_uri, "scores"), ".parquet", st)
-        ],
-        ignore_index=True,
-    )
+    scores = pd.concat(parts, ignore_index=True)
     if len(scores) != len(candidates) or not scores["frame_id"].is_unique:
         raise PermanentError(
             f"{config.out_uri}/scores holds {len(scores)} rows for {len(candidates)} candidates"
         )
     selection = select(scores, config.selection)
-    _write_parquet(selection, storage.join(config.out_uri, "selection.parquet"), st)
+    write_parquet(selection, storage.join(config.out_uri, "selection.parquet"), st)
     frames_uri = storage.join(config.out_uri, "frames")
     picked, n = fetch_frames(candidates[candidates["frame_id"].isin(selection["frame_id"])], st)
     bytes_fetched += n

@@ -13,23 +13,19 @@ benchmark runs per strategy. Each round:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import pathlib
-import signal
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 
 from avfleet.dataset.build import DatasetConfig, build_dataset
 from avfleet.dataset.labels import ToolLabels
 from avfleet.mining.entry import label_queue
 from avfleet.mining.job import InProcessScorer, MineConfig, MineReport, run_mine
 from avfleet.mining.select import SelectionConfig
-from avfleet.serve.client import TritonClientConfig, TritonScorer
+from avfleet.serve.local import local_triton
 from avfleet.serve.publish import publish_model
 from avfleet.serve.repository import load_version
 
@@ -69,33 +65,6 @@ class RoundResult:
     miou: float
     miou_per_domain: dict[str, float]
     mining: MineReport
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def local_triton(repo: str, model_ref: str) -> Iterator[TritonScorer]:
-    """`avfleet serve` in a child process; a ready client scorer; the server stopped after."""
-    ports = [free_port() for _ in range(3)]
-    cmd = [sys.executable, "-m", "avfleet", "serve", "--repo", repo, "--model", model_ref]
-    cmd += ["--http-port", str(ports[0]), "--grpc-port", str(ports[1])]
-    cmd += ["--metrics-port", str(ports[2])]
-    server = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        scorer = TritonScorer(
-            TritonClientConfig(url=f"grpc://127.0.0.1:{ports[1]}", model=model_ref)
-        )
-        scorer.wait_ready()
-        yield scorer
-    finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
 
 
 def train_ensemble(dataset_uri: str, run: str, config: RoundsConfig) -> None:

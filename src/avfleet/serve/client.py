@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import importlib
 import logging
 import threading
 import time
@@ -57,7 +58,7 @@ class TritonClientConfig:
 
 def is_unavailable(error: BaseException) -> bool:
     """True for failures that may pass: the server is down, restarting or overloaded."""
-    if isinstance(error, ConnectionError | TimeoutError | OSError):
+    if isinstance(error, OSError):  # ConnectionError and TimeoutError among them
         return True
     status = getattr(error, "status", None)
     text = str(status() if callable(status) else status or "") + " " + str(error)
@@ -79,6 +80,7 @@ class TritonScorer:
         self.name, version = parse_ref(config.model)
         self.version = str(version)
         self.protocol, self.address = config.url.split("://", 1)
+        self._tc = importlib.import_module(f"tritonclient.{self.protocol}")  # grpc or http
         self._local = threading.local()
         self.requests = 0
         self.retried = 0
@@ -88,18 +90,15 @@ class TritonScorer:
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
         if client is None:
-            if self.protocol == "grpc":
-                import tritonclient.grpc as tc
-
-                client = tc.InferenceServerClient(self.address)
-            else:
-                import tritonclient.http as tc
-
-                client = tc.InferenceServerClient(
-                    self.address,
-                    connection_timeout=self.config.timeout_s,
-                    network_timeout=self.config.timeout_s,
-                )
+            timeouts = (
+                {}
+                if self.protocol == "grpc"
+                else {
+                    "connection_timeout": self.config.timeout_s,
+                    "network_timeout": self.config.timeout_s,
+                }
+            )
+            client = self._tc.InferenceServerClient(self.address, **timeouts)
             self._local.client = client
         return client
 
@@ -132,10 +131,7 @@ class TritonScorer:
         )
 
     def _infer_once(self, frames: np.ndarray) -> dict[str, np.ndarray]:
-        if self.protocol == "grpc":
-            import tritonclient.grpc as tc
-        else:
-            import tritonclient.http as tc
+        tc = self._tc
         inp = tc.InferInput("frames", list(frames.shape), "UINT8")
         inp.set_data_from_numpy(np.ascontiguousarray(frames, dtype=np.uint8))
         outputs = [tc.InferRequestedOutput(o) for o in OUTPUTS]

@@ -9,14 +9,21 @@ the two apart: same model name and version, same inputs and outputs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
+import socket
+import subprocess
+import sys
 import sysconfig
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from avfleet.serve.client import TritonClientConfig, TritonScorer
 from avfleet.serve.graph import OUTPUTS, SCORES
 from avfleet.serve.repository import ModelVersion, ServingConfig, load_version
 
@@ -120,3 +127,32 @@ class LocalTriton:
         if self._triton is not None:
             self._triton.stop()
             self._triton = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_triton(repo: str, model_ref: str, max_in_flight: int = 4) -> Iterator[TritonScorer]:
+    """`avfleet serve` in a child process; a ready client scorer; the server stopped after."""
+    ports = [free_port() for _ in range(3)]
+    cmd = [sys.executable, "-m", "avfleet", "serve", "--repo", repo, "--model", model_ref]
+    cmd += ["--http-port", str(ports[0]), "--grpc-port", str(ports[1])]
+    cmd += ["--metrics-port", str(ports[2])]
+    server = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        scorer = TritonScorer(
+            TritonClientConfig(
+                url=f"grpc://127.0.0.1:{ports[1]}", model=model_ref, max_in_flight=max_in_flight
+            )
+        )
+        scorer.wait_ready()
+        yield scorer
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()

@@ -60,3 +60,11 @@ def evaluate(model: torch.nn.Module, dataset_uri: str, batch_size: int = 32) -> 
         frames_per_domain=dict(sorted(counts.items())),
         pixel_accuracy=float(np.trace(total) / max(total.sum(), 1)),
     )
+
+
+def mean_by_time_of_day(miou_per_domain: dict[str, float]) -> dict[str, float]:
+    """Per-domain mIoU (keys time/weather/road) averaged over the domains of each time of day."""
+    groups: dict[str, list[float]] = {}
+    for domain, value in miou_per_domain.items():
+        groups.setdefault(domain.split("/")[0], []).append(value)
+    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
