@@ -115,20 +115,31 @@ def parameters(declared: dict[str, tuple[str, str]]) -> list[Parameter]:
     return [Parameter(name=k, value=v, description=d) for k, (v, d) in declared.items()]
 
 
-def workflow_template(
-    name: str, description: str, parameters_: dict[str, tuple[str, str]], deadline_s: int
-) -> WorkflowTemplate:
-    """An avfleet WorkflowTemplate: labels, service account, pod security, entrypoint `main`.
+def storage_args() -> list[str]:
+    """The CLI's storage flags, from the workflow's `s3-endpoint-url` parameter."""
+    return ["--s3-endpoint-url", workflow_parameter("s3-endpoint-url")]
+
+
+def workflow_settings(
+    description: str, parameters_: dict[str, tuple[str, str]], deadline_s: int
+) -> dict:
+    """What every avfleet workflow spec sets: labels, service account, pod security, `main`.
 
     `parameters_` maps each workflow parameter to (default value, description).
     """
-    return WorkflowTemplate(
-        name=name,
-        labels=LABELS,
-        annotations={"workflows.argoproj.io/description": description},
-        entrypoint="main",
-        service_account_name=WORKFLOW_SERVICE_ACCOUNT,
-        security_context=pod_security(),
-        arguments=parameters(parameters_),
-        active_deadline_seconds=deadline_s,
-    )
+    return {
+        "labels": LABELS,
+        "annotations": {"workflows.argoproj.io/description": description},
+        "entrypoint": "main",
+        "service_account_name": WORKFLOW_SERVICE_ACCOUNT,
+        "security_context": pod_security(),
+        "arguments": parameters(parameters_),
+        "active_deadline_seconds": deadline_s,
+    }
+
+
+def workflow_template(
+    name: str, description: str, parameters_: dict[str, tuple[str, str]], deadline_s: int
+) -> WorkflowTemplate:
+    """An avfleet WorkflowTemplate (see `workflow_settings`)."""
+    return WorkflowTemplate(name=name, **workflow_settings(description, parameters_, deadline_s))

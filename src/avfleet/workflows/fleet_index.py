@@ -26,10 +26,6 @@ PARAMETERS = {
 }
 
 
-def _storage_args() -> list[str]:
-    return ["--s3-endpoint-url", c.workflow_parameter("s3-endpoint-url")]
-
-
 def _date(from_input: bool) -> tuple[str, list[str]]:
     """(how a template reads the date, its extra inputs): the workflow's date, or an input."""
     if from_input:
@@ -43,7 +39,7 @@ def plan_template(date_from_input: bool = False) -> Container:
     args = ["plan-index", "--recordings", w("recordings"), "--date", date]
     return c.cli_step(
         "plan-index",
-        [*args, "--outputs-dir", c.OUTPUTS_DIR, *_storage_args()],
+        [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
         inputs=inputs,
         outputs=["num-files", "executors"],
     )
@@ -137,7 +133,7 @@ def verify_template(date_from_input: bool = False) -> Container:
     ]
     return c.cli_step(
         "verify-index",
-        [*args, "--outputs-dir", c.OUTPUTS_DIR, *_storage_args()],
+        [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
         inputs=["num-files", *inputs],
         outputs=["frames", "quarantined"],
     )

@@ -35,10 +35,6 @@ MINING_PARAMETERS = {
 }
 
 
-def _storage_args() -> list[str]:
-    return ["--s3-endpoint-url", c.workflow_parameter("s3-endpoint-url")]
-
-
 def plan_mining_template() -> Container:
     w = c.workflow_parameter
     args = ["plan-mining", "--now", "{{workflow.creationTimestamp}}"]
@@ -46,7 +42,7 @@ def plan_mining_template() -> Container:
     args += ["--repo", w("model-repo"), "--model", w("model"), "--date", w("date")]
     return c.cli_step(
         "plan-mining",
-        [*args, "--outputs-dir", c.OUTPUTS_DIR, *_storage_args()],
+        [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
         outputs=["date", "out", "model-ref"],
     )
 
@@ -58,7 +54,7 @@ def mine_template() -> Container:
     args += ["--triton-url", w("triton-url"), "--pushgateway", w("pushgateway")]
     return c.cli_step(
         "mine",
-        [*args, "--outputs-dir", c.OUTPUTS_DIR, *_storage_args()],
+        [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
         inputs=["date", "model-ref", "out"],
         outputs=["selection", "queue"],
     )
@@ -70,7 +66,7 @@ def publish_queue_template() -> Container:
     args += ["--date", i("date")]
     return c.cli_step(
         "publish-queue",
-        [*args, "--outputs-dir", c.OUTPUTS_DIR, *_storage_args()],
+        [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
         inputs=["queue", "date"],
         outputs=["published"],
     )
@@ -82,7 +78,7 @@ def publish_model_template() -> Container:
     args += ["--name", w("model")]
     return c.cli_step(
         "publish-model",
-        [*args, "--outputs-dir", c.OUTPUTS_DIR, *_storage_args()],
+        [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
         inputs=["model-uri"],
         outputs=["model-ref"],
     )
@@ -97,23 +93,17 @@ def build_nightly() -> CronWorkflow:
     }
     with CronWorkflow(
         name=NIGHTLY,
-        labels=c.LABELS,
-        annotations={
-            "workflows.argoproj.io/description": (
-                "Index and mine yesterday's recordings; publish the labeling queue."
-            )
-        },
         schedule="0 2 * * *",
         timezone="UTC",
         concurrency_policy="Forbid",
         starting_deadline_seconds=3600,
         successful_jobs_history_limit=7,
         failed_jobs_history_limit=14,
-        entrypoint="main",
-        service_account_name=c.WORKFLOW_SERVICE_ACCOUNT,
-        security_context=c.pod_security(),
-        arguments=c.parameters(parameters),
-        active_deadline_seconds=20 * 3600,
+        **c.workflow_settings(
+            "Index and mine yesterday's recordings; publish the labeling queue.",
+            parameters,
+            20 * 3600,
+        ),
     ) as cron:
         plan = plan_mining_template()
         index = fleet_index.IndexTemplates(date_from_input=True)
