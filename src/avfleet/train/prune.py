@@ -37,19 +37,19 @@ BN_BUFFERS = ("running_mean", "running_var")
 
 @dataclasses.dataclass(frozen=True)
 class ChannelGroup:
-    """Channels of one width in the arch, and where each lives in the state dict: (key, dim, offset)."""
+    """Channels of one width in the arch, and where each lives in the state dict: (key, dim)."""
 
     arch_path: tuple  # e.g. ("blocks", 2, "hidden")
-    slices: tuple[tuple[str, int, int], ...]  # penalised: the last BatchNorm's scale
+    slices: tuple[tuple[str, int], ...]  # penalised: the last BatchNorm's scale
     size: int
-    carried: tuple[tuple[str, int, int], ...] = ()  # removed with the channel, not penalised
+    carried: tuple[tuple[str, int], ...] = ()  # removed with the channel, not penalised
     shift: str = ""  # the last BatchNorm's shift: a removed channel outputs ReLU6(shift)
     consumer: str = ""  # the 1x1 weight (out, size, 1, 1) that reads the channel
-    absorb: str = ""  # where the consumer's constant goes: "<key>:-" running mean, "<key>:+" bias
+    absorb: tuple[str, int] = ("", 1)  # (key, sign): the consumer's constant is added times sign
 
 
-def _bn(prefix: str) -> list[tuple[str, int, int]]:
-    return [(f"{prefix}.{p}", 0, 0) for p in BN_PARAMS]
+def _bn(prefix: str) -> list[tuple[str, int]]:
+    return [(f"{prefix}.{p}", 0) for p in BN_PARAMS]
 
 
 def channel_groups(model: SegNet) -> list[ChannelGroup]:
@@ -67,42 +67,35 @@ def channel_groups(model: SegNet) -> list[ChannelGroup]:
             if spec.get("decompose")
             else [f"{p}.depthwise"]
         )
-        carried = [(f"{p}.expand.0.weight", 0, 0), *_bn(f"{p}.expand.1")]
+        carried = [(f"{p}.expand.0.weight", 0), *_bn(f"{p}.expand.1")]
         for stage in stages[:-1]:
-            carried += [(f"{stage}.0.weight", 0, 0), *_bn(f"{stage}.1")]
+            carried += [(f"{stage}.0.weight", 0), *_bn(f"{stage}.1")]
         last = stages[-1]
-        carried += [(f"{last}.0.weight", 0, 0), (f"{last}.1.bias", 0, 0)]
-        carried += [(f"{p}.project.0.weight", 1, 0)]
+        carried += [(f"{last}.0.weight", 0), (f"{last}.1.bias", 0), (f"{p}.project.0.weight", 1)]
         groups.append(
             ChannelGroup(
                 ("blocks", i, "hidden"),
-                ((f"{last}.1.weight", 0, 0),),
+                ((f"{last}.1.weight", 0),),
                 spec["hidden"],
                 tuple(carried),
                 shift=f"{last}.1.bias",
                 consumer=f"{p}.project.0.weight",
-                absorb=f"{p}.project.1.running_mean:-",
+                absorb=(f"{p}.project.1.running_mean", -1),  # BN(z + c) = BN with mean - c
             )
         )
     fuse = arch["decoder"]["fuse"]
     groups.append(
         ChannelGroup(
             ("decoder", "fuse"),
-            (("fuse.1.weight", 0, 0),),
+            (("fuse.1.weight", 0),),
             fuse,
-            (("fuse.0.weight", 0, 0), ("fuse.1.bias", 0, 0), ("head.weight", 1, 0)),
+            (("fuse.0.weight", 0), ("fuse.1.bias", 0), ("head.weight", 1)),
             shift="fuse.1.bias",
             consumer="head.weight",
-            absorb="head.bias:+",
+            absorb=("head.bias", 1),
         )
     )
     return groups
-
-
-def _tensor(
-    params: dict[str, torch.Tensor], key: str, dim: int, offset: int, size: int
-) -> torch.Tensor:
-    return params[key].narrow(dim, offset, size)
 
 
 def _per_channel(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -112,14 +105,14 @@ def _per_channel(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 def _group_norms(params: dict[str, torch.Tensor], group: ChannelGroup) -> torch.Tensor:
     sq = torch.zeros(group.size)
-    for key, dim, offset in group.slices:
-        sq = sq + _per_channel(_tensor(params, key, dim, offset, group.size), dim).pow(2).sum(1)
+    for key, dim in group.slices:
+        sq = sq + _per_channel(params[key], dim).pow(2).sum(1)
     return sq.sqrt()
 
 
 def _group_size(params: dict[str, torch.Tensor], group: ChannelGroup) -> int:
     """P: how many parameters one channel's group holds."""
-    return sum(params[k].numel() // params[k].shape[d] for k, d, _ in group.slices)
+    return sum(params[k].numel() // params[k].shape[d] for k, d in group.slices)
 
 
 def group_norms(model: SegNet, group: ChannelGroup) -> torch.Tensor:
@@ -135,10 +128,10 @@ def proximal_step_(model: SegNet, lr: float, strength: float) -> dict[tuple, int
     for group in channel_groups(model):
         threshold = lr * strength * math.sqrt(_group_size(params, group))
         scale = regularizers.group_shrink(_group_norms(params, group), threshold)
-        for key, dim, offset in group.slices:
+        for key, dim in group.slices:
             shape = [1] * params[key].dim()
             shape[dim] = group.size
-            _tensor(params, key, dim, offset, group.size).mul_(scale.view(shape))
+            params[key].mul_(scale.view(shape))
         zeroed[group.arch_path] = int((scale == 0).sum())
     return zeroed
 
@@ -167,19 +160,12 @@ def prune(model: SegNet, align: int = ALIGN) -> tuple[Arch, dict[str, torch.Tens
         for part in group.arch_path[:-1]:
             node = node[part]
         node[group.arch_path[-1]] = len(keep)
-        for key, dim, offset in group.slices + group.carried:
+        for key, dim in group.slices + group.carried:
             keys = [key]
             if key.endswith(".weight") and f"{key[:-7]}.running_mean" in state:
                 keys += [f"{key[:-7]}.{b}" for b in BN_BUFFERS]
             for k in keys:
-                t = state[k]
-                before, after = (
-                    t.narrow(dim, 0, offset),
-                    t.narrow(dim, offset + group.size, t.shape[dim] - offset - group.size),
-                )
-                state[k] = torch.cat(
-                    [before, t.narrow(dim, offset, group.size).index_select(dim, keep), after], dim
-                )
+                state[k] = state[k].index_select(dim, keep)
     return arch, state
 
 
@@ -192,8 +178,8 @@ def _absorb_constant_channels(
     constant = torch.nn.functional.relu6(state[group.shift][removed])
     weight = state[group.consumer].flatten(2).sum(2)  # (out, size): a 1x1 conv
     contribution = weight[:, removed] @ constant
-    key, sign = group.absorb.split(":")
-    state[key] = state[key] + contribution if sign == "+" else state[key] - contribution
+    key, sign = group.absorb
+    state[key] = state[key] + sign * contribution
 
 
 def pruned_model(model: SegNet, align: int = ALIGN) -> SegNet:
