@@ -166,6 +166,11 @@ def build_part(
     rows["mask_png"] = [masks[f] for f in rows["frame_id"]]
     rows["label_version"] = labeler.label_version
     _write_parquet(rows, part_uri, storage_config)
+    return digest_rows(rows, part_uri, bytes_read)
+
+
+def digest_rows(rows: pd.DataFrame, part_uri: str, bytes_read: int) -> pd.DataFrame:
+    """What the driver keeps of a part's rows: ids, content digests, domains, where they are."""
     return pd.DataFrame(
         {
             "frame_id": rows["frame_id"],
@@ -177,6 +182,7 @@ def build_part(
             "weather": rows["weather"],
             "road_type": rows["road_type"],
             "recording_uri": rows["recording_uri"],
+            "label_version": rows["label_version"],
         }
     )
 
@@ -224,25 +230,25 @@ def build_dataset(
     base = base_digests(config.base_uri, config.storage) if config.base_uri else None
     if base is not None:
         selected = selected[~selected["frame_id"].isin(base["frame_id"])].reset_index(drop=True)
+    expected = sorted([*selected["frame_id"], *(base["frame_id"] if base is not None else [])])
+    if not expected:
+        raise ConfigError("selection", f"{config.selection}: selects no frames")
     engine = engine or _engine_for(config, len(selected), show_progress)
     staging = storage.join(config.out_uri, "_staging", uuid.uuid4().hex)
     try:
-        digests = (
-            engine.build_parts(selected, labeler, staging, config.storage)
+        parts = (
+            [engine.build_parts(selected, labeler, staging, config.storage)]
             if len(selected)
-            else pd.DataFrame(columns=base.columns if base is not None else [])
+            else []
         )
-        label_version = labeler.label_version
-        if base is not None:
-            expected = pd.concat([selected["frame_id"], base["frame_id"]], ignore_index=True)
-            digests = pd.concat([digests, base], ignore_index=True)
-            selected = pd.DataFrame({"frame_id": expected.sort_values().to_list()})
-            versions = sorted({label_version, *base["label_version"].unique()})
-            if len(versions) > 1:
-                label_version = (
-                    "mixed-" + hashlib.sha256("+".join(versions).encode()).hexdigest()[:12]
-                )
-        return _commit(config, label_version, selected, digests)
+        digests = pd.concat([*parts, *([base] if base is not None else [])], ignore_index=True)
+        versions = sorted(set(digests["label_version"]))
+        label_version = (
+            versions[0]
+            if len(versions) == 1
+            else "mixed-" + hashlib.sha256("+".join(versions).encode()).hexdigest()[:12]
+        )
+        return _commit(config, label_version, expected, digests)
     finally:
         if storage.exists(staging, config.storage):
             storage.remove(staging, config.storage, recursive=True)
@@ -272,31 +278,17 @@ def base_digests(base_uri: str, storage_config: storage.StorageConfig) -> pd.Dat
         fs = storage.filesystem(uri, storage_config)
         with storage.translate_errors(uri):
             table = pq.read_table(storage.strip_protocol(uri), filesystem=fs).to_pandas()
-        rows.append(
-            pd.DataFrame(
-                {
-                    "frame_id": table["frame_id"],
-                    "image_sha256": [hashlib.sha256(b).hexdigest() for b in table["image_jpeg"]],
-                    "mask_sha256": [hashlib.sha256(b).hexdigest() for b in table["mask_png"]],
-                    "part_uri": uri,
-                    "bytes_read": 0,
-                    "time_of_day": table["time_of_day"],
-                    "weather": table["weather"],
-                    "road_type": table["road_type"],
-                    "recording_uri": table["recording_uri"],
-                    "label_version": table["label_version"],
-                }
-            )
-        )
+        rows.append(digest_rows(table, uri, bytes_read=0))
     return pd.concat(rows, ignore_index=True)
 
 
 def _commit(
-    config: DatasetConfig, label_version: str, selected: pd.DataFrame, digests: pd.DataFrame
+    config: DatasetConfig, label_version: str, expected: list[str], digests: pd.DataFrame
 ) -> DatasetVersion:
+    """Name the version from `digests` (exactly the `expected` frames), copy parts, manifest last."""
     digests = digests.sort_values("frame_id").reset_index(drop=True)
-    if list(digests["frame_id"]) != list(selected["frame_id"]):
-        lost = sorted(set(selected["frame_id"]) - set(digests["frame_id"]))
+    if list(digests["frame_id"]) != expected:
+        lost = sorted(set(expected) - set(digests["frame_id"]))
         raise PermanentError(f"dataset build returned the wrong frames; e.g. missing {lost[:3]}")
     version = content_version(
         digests["frame_id"], digests["image_sha256"], digests["mask_sha256"], label_version

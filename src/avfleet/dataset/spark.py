@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 DIGESTS_DDL = (
     "frame_id string, image_sha256 string, mask_sha256 string, part_uri string, "
-    "bytes_read long, time_of_day string, weather string, road_type string, recording_uri string"
+    "bytes_read long, time_of_day string, weather string, road_type string, recording_uri string, "
+    "label_version string"
 )
 
 
