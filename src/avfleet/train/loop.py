@@ -11,6 +11,7 @@ reduction order, so the resumed run ends with the same weights, bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from avfleet.core import config as config_lib
 from avfleet.core import storage
-from avfleet.core.errors import ConfigError
+from avfleet.core.errors import ConfigError, PermanentError
 from avfleet.core.metrics import JobMetrics, MetricsConfig
 from avfleet.train import checkpoint, lowrank, prune, regularizers
 from avfleet.train.context import RunContext
@@ -110,10 +111,15 @@ def _setup(ctx: RunContext) -> torch.device:
 
 
 def loss_fn(logits_BEKHW: torch.Tensor, masks_BHW: torch.Tensor) -> torch.Tensor:
-    """Pixel cross-entropy, averaged over members."""
+    """Pixel cross-entropy of each member, summed over members.
+
+    A sum, not a mean: every member gets the gradient it would get trained alone.
+    Averaging would divide each member's effective learning rate by E (with SGD),
+    so an ensemble would train E times slower than the single net it stacks.
+    """
     b, e, k, h, w = logits_BEKHW.shape
     target = masks_BHW.unsqueeze(1).expand(b, e, h, w).reshape(b * e, h, w)
-    return F.cross_entropy(logits_BEKHW.reshape(b * e, k, h, w), target)
+    return e * F.cross_entropy(logits_BEKHW.reshape(b * e, k, h, w), target)
 
 
 @dataclasses.dataclass
@@ -191,7 +197,7 @@ def _fit(
                 lowrank.proximal_step_(model, step_lr, config.low_rank)
             phase.steps += 1
             phase.frames_seen += len(batch.frame_ids) * ctx.world_size
-            phase.loss = float(loss.detach())
+            phase.loss = float(loss.detach()) / members  # per member, as a single net's
             at_end = phase.steps in (total_steps, stop_at)
             if phase.steps % config.checkpoint_every == 0 or at_end:
                 if ctx.rank == 0:
@@ -316,10 +322,10 @@ def save_model(model: torch.nn.Module, uri: str, info: dict) -> None:
 
     buf = io.BytesIO()
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, buf)
-    storage.atomic_write_bytes(storage.join(uri, "weights.pt"), buf.getvalue())
-    storage.atomic_write_text(
-        storage.join(uri, "arch.json"), json.dumps({"arch": model.arch, **info}, indent=2)
-    )
+    weights = buf.getvalue()
+    storage.atomic_write_bytes(storage.join(uri, "weights.pt"), weights)
+    doc = {"arch": model.arch, **info, "weights_sha256": hashlib.sha256(weights).hexdigest()}
+    storage.atomic_write_text(storage.join(uri, "arch.json"), json.dumps(doc, indent=2))
 
 
 def load_model(uri: str) -> torch.nn.Module:
@@ -327,9 +333,11 @@ def load_model(uri: str) -> torch.nn.Module:
 
     doc = json.loads(storage.read_bytes(storage.join(uri, "arch.json")))
     model = build(doc["arch"], members=doc.get("members", 1))
-    model.load_state_dict(
-        torch.load(
-            io.BytesIO(storage.read_bytes(storage.join(uri, "weights.pt"))), weights_only=True
+    weights = storage.read_bytes(storage.join(uri, "weights.pt"))
+    expected = doc.get("weights_sha256")
+    if expected and hashlib.sha256(weights).hexdigest() != expected:
+        raise PermanentError(
+            f"{uri}/weights.pt: sha256 does not match arch.json: the weights are corrupted"
         )
-    )
+    model.load_state_dict(torch.load(io.BytesIO(weights), weights_only=True))
     return model.eval()
