@@ -1,8 +1,10 @@
 """Selection strategies at an equal labeling budget, over rounds: DPE mutual information vs
 random vs single-model entropy, per-domain and overall held-out mIoU.
 
-All start from the same random labeled set (INITIAL frames of the benchmark fleet) and
-add BUDGET frames per round, mined from the same index date (temporal de-dup, quotas
+The pool is one day of a 24-vehicle fleet (POOL_SPEC: 96 one-minute recordings, of
+which 5 at night, 6 at twilight, 30 in rain, fog or snow: about the design rates). All
+arms start from the same random labeled set (INITIAL frames of the pool) and add BUDGET
+frames per round, mined from the same index date (temporal de-dup, quotas
 and k-center diversity for the two uncertainty strategies; uniform for random), labeled
 by the oracle, for ROUNDS rounds. The DPE and random arms train the same 4-member DPE
 ensemble recipe on their data (random selection ignores the model); the entropy arm
@@ -21,10 +23,11 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from _common import RESULTS, cached_fleet, save  # noqa: E402
-from _train_common import TRAIN_SPEC, _indexed, datasets  # noqa: E402
+from _train_common import _indexed, datasets  # noqa: E402
 
 from avfleet.dataset.build import DatasetConfig, build_dataset  # noqa: E402
 from avfleet.dataset.labels import OracleLabels  # noqa: E402
+from avfleet.fleet.world import FleetSpec  # noqa: E402
 from avfleet.mining.rounds import RoundsConfig, run_rounds, train_ensemble  # noqa: E402
 from avfleet.mining.select import SelectionConfig  # noqa: E402
 from avfleet.train.evaluate import evaluate, mean_by_time_of_day  # noqa: E402
@@ -33,6 +36,7 @@ from avfleet.train.loop import load_model  # noqa: E402
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 BUDGET = int(sys.argv[2]) if len(sys.argv) > 2 else 150
 INITIAL, EPOCHS = 300, 6
+POOL_SPEC = FleetSpec(seed=55, vehicles=24, minutes_per_day=4.0)
 ARMS = {
     "dpe_mutual_information": {
         "members": 4,
@@ -54,8 +58,8 @@ def by_time_of_day(per_domain: dict[str, float]) -> dict[str, float]:
 
 def main() -> None:
     _, heldout = datasets()
-    fleet = cached_fleet(TRAIN_SPEC)
-    index = _indexed(fleet, TRAIN_SPEC.start_date)
+    fleet = cached_fleet(POOL_SPEC)
+    index = _indexed(fleet, POOL_SPEC.start_date)
     work = RESULTS / "runs" / f"selection-{ROUNDS}x{BUDGET}"
     shutil.rmtree(work, ignore_errors=True)
     initial = build_dataset(
@@ -71,7 +75,7 @@ def main() -> None:
             root=str(work / arm),
             fleet_uri=fleet,
             index_uri=index,
-            date=TRAIN_SPEC.start_date,
+            date=POOL_SPEC.start_date,
             heldout_uri=heldout,
             first_run="",
             rounds=ROUNDS,

@@ -5,6 +5,7 @@ avfleet index                            recordings -> frame index (Spark)
 avfleet plan-index / verify-index        the workflow's steps around the Spark job
 avfleet workflows render                 Hera builders -> manifests/
 avfleet local-run FILE -p k=v            run a rendered workflow on this machine
+avfleet deploy / bench / lineage         the deploy stage (avfleet.cli_deploy)
 avfleet demo                             the whole loop on embedded engines
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from avfleet import cli_deploy
 from avfleet.core.entry import run_main
 from avfleet.core.logs import setup_logging
 
@@ -491,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     _mining_parsers(sub)
     _mining_plan_parsers(sub)
     _serve_parsers(sub)
+    cli_deploy.add_parsers(sub)
     _demo_parser(sub)
     return parser
 
@@ -512,6 +515,7 @@ COMMANDS = {
     "label": _cmd_label,
     "serve": _cmd_serve,
     "demo": _cmd_demo,
+    **cli_deploy.COMMANDS,
 }
 
 

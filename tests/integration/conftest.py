@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 
 import pytest
 
+from avfleet.core.net import free_port  # noqa: F401 - the tests import it from here
 from avfleet.fleet.corrupt import corrupt_fleet
 from avfleet.fleet.generate import generate_fleet
 from avfleet.fleet.world import FleetSpec
@@ -34,12 +34,6 @@ S3_ENV = {
 def pytest_collection_modifyitems(items):
     for item in items:
         item.add_marker(pytest.mark.integration)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from avfleet.core.net import free_port
 from avfleet.serve.client import TritonClientConfig, TritonScorer
 from avfleet.serve.graph import OUTPUTS, SCORES
 from avfleet.serve.repository import ModelVersion, ServingConfig, load_version
@@ -127,12 +127,6 @@ class LocalTriton:
         if self._triton is not None:
             self._triton.stop()
             self._triton = None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -1,9 +1,4 @@
-"""Evaluation: mIoU overall and per domain, from confusion matrices.
-
-IoU of class c = TP / (TP + FP + FN); mIoU averages the classes that appear in
-the ground truth or the prediction of the frames evaluated (a class absent
-from both has no IoU). Per domain: the same over that domain's frames only.
-"""
+"""Evaluation: mIoU overall and per domain, from confusion matrices (avfleet.segmentation)."""
 
 from __future__ import annotations
 
@@ -13,22 +8,8 @@ import numpy as np
 import torch
 
 from avfleet.fleet.scene import NUM_CLASSES
+from avfleet.segmentation import confusion, miou
 from avfleet.train.data import iter_all
-
-
-def confusion(
-    pred_BHW: np.ndarray, target_BHW: np.ndarray, num_classes: int = NUM_CLASSES
-) -> np.ndarray:
-    """(num_classes, num_classes) counts, rows = truth, columns = prediction."""
-    idx = target_BHW.astype(np.int64).ravel() * num_classes + pred_BHW.astype(np.int64).ravel()
-    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def miou(conf: np.ndarray) -> float:
-    tp = np.diag(conf).astype(float)
-    union = conf.sum(0) + conf.sum(1) - tp
-    present = union > 0
-    return float((tp[present] / union[present]).mean()) if present.any() else float("nan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +31,7 @@ def evaluate(model: torch.nn.Module, dataset_uri: str, batch_size: int = 32) -> 
         pred = model(batch.images).softmax(2).mean(1).argmax(1).numpy()
         target = batch.masks.numpy()
         for i, domain in enumerate(batch.domains):
-            c = confusion(pred[i], target[i])
+            c = confusion(pred[i], target[i], NUM_CLASSES)
             total += c
             per_domain[domain] = per_domain.get(domain, 0) + c
             counts[domain] = counts.get(domain, 0) + 1

@@ -1,0 +1,1 @@
+"""The bench: engines, measurement, the agent that runs on a bench device, and the operator logic."""

@@ -1,0 +1,71 @@
+"""The bench agent's client: the one adapter over its HTTP API (the operator and local runs use it).
+
+Errors keep their kind: a bench that does not answer is `BenchUnavailable`
+(transient: the validation moves to another bench), a busy bench is `BenchBusy`
+(transient: try another or later), and a refusal (bad token, malformed model or
+request) is permanent, with the agent's own message.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+from avfleet.core.errors import PermanentError, TransientError
+
+
+class BenchUnavailable(TransientError):
+    """The bench did not answer (down, unreachable, timed out)."""
+
+
+class BenchBusy(TransientError):
+    """The bench runs another job (one at a time)."""
+
+
+class BenchClient:
+    def __init__(self, address: str, token: str, timeout_s: float = 10.0) -> None:
+        self.address = address.rstrip("/")
+        if not self.address.startswith(("http://", "https://")):
+            self.address = f"http://{self.address}"
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def _call(self, method: str, path: str, doc: dict | None = None) -> tuple[int, dict]:
+        data = None if doc is None else json.dumps(doc).encode()
+        request = urllib.request.Request(f"{self.address}{path}", data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            try:
+                body = json.loads(e.read())
+            except ValueError:
+                body = {"error": e.reason}
+            return e.code, body
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+            raise BenchUnavailable(f"bench {self.address} did not answer {method} {path}") from e
+
+    def _checked(self, method: str, path: str, doc: dict | None = None) -> dict:
+        code, body = self._call(method, path, doc)
+        if code in (200, 202):
+            return body
+        message = f"bench {self.address}: {method} {path} -> {code}: {body.get('error')}"
+        if code == 409:
+            raise BenchBusy(message)
+        if code >= 500:
+            raise BenchUnavailable(message)
+        raise PermanentError(message)
+
+    def health(self) -> dict:
+        return self._checked("GET", "/healthz")
+
+    def submit(self, request: dict) -> str:
+        """The job's id (the same job again when the same request is resubmitted)."""
+        return self._checked("POST", "/v1/jobs", request)["job_id"]
+
+    def job(self, job_id: str) -> dict:
+        return self._checked("GET", f"/v1/jobs/{job_id}")

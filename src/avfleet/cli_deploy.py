@@ -1,0 +1,239 @@
+"""The deploy stage's commands (wired into `avfleet` by avfleet.cli).
+
+avfleet deploy export|build|promote   model -> release folder -> engine -> registry + Triton
+avfleet bench agent                    the bench agent's HTTP service (on a bench device)
+avfleet bench validate                 run a BenchValidation through bench agents (local executor)
+avfleet lineage                        the promoted engine -> model -> dataset -> frames -> recordings
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+TOKEN_ENV = "AVFLEET_BENCH_TOKEN"
+
+
+def _gate_arguments(p: argparse.ArgumentParser) -> None:
+    from avfleet.bench.gates import Gates
+
+    defaults = Gates()
+    p.add_argument("--latency-p99-ms", type=float, default=defaults.latency_p99_ms)
+    p.add_argument("--max-abs-error", type=float, default=defaults.max_abs_error)
+    p.add_argument("--min-argmax-agreement", type=float, default=defaults.min_argmax_agreement)
+    p.add_argument("--max-miou-drop", type=float, default=defaults.max_miou_drop)
+
+
+def _gates(args: argparse.Namespace):  # noqa: ANN202
+    from avfleet.bench.gates import Gates
+
+    return Gates(
+        latency_p99_ms=args.latency_p99_ms,
+        max_abs_error=args.max_abs_error,
+        min_argmax_agreement=args.min_argmax_agreement,
+        max_miou_drop=args.max_miou_drop,
+    )
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    deploy = sub.add_parser("deploy", help="export, build, promote").add_subparsers(
+        dest="deploy_cmd", required=True
+    )
+    export = deploy.add_parser("export", help="a trained model -> a release folder (ONNX + bundle)")
+    export.add_argument("--model", required=True, help="model folder, e.g. <run>/deployable/model")
+    export.add_argument("--validation", required=True, help="dataset the bench scores")
+    export.add_argument("--releases", required=True, help="releases root")
+    export.add_argument("--calibration", default="", help="INT8 calibration dataset")
+    export.add_argument("--validation-frames", type=int, default=240)
+    build = deploy.add_parser("build", help="the release's engine for this machine (cached)")
+    build.add_argument("--release", required=True)
+    build.add_argument("--cache", required=True, help="engine cache root")
+    build.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
+    build.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    build.add_argument("--target", default="")
+    promote = deploy.add_parser("promote", help="gates -> Triton version -> registry pointer")
+    promote.add_argument("--release", required=True)
+    promote.add_argument("--report", required=True, help="the bench report (JSON)")
+    promote.add_argument("--registry", required=True)
+    promote.add_argument("--repo", required=True, help="Triton model repository mining reads")
+    promote.add_argument("--name", default="dpe-scorer")
+    _gate_arguments(promote)
+    for p in (export, build, promote):
+        p.add_argument("--outputs-dir", default=None, help="write output parameters here (Argo)")
+
+    bench = sub.add_parser("bench", help="bench agent and validations").add_subparsers(
+        dest="bench_cmd", required=True
+    )
+    agent = bench.add_parser("agent", help=f"serve the bench agent (token from ${TOKEN_ENV})")
+    agent.add_argument("--cache", required=True, help="engine cache on this device")
+    agent.add_argument("--host", default="127.0.0.1")
+    agent.add_argument("--port", type=int, default=8470)
+    agent.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
+    agent.add_argument("--target", default="")
+    agent.add_argument("--threads", type=int, default=1)
+    validate = bench.add_parser("validate", help="run a BenchValidation manifest to its verdict")
+    validate.add_argument("--manifest-json", required=True, help="the BenchValidation resource")
+    validate.add_argument(
+        "--bench",
+        action="append",
+        default=[],
+        help=f"NAME=ADDRESS of a running agent (token from ${TOKEN_ENV}); none: start one here",
+    )
+    validate.add_argument("--cache", default="", help="engine cache of the local agent")
+
+    lineage = sub.add_parser("lineage", help="promoted engine -> model -> dataset -> recordings")
+    lineage.add_argument("--registry", required=True)
+    lineage.add_argument("--release", default="", help="a release id (default: the promoted one)")
+    lineage.add_argument("--frames", type=int, default=5, help="frame ids shown per dataset")
+    lineage.add_argument("--json", action="store_true", help="the whole chain as JSON")
+
+
+def _cmd_deploy(args: argparse.Namespace) -> None:
+    from avfleet.workflows.outputs import write_outputs
+
+    if args.deploy_cmd == "export":
+        from avfleet.deploy.export import ExportConfig, export_release, read_export
+
+        release = export_release(
+            ExportConfig(
+                model_uri=args.model,
+                validation_uri=args.validation,
+                releases_uri=args.releases,
+                calibration_uri=args.calibration,
+                validation_frames=args.validation_frames,
+            )
+        )
+        info = read_export(release)
+        write_outputs(
+            args.outputs_dir,
+            {"release-uri": release, "reference-miou": f"{info['reference_miou']:.6f}"},
+        )
+        print(
+            f"release {info['release_id']} at {release}: {info['parameters']:,} parameters, "
+            f"ONNX vs PyTorch max abs error {info['export_parity']['max_abs_error']:.2g}, "
+            f"reference mIoU {100 * info['reference_miou']:.1f} on {info['validation_frames']} frames"
+        )
+    elif args.deploy_cmd == "build":
+        from avfleet.bench.engines import EngineSpec, build_engine
+        from avfleet.bench.measure import load_bundle, to_input
+        from avfleet.core import storage
+
+        bundle = load_bundle(storage.read_bytes(storage.join(args.release, "bundle.npz")))
+        engine = build_engine(
+            storage.read_bytes(storage.join(args.release, "model.onnx")),
+            EngineSpec(runtime=args.runtime, precision=args.precision, target=args.target),
+            args.cache,
+            calibration_NCHW=to_input(bundle.calibration_NHWC),
+        )
+        write_outputs(args.outputs_dir, {"engine-key": engine.key})
+        how = "cached" if engine.cached else f"built in {engine.info['build_s']:.1f} s"
+        print(f"engine {engine.key} ({engine.info['engine_bytes']:,} bytes, {how}) at {engine.uri}")
+    else:
+        from avfleet.deploy.registry import PromoteConfig, promote
+
+        pointer = promote(
+            PromoteConfig(
+                release_uri=args.release,
+                report_uri=args.report,
+                registry_uri=args.registry,
+                model_repo_uri=args.repo,
+                model_name=args.name,
+                gates=_gates(args),
+            )
+        )
+        write_outputs(
+            args.outputs_dir,
+            {"release-id": pointer["release_id"], "model-ref": pointer["model_ref"]},
+        )
+        print(
+            f"promoted release {pointer['release_id']}; mining now scores with {pointer['model_ref']}"
+        )
+
+
+def _token() -> str:
+    from avfleet.core.errors import ConfigError
+
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise ConfigError("token", f"set ${TOKEN_ENV} to the benches' shared token")
+    return token
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench_cmd == "agent":
+        from avfleet.bench.agent import AgentConfig, serve
+
+        server = serve(
+            AgentConfig(
+                token=_token(),
+                cache_uri=args.cache,
+                host=args.host,
+                port=args.port,
+                runtime=args.runtime,
+                target=args.target,
+                threads=args.threads,
+            )
+        )
+        print(f"bench agent on {args.host}:{args.port} ({args.runtime})", flush=True)
+        server.serve_forever()
+        return 0
+    return _validate(args)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from avfleet.bench import scheduler
+    from avfleet.bench.local import local_agent, run_validation
+    from avfleet.core.errors import ConfigError, PermanentError
+
+    manifest = json.loads(args.manifest_json)
+    if manifest.get("kind") != "BenchValidation":
+        raise ConfigError("manifest", f"expected a BenchValidation, got {manifest.get('kind')!r}")
+    name, spec = manifest["metadata"]["name"], manifest["spec"]
+    with contextlib.ExitStack() as stack:
+        if args.bench:
+            token = _token()
+            benches = {}
+            for item in args.bench:
+                bench_name, _, address = item.partition("=")
+                benches[bench_name] = {
+                    "address": address,
+                    "target": spec.get("target", ""),
+                    "token": token,
+                }
+        else:
+            cache = args.cache or spec["reportUri"].rsplit("/", 1)[0] + "/engine-cache"
+            local = stack.enter_context(local_agent(cache, target=spec.get("target", "")))
+            benches = {"local-bench": local}
+
+        def show(status: dict) -> None:
+            print(f"{name}: {status.get('phase')}: {status.get('message')}", flush=True)
+
+        status = run_validation(name, spec, benches, on_status=show)
+    if status["phase"] != scheduler.SUCCEEDED:
+        raise PermanentError(
+            f"validation {name} {status['phase'].lower()}: {status.get('message')}"
+        )
+    summary = status["summary"]
+    print(
+        f"{name}: p50 {summary['p50Ms']:.2f} ms, p99 {summary['p99Ms']:.2f} ms, "
+        f"mIoU {100 * summary['miou']:.1f}, argmax agreement {summary['argmaxAgreement']:.4f}"
+    )
+    return 0
+
+
+def _cmd_lineage(args: argparse.Namespace) -> None:
+    from avfleet.deploy.lineage import lineage, render
+
+    chain = lineage(args.registry, args.release)
+    if args.json:
+        json.dump(chain, sys.stdout, indent=2)
+        print()
+    else:
+        print(render(chain, args.frames))
+
+
+COMMANDS = {"deploy": _cmd_deploy, "bench": _cmd_bench, "lineage": _cmd_lineage}

@@ -1,0 +1,123 @@
+"""The model registry: release records and the promotion pointer, moved atomically.
+
+    <registry>/
+        promoted.json                  the pointer: which release runs on the cars
+        releases/<release_id>.json     a promoted release: export, engine, bench report, verdict
+        history/<time>-<release>.json  every promotion, in order
+
+`promote` re-judges the bench report against the gates itself (it trusts no
+verdict it did not compute), and a release that misses any gate raises before
+anything is written: the previous promotion stays as it was. A passing release
+is published to the Triton model repository first (idempotent: a retry reuses
+the version), then its record is written, and the pointer moves last in one
+atomic write (rename on a filesystem, one PUT on S3). A step that dies anywhere
+in between is retried to the same end state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+
+from avfleet.bench.gates import Gates, Verdict, judge
+from avfleet.core import storage
+from avfleet.core.errors import PermanentError
+from avfleet.deploy.export import read_export
+
+POINTER = "promoted.json"
+
+
+class NotPromoted(PermanentError):
+    """The release missed a gate; the message lists every miss."""
+
+    def __init__(self, release_id: str, verdict: Verdict) -> None:
+        super().__init__(f"release {release_id} is not promoted: " + "; ".join(verdict.reasons))
+        self.verdict = verdict
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PromoteConfig:
+    release_uri: str
+    report_uri: str
+    """The bench report (written by the bench operator or the local validation)."""
+    registry_uri: str
+    model_repo_uri: str
+    """The Triton model repository that mining reads."""
+    model_name: str = "dpe-scorer"
+    gates: Gates = Gates()
+    storage: storage.StorageConfig = storage.StorageConfig()
+
+
+def promoted(registry_uri: str, config: storage.StorageConfig | None = None) -> dict | None:
+    uri = storage.join(registry_uri, POINTER)
+    return json.loads(storage.read_bytes(uri, config)) if storage.exists(uri, config) else None
+
+
+def scorer_model(export: dict, config: storage.StorageConfig | None = None) -> str:
+    """What mining should score with once this release is promoted.
+
+    The train workflow trains the deployable net and a DPE ensemble on the same
+    dataset (<run>/deployable, <run>/ensemble); mining needs the ensemble's
+    disagreement, so a promoted net brings its sibling ensemble into mining. A
+    model without one (an ensemble itself, or a lone net) is published as is.
+    """
+    model_uri = export["model_uri"].rstrip("/")
+    run_root = model_uri.rsplit("/", 2)[0]
+    sibling = storage.join(run_root, "ensemble", "model")
+    if sibling != model_uri and storage.exists(storage.join(sibling, "arch.json"), config):
+        return sibling
+    return model_uri
+
+
+def promote(config: PromoteConfig) -> dict:
+    """The new pointer (or the current one, when this release is already promoted)."""
+    from avfleet.serve.publish import publish_model
+
+    st = config.storage
+    export = read_export(config.release_uri, st)
+    release_id = export["release_id"]
+    report = json.loads(storage.read_bytes(config.report_uri, st))
+    verdict = judge(report, export["reference_miou"], config.gates)
+    if not verdict.passed:
+        raise NotPromoted(release_id, verdict)
+    current = promoted(config.registry_uri, st)
+    if current and current["release_id"] == release_id:
+        return current
+    scorer = scorer_model(export, st)
+    model_ref = publish_model(scorer, config.model_repo_uri, config.model_name, storage_config=st)
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    record = {
+        "release_id": release_id,
+        "release_uri": config.release_uri,
+        "export": export,
+        "engine": report["engine"],
+        "bench_report_uri": config.report_uri,
+        "latency": report["latency"],
+        "parity": report["parity"],
+        "miou": report["accuracy"]["miou"],
+        "gates": dataclasses.asdict(config.gates),
+        "verdict": dataclasses.asdict(verdict),
+        "scorer_model_uri": scorer,
+        "model_ref": model_ref,
+        "model_repo_uri": config.model_repo_uri,
+        "promoted_at": now,
+    }
+    record_uri = storage.join(config.registry_uri, "releases", f"{release_id}.json")
+    storage.atomic_write_text(record_uri, json.dumps(record, indent=2), st)
+    pointer = {
+        "release_id": release_id,
+        "record_uri": record_uri,
+        "model_ref": model_ref,
+        "promoted_at": now,
+        "previous": None
+        if current is None
+        else {k: v for k, v in current.items() if k != "previous"},
+    }
+    stamp = now.replace(":", "").replace("-", "").replace("+0000", "Z")
+    history_uri = storage.join(config.registry_uri, "history", f"{stamp}-{release_id}.json")
+    storage.atomic_write_text(history_uri, json.dumps(pointer, indent=2), st)
+    storage.atomic_write_text(
+        storage.join(config.registry_uri, POINTER), json.dumps(pointer, indent=2), st
+    )
+    return pointer
