@@ -15,6 +15,7 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY jobs ./jobs
+COPY operators ./operators
 RUN pip install --no-deps . \
     && useradd --uid 1000 --create-home --shell /usr/sbin/nologin avfleet
 USER 1000:1000

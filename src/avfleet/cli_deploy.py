@@ -38,6 +38,8 @@ def _gates(args: argparse.Namespace):  # noqa: ANN202
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from avfleet.index.entry import add_storage_arguments
+
     deploy = sub.add_parser("deploy", help="export, build, promote").add_subparsers(
         dest="deploy_cmd", required=True
     )
@@ -62,6 +64,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _gate_arguments(promote)
     for p in (export, build, promote):
         p.add_argument("--outputs-dir", default=None, help="write output parameters here (Argo)")
+        add_storage_arguments(p)
 
     bench = sub.add_parser("bench", help="bench agent and validations").add_subparsers(
         dest="bench_cmd", required=True
@@ -88,11 +91,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     lineage.add_argument("--release", default="", help="a release id (default: the promoted one)")
     lineage.add_argument("--frames", type=int, default=5, help="frame ids shown per dataset")
     lineage.add_argument("--json", action="store_true", help="the whole chain as JSON")
+    for p in (agent, validate, lineage):
+        add_storage_arguments(p)
 
 
 def _cmd_deploy(args: argparse.Namespace) -> None:
+    from avfleet.index.entry import storage_from_args
     from avfleet.workflows.outputs import write_outputs
 
+    st = storage_from_args(args)
     if args.deploy_cmd == "export":
         from avfleet.deploy.export import ExportConfig, export_release, read_export
 
@@ -103,9 +110,10 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
                 releases_uri=args.releases,
                 calibration_uri=args.calibration,
                 validation_frames=args.validation_frames,
+                storage=st,
             )
         )
-        info = read_export(release)
+        info = read_export(release, st)
         write_outputs(
             args.outputs_dir,
             {"release-uri": release, "reference-miou": f"{info['reference_miou']:.6f}"},
@@ -120,12 +128,13 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
         from avfleet.bench.measure import load_bundle, to_input
         from avfleet.core import storage
 
-        bundle = load_bundle(storage.read_bytes(storage.join(args.release, "bundle.npz")))
+        bundle = load_bundle(storage.read_bytes(storage.join(args.release, "bundle.npz"), st))
         engine = build_engine(
-            storage.read_bytes(storage.join(args.release, "model.onnx")),
+            storage.read_bytes(storage.join(args.release, "model.onnx"), st),
             EngineSpec(runtime=args.runtime, precision=args.precision, target=args.target),
             args.cache,
             calibration_NCHW=to_input(bundle.calibration_NHWC),
+            storage_config=st,
         )
         write_outputs(args.outputs_dir, {"engine-key": engine.key})
         how = "cached" if engine.cached else f"built in {engine.info['build_s']:.1f} s"
@@ -141,6 +150,7 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
                 model_repo_uri=args.repo,
                 model_name=args.name,
                 gates=_gates(args),
+                storage=st,
             )
         )
         write_outputs(
@@ -162,6 +172,8 @@ def _token() -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from avfleet.index.entry import storage_from_args
+
     if args.bench_cmd == "agent":
         from avfleet.bench.agent import AgentConfig, serve
 
@@ -174,15 +186,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 runtime=args.runtime,
                 target=args.target,
                 threads=args.threads,
+                storage=storage_from_args(args),
             )
         )
         print(f"bench agent on {args.host}:{args.port} ({args.runtime})", flush=True)
         server.serve_forever()
         return 0
-    return _validate(args)
+    return _validate(args, storage_from_args(args))
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _validate(args: argparse.Namespace, st) -> int:  # noqa: ANN001
     import contextlib
 
     from avfleet.bench import scheduler
@@ -204,15 +217,20 @@ def _validate(args: argparse.Namespace) -> int:
                     "target": spec.get("target", ""),
                     "token": token,
                 }
-        else:
+        else:  # this machine stands in for the bench: ONNX Runtime, which has no fp16 path
+            if spec.get("precision") == "fp16":
+                print(f"{name}: the local ONNX Runtime bench builds fp32 for fp16", flush=True)
+                spec = {**spec, "precision": "fp32"}
             cache = args.cache or spec["reportUri"].rsplit("/", 1)[0] + "/engine-cache"
-            local = stack.enter_context(local_agent(cache, target=spec.get("target", "")))
+            local = stack.enter_context(
+                local_agent(cache, target=spec.get("target", ""), storage_config=st)
+            )
             benches = {"local-bench": local}
 
         def show(status: dict) -> None:
             print(f"{name}: {status.get('phase')}: {status.get('message')}", flush=True)
 
-        status = run_validation(name, spec, benches, on_status=show)
+        status = run_validation(name, spec, benches, on_status=show, storage_config=st)
     if status["phase"] != scheduler.SUCCEEDED:
         raise PermanentError(
             f"validation {name} {status['phase'].lower()}: {status.get('message')}"
@@ -227,8 +245,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _cmd_lineage(args: argparse.Namespace) -> None:
     from avfleet.deploy.lineage import lineage, render
+    from avfleet.index.entry import storage_from_args
 
-    chain = lineage(args.registry, args.release)
+    chain = lineage(args.registry, args.release, storage_from_args(args))
     if args.json:
         json.dump(chain, sys.stdout, indent=2)
         print()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -60,3 +62,14 @@ def corrupt_fleet_uri(clean_fleet, tmp_path_factory) -> str:
     shutil.copytree(clean_fleet, root)
     corrupt_fleet(root, DATE, CORRUPTIONS, seed=4)
     return root
+
+
+def local_run(manifest: str, params: dict, workdir) -> subprocess.CompletedProcess:  # noqa: ANN001
+    """`avfleet local-run manifests/<manifest> -p k=v ...` in a child process."""
+    from avfleet.workflows.render import default_manifests_dir
+
+    cmd = [sys.executable, "-m", "avfleet", "local-run", str(default_manifests_dir() / manifest)]
+    cmd += ["--workdir", str(workdir)]
+    for k, v in params.items():
+        cmd += ["-p", f"{k}={v}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)

@@ -35,7 +35,7 @@ from avfleet.mining.job import InProcessScorer, MineConfig, run_mine
 from avfleet.mining.plan import plan_mining
 from avfleet.mining.select import SelectionConfig
 from avfleet.serve.repository import load_version, versions
-from tests.integration.conftest import DATE
+from tests.integration.conftest import DATE, local_run
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOKEN = "bench-token-for-tests-0123456789"
@@ -340,3 +340,24 @@ def test_a_validation_moves_to_another_bench_when_its_bench_dies(promoted_releas
     assert (
         status["phase"] == "Succeeded" and status["bench"] == "bench-b" and status["attempts"] == 2
     )
+
+
+def test_the_deploy_workflow_runs_locally(trained, tmp_path):
+    params = {
+        "model-uri": str(trained["run"] / "deployable" / "model"),
+        "validation": trained["heldout"],
+        "releases": str(tmp_path / "releases"),
+        "engine-cache": str(tmp_path / "engines"),
+        "registry": str(tmp_path / "registry"),
+        "model-repo": str(tmp_path / "triton"),
+        "bench-runs": "50",
+        "bench-warmup": "5",
+    }
+    run = local_run("workflows/deploy.yaml", params, tmp_path / "wd")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    pointer = promoted(str(tmp_path / "registry"))
+    assert pointer["model_ref"] == "dpe-scorer:1"
+    [report] = pathlib.Path(tmp_path / "releases" / pointer["release_id"] / "bench").glob("*.json")
+    doc = json.loads(report.read_text())
+    assert doc["verdict"]["passed"] and doc["validation"]["precision"] == "fp32"  # fp16 -> ORT fp32
+    assert list((tmp_path / "engines").glob("*/engine.json"))  # the build step's engine

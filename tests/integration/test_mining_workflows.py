@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import pathlib
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,17 +14,8 @@ from avfleet.mining.job import read_parquet
 from avfleet.serve.graph import ScoringGraph, export_onnx
 from avfleet.serve.repository import publish
 from avfleet.train.models import build, default_arch
-from avfleet.workflows.render import default_manifests_dir
-from tests.integration.conftest import DATE, free_port
+from tests.integration.conftest import DATE, free_port, local_run
 from tests.integration.test_triton import start_server, stop
-
-
-def local_run(manifest: str, params: dict, workdir: pathlib.Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "avfleet", "local-run", str(default_manifests_dir() / manifest)]
-    cmd += ["--workdir", str(workdir)]
-    for k, v in params.items():
-        cmd += ["-p", f"{k}={v}"]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
 
 
 @pytest.fixture(scope="module")

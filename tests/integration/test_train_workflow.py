@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
 from avfleet.dataset.build import DatasetConfig, build_dataset
 from avfleet.dataset.labels import OracleLabels
 from avfleet.index.job import IndexConfig, LoopEngine, run_index
-from avfleet.workflows.render import default_manifests_dir
-from tests.integration.conftest import DATE
+from tests.integration.conftest import DATE, local_run
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +46,7 @@ def test_train_workflow_runs_locally(index_and_heldout, clean_fleet, tmp_path):
         "group-sparsity": "0.01",
         "width": "1.0",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "avfleet",
-        "local-run",
-        str(default_manifests_dir() / "workflows" / "train.yaml"),
-        "--workdir",
-        str(tmp_path / "wd"),
-    ]
-    for k, v in params.items():
-        cmd += ["-p", f"{k}={v}"]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    run = local_run("workflows/train.yaml", params, tmp_path / "wd")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for kind in ("ensemble", "deployable"):
         result = json.loads((runs / "t" / kind / "result.json").read_text())

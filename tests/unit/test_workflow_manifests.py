@@ -104,6 +104,15 @@ def test_kustomize_renders_all_resources():
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out) if d)
     expected = ["Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount", "ServiceAccount"]
     expected += ["Deployment", "Service", "ServiceAccount"]  # triton/
+    expected += ["CustomResourceDefinition"] * 2  # bench/crds.yaml
+    expected += [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "XavierBench",
+        "XavierBench",
+    ]
     rendered_kinds = [
         yaml.safe_load(text.split("\n", 1)[1])["kind"] for text in render_all().values()
     ]
@@ -144,3 +153,81 @@ def test_triton_objects_are_valid_kubernetes_models():
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--model-control-mode=poll" in args  # new versions load without a restart
+
+
+def bench_docs() -> list[dict]:
+    root = default_manifests_dir() / "bench"
+    return [
+        d
+        for f in ("crds.yaml", "operator.yaml")
+        for d in yaml.safe_load_all((root / f).read_text())
+    ]
+
+
+def crd_schema(kind: str) -> dict:
+    crd = next(
+        d
+        for d in bench_docs()
+        if d["kind"] == "CustomResourceDefinition" and d["spec"]["names"]["kind"] == kind
+    )
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def test_bench_objects_are_valid_kubernetes_models():
+    from kubernetes.client import (
+        V1CustomResourceDefinition,
+        V1Deployment,
+        V1Role,
+        V1RoleBinding,
+        V1ServiceAccount,
+    )
+
+    models = {
+        "CustomResourceDefinition": V1CustomResourceDefinition,
+        "Deployment": V1Deployment,
+        "Role": V1Role,
+        "RoleBinding": V1RoleBinding,
+        "ServiceAccount": V1ServiceAccount,
+    }
+    for doc in bench_docs():
+        if doc["kind"] in models:
+            models[doc["kind"]].model_validate(doc)
+    deployment = next(d for d in bench_docs() if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][-1] == "/opt/avfleet/operators/bench_operator.py"
+    assert deployment["spec"]["replicas"] == 1  # one leaser
+
+
+def test_bench_resources_match_their_crds():
+    import jsonschema
+
+    benches = [d for d in bench_docs() if d["kind"] == "XavierBench"]
+    assert len(benches) == 2
+    for bench in benches:
+        jsonschema.validate(bench, crd_schema("XavierBench"))
+    # The deploy workflow's BenchValidation, parameters filled with the workflow's defaults.
+    doc = rendered()["workflows/deploy.yaml"]
+    template = next(t for t in doc["spec"]["templates"] if "resource" in t)
+    text = template["resource"]["manifest"]
+    for p in doc["spec"]["arguments"]["parameters"]:
+        text = text.replace("{{workflow.parameters." + p["name"] + "}}", p["value"])
+    text = text.replace("{{inputs.parameters.release-uri}}", "s3://r/rel").replace(
+        "{{inputs.parameters.reference-miou}}", "0.5"
+    )
+    validation = yaml.safe_load(text.replace("{{workflow.name}}", "deploy-abc"))
+    jsonschema.validate(validation, crd_schema("BenchValidation"))
+    assert validation["spec"]["gates"]["latency_p99_ms"] == 50
+    with pytest.raises(jsonschema.ValidationError, match="precision|fp64"):
+        jsonschema.validate(
+            {**validation, "spec": {**validation["spec"], "precision": "fp64"}},
+            crd_schema("BenchValidation"),
+        )
+    # The operator writes statuses the CRD accepts.
+    status = {
+        "phase": "Rejected",
+        "bench": "xavier-01",
+        "attempts": 1,
+        "benchesLost": [],
+        "message": "p99 over",
+    }
+    jsonschema.validate({**validation, "status": status}, crd_schema("BenchValidation"))

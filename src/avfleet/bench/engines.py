@@ -254,7 +254,9 @@ def _trt_build(onnx_bytes: bytes, precision: str, calibration_NCHW: np.ndarray |
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    # Explicit batch: a flag JetPack 5's TensorRT 8.5 needs, the only mode (flag ignored) in 10.
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+    network = builder.create_network(0 if flag is None else 1 << int(flag))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))

@@ -23,7 +23,11 @@ from avfleet.core.net import free_port
 
 @contextlib.contextmanager
 def local_agent(
-    cache_uri: str, token: str | None = None, target: str = "", threads: int = 1
+    cache_uri: str,
+    token: str | None = None,
+    target: str = "",
+    threads: int = 1,
+    storage_config: storage.StorageConfig | None = None,
 ) -> Iterator[dict]:
     """A bench agent on localhost (ONNX Runtime) in this process; yields its XavierBench spec."""
     config = AgentConfig(
@@ -32,6 +36,7 @@ def local_agent(
         port=free_port(),
         target=target,
         threads=threads,
+        storage=storage_config or storage.StorageConfig(),
     )
     server = serve(config)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -2,13 +2,14 @@
 
 Each engine turns the (parameter-substituted) resource manifest into the argv
 of a local process whose exit code stands for the resource's success or
-failure condition. Later stages add kinds here (PyTorchJob -> torchrun,
-BenchValidation -> the local bench agent).
+failure condition: SparkApplication -> spark-submit, PyTorchJob -> torchrun,
+BenchValidation -> a local bench agent.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -90,9 +91,35 @@ def pytorch_job(manifest: dict, ctx: LocalContext) -> list[str]:
     ]
 
 
+def bench_validation(manifest: dict, ctx: LocalContext) -> list[str]:
+    """BenchValidation (avfleet.dev) -> `avfleet bench validate` with a bench agent on localhost.
+
+    In the cluster the bench operator leases a Xavier to the resource; here the same
+    operator steps run against a local agent (ONNX Runtime) and the process's exit
+    code stands for the success (Succeeded) or failure (Rejected, Failed) condition.
+    """
+    if not (manifest.get("spec") or {}).get("reportUri"):
+        raise PermanentError("BenchValidation has no spec.reportUri")
+    manifest = {
+        **manifest,
+        "metadata": {"name": "local-validation", **manifest.get("metadata", {})},
+    }
+    manifest["metadata"].pop("generateName", None)
+    return [
+        sys.executable,
+        "-m",
+        "avfleet",
+        "bench",
+        "validate",
+        "--manifest-json",
+        json.dumps(manifest),
+    ]
+
+
 ENGINES: dict[str, Callable[[dict, LocalContext], list[str]]] = {
     "SparkApplication": spark_application,
     "PyTorchJob": pytorch_job,
+    "BenchValidation": bench_validation,
 }
 
 

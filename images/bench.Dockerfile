@@ -1,0 +1,26 @@
+# avfleet bench agent for a Xavier test bench (aarch64, JetPack 5: CUDA 11.4, TensorRT 8.5).
+# Build on or for the device: docker buildx build --platform linux/arm64 -f images/bench.Dockerfile .
+# Run with the NVIDIA runtime: docker run --runtime nvidia -e AVFLEET_BENCH_TOKEN=... -p 8470:8470
+# The base image carries JetPack's CUDA, cuDNN, TensorRT and its PyTorch (the engine's CUDA
+# buffers); the agent itself needs only numpy, onnx and avfleet's core.
+FROM nvcr.io/nvidia/l4t-pytorch:r35.2.1-pth2.0-py3
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /opt/avfleet
+# onnx for the model check; onnxruntime to compare on the device's CPU when asked.
+RUN pip install onnx==1.16.2 onnxruntime==1.16.3 pyyaml==6.0.2 rich==13.9.4
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --no-deps . \
+    && useradd --uid 1000 --create-home --shell /usr/sbin/nologin avfleet \
+    && mkdir -p /var/cache/avfleet/engines \
+    && chown 1000:1000 /var/cache/avfleet/engines
+USER 1000:1000
+EXPOSE 8470
+HEALTHCHECK --interval=30s --timeout=5s CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8470/healthz', timeout=4)"]
+ENTRYPOINT ["avfleet", "bench", "agent", "--host", "0.0.0.0", "--port", "8470", "--runtime", "tensorrt", "--cache", "/var/cache/avfleet/engines"]
+CMD ["--target", "xavier-agx-jp5"]

@@ -1,0 +1,146 @@
+"""The `deploy` WorkflowTemplate: export -> build -> bench validation -> promote.
+
+    export     avfleet deploy export: ONNX + parity with PyTorch + the bench's bundle
+    build      avfleet deploy build: the engine for this cluster's runtime (cached); a
+               model that does not compile fails here, before it takes a scarce bench
+    validate   a BenchValidation resource; the bench operator leases it a Xavier, whose
+               agent builds the engine on the device and measures it; the step waits for
+               status.phase (Succeeded, or Rejected / Failed)
+    promote    avfleet deploy promote: the gates again, the Triton repository version that
+               mining reads, then the registry pointer
+
+The local executor runs the validation step through a bench agent on localhost
+(ONNX Runtime) with the same operator logic.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+from hera.workflows import DAG, Container, Parameter, Resource, WorkflowTemplate
+
+from avfleet.workflows import common as c
+
+NAME = "deploy"
+GATES = {
+    "latency-p99-ms": ("50", "gate: p99 latency budget on the bench, ms"),
+    "max-abs-error": ("0.05", "gate: max absolute logit error vs the framework model"),
+    "min-argmax-agreement": ("0.99", "gate: share of pixels with the framework model's class"),
+    "max-miou-drop": ("0.01", "gate: largest mIoU drop vs the framework model (0.01 = 1 point)"),
+}
+PARAMETERS = {
+    "model-uri": ("s3://avfleet-data/runs/nightly/deployable/model", "the trained model to deploy"),
+    "validation": ("s3://avfleet-data/datasets/heldout", "dataset the bench scores"),
+    "releases": ("s3://avfleet-data/releases", "release folders (ONNX, bundle, reports)"),
+    "engine-cache": ("s3://avfleet-data/engines", "engine cache of the build step"),
+    "runtime": ("onnxruntime", "the build step's engine runtime (onnxruntime or tensorrt)"),
+    "precision": ("fp32", "the build step's precision"),
+    "bench-target": ("xavier-agx-jp5", "which benches may validate (XavierBench spec.target)"),
+    "bench-precision": ("fp16", "precision of the engine built on the bench"),
+    "bench-runs": ("500", "timed runs on the bench after warm-up"),
+    "bench-warmup": ("50", "untimed warm-up runs on the bench"),
+    **GATES,
+    "registry": ("s3://avfleet-data/registry", "model registry (promotion pointer)"),
+    "model-repo": ("s3://avfleet-data/models/triton", "Triton model repository mining reads"),
+    "model-name": ("dpe-scorer", "model name mining scores with"),
+    "s3-endpoint-url": ("", "S3 endpoint override ('' = AWS)"),
+    "image": (c.DEFAULT_IMAGE, "avfleet image"),
+}
+
+
+def report_uri() -> str:
+    """Where the operator writes this run's bench report (the promote step reads it)."""
+    return f"{c.input_parameter('release-uri')}/bench/{{{{workflow.name}}}}.json"
+
+
+def export_template() -> Container:
+    w = c.workflow_parameter
+    args = ["deploy", "export", "--model", w("model-uri"), "--validation", w("validation")]
+    args += ["--releases", w("releases"), "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()]
+    return c.cli_step("export", args, outputs=["release-uri", "reference-miou"])
+
+
+def build_template() -> Container:
+    w, i = c.workflow_parameter, c.input_parameter
+    args = ["deploy", "build", "--release", i("release-uri"), "--cache", w("engine-cache")]
+    args += ["--runtime", w("runtime"), "--precision", w("precision")]
+    args += ["--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()]
+    return c.cli_step("build", args, inputs=["release-uri"], outputs=["engine-key"])
+
+
+def bench_validation_manifest() -> str:
+    """A BenchValidation (avfleet.dev/v1alpha1) for the bench operator."""
+    w, i = c.workflow_parameter, c.input_parameter
+    return textwrap.dedent(
+        f"""\
+        apiVersion: avfleet.dev/v1alpha1
+        kind: BenchValidation
+        metadata:
+          generateName: validate-
+          labels:
+            app.kubernetes.io/part-of: avfleet
+            avfleet.io/workflow: "{{{{workflow.name}}}}"
+        spec:
+          modelUri: "{i("release-uri")}/model.onnx"
+          bundleUri: "{i("release-uri")}/bundle.npz"
+          reportUri: "{report_uri()}"
+          target: "{w("bench-target")}"
+          precision: "{w("bench-precision")}"
+          warmup: {w("bench-warmup")}
+          runs: {w("bench-runs")}
+          referenceMiou: {i("reference-miou")}
+          maxAttempts: 3
+          gates:
+            latency_p99_ms: {w("latency-p99-ms")}
+            max_abs_error: {w("max-abs-error")}
+            min_argmax_agreement: {w("min-argmax-agreement")}
+            max_miou_drop: {w("max-miou-drop")}
+        """
+    )
+
+
+def validate_template() -> Resource:
+    return Resource(
+        name="bench-validation",
+        inputs=[Parameter(name="release-uri"), Parameter(name="reference-miou")],
+        action="create",
+        set_owner_reference=True,
+        manifest=bench_validation_manifest(),
+        success_condition="status.phase == Succeeded",
+        failure_condition="status.phase in (Rejected,Failed)",
+    )
+
+
+def promote_template() -> Container:
+    w, i = c.workflow_parameter, c.input_parameter
+    args = ["deploy", "promote", "--release", i("release-uri"), "--report", report_uri()]
+    args += ["--registry", w("registry"), "--repo", w("model-repo"), "--name", w("model-name")]
+    for gate in GATES:
+        args += [f"--{gate}", w(gate)]
+    args += ["--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()]
+    return c.cli_step("promote", args, inputs=["release-uri"], outputs=["release-id", "model-ref"])
+
+
+def build() -> WorkflowTemplate:
+    with c.workflow_template(
+        NAME,
+        "Export a trained model, build its engine, validate it on a Xavier bench, promote it.",
+        PARAMETERS,
+        6 * 3600,
+    ) as wt:
+        export, build_engine = export_template(), build_template()
+        validate, promote = validate_template(), promote_template()
+        with DAG(name="main"):
+            export_task = export(name="export")
+            release = {"release-uri": export_task.get_parameter("release-uri")}
+            build_task = build_engine(name="build", arguments=release)
+            validate_task = validate(
+                name="validate",
+                arguments={
+                    **release,
+                    "reference-miou": export_task.get_parameter("reference-miou"),
+                },
+            )
+            promote_task = promote(name="promote", arguments=release)
+            export_task >> build_task >> validate_task >> promote_task
+    return wt
