@@ -103,7 +103,7 @@ def main() -> None:
     fleet_share = results[-1].mining.fleet_share_per_domain
     final = {arm: v["miou_per_round"][-1] for arm, v in out.items()}
     save(
-        "selection_rounds",
+        f"selection_rounds-{ROUNDS}x{BUDGET}",
         {
             "rounds": ROUNDS,
             "budget_per_round": BUDGET,

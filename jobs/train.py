@@ -7,6 +7,7 @@ PyTorchJob restarts the group).
 
 import argparse
 import logging
+import os
 import sys
 
 from avfleet.core.entry import run_main
@@ -21,6 +22,9 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     ctx = RunContext.from_env()
+    # The trainer asks for deterministic kernels; on CUDA, cuBLAS needs a fixed workspace for
+    # that (https://docs.nvidia.com/cuda/cublas/#results-reproducibility), set before CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
     def job() -> None:
         from avfleet.train.loop import train

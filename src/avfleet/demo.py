@@ -5,13 +5,17 @@
    (plan -> spark-submit local[2] -> verify);
 3. train: the rendered `train` workflow: a random labeled set (oracle labels),
    the DPE ensemble and the pruned deployable net under torchrun (2 CPU
-   processes each), evaluated per domain on a domain-balanced held-out set.
-4. mine: rounds of the loop: the ensemble published to a Triton model
-   repository and served by a real local Triton server, a date mined through
-   it (uncertainty x diversity x domain quotas), the queue labeled by the
-   oracle, the dataset grown with the picks, the ensemble retrained.
+   processes each), evaluated per domain on a domain-balanced held-out set;
+4. deploy: the rendered `deploy` workflow: the pruned net exported to ONNX,
+   its engine built, validated by a bench agent on localhost (latency, parity,
+   accuracy gates) and promoted: the registry's pointer moves and the run's
+   ensemble becomes the Triton model version that mining reads;
+5. mine: rounds of the loop: the promoted version served by a real local
+   Triton server, a date mined through it (uncertainty x diversity x domain
+   quotas), the queue labeled by the oracle, the dataset grown with the picks,
+   the ensemble retrained and published for the next round.
 It ends with a summary and plots (per-domain mIoU per round, the selections'
-domain mix against the fleet's). A later stage (deploy) extends it.
+domain mix against the fleet's) and the promoted engine's figures.
 """
 
 from __future__ import annotations
@@ -138,26 +142,72 @@ def run_demo(config: DemoConfig) -> int:
     console.rule("[bold]summary of the first training")
     _print_training(console, root / "runs" / "round-0")
 
-    console.rule(f"[bold]4. mine: {config.rounds} rounds of mine -> label -> retrain")
-    rounds = _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri)
+    console.rule("[bold]4. deploy: the deploy workflow (export -> build -> bench -> promote)")
+    result = executor.run_file(
+        str(default_manifests_dir() / "workflows" / "deploy.yaml"),
+        {
+            "model-uri": str(root / "runs" / "round-0" / "deployable" / "model"),
+            "validation": heldout_uri,
+            "releases": str(root / "releases"),
+            "engine-cache": str(root / "engines"),
+            "registry": str(root / "registry"),
+            "model-repo": str(root / "loop" / "repo"),
+            "model-name": "dpe",
+        },
+    )
+    console.print(result.summary())
+    if not result.succeeded:
+        console.print(f"[red]workflow failed; step logs under {root / 'local-run'}")
+        return result.exit_code
+    promoted = _print_promotion(console, root / "registry")
+
+    console.rule(f"[bold]5. mine: {config.rounds} rounds of mine -> label -> retrain")
+    rounds = _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri, promoted)
 
     console.rule("[bold]summary")
     plots = [_plot_domains(report.frames_per_domain, root / "report" / "domain_mix.png")]
     if rounds:
         plots += _print_rounds(console, root, rounds, report.frames_per_domain)
+    console.print(
+        f"promoted engine: release {promoted['release_id']}, p50 {promoted['latency']['p50_ms']:.2f} ms, "
+        f"p99 {promoted['latency']['p99_ms']:.2f} ms (batch 1, 1 CPU thread), held-out mIoU "
+        f"{100 * promoted['miou']:.1f}; lineage: avfleet lineage --registry {root / 'registry'}"
+    )
     console.print("plots: " + ", ".join(str(p) for p in plots))
     console.print(f"[green]demo finished in {time.time() - started:.0f} s[/]; outputs in {root}")
     return 0
 
 
-def _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri) -> list:  # noqa: ANN001
+def _print_promotion(console, registry: pathlib.Path) -> dict:  # noqa: ANN001
+    """The promoted release's record, printed with its lineage."""
+    import json
+
+    from avfleet.deploy.lineage import lineage, render
+    from avfleet.deploy.registry import promoted
+
+    pointer = promoted(str(registry))
+    record = json.loads(pathlib.Path(pointer["record_uri"]).read_text())
+    checks = record["verdict"]["checks"]
+    console.print(
+        f"promoted release {record['release_id']}: p50 {record['latency']['p50_ms']:.2f} ms, "
+        f"p99 {record['latency']['p99_ms']:.2f} ms (budget {checks['latency_p99_ms']['limit']:g}), "
+        f"max abs error {record['parity']['max_abs_error']:.2g}, argmax agreement "
+        f"{record['parity']['argmax_agreement']:.4f}, mIoU {100 * record['miou']:.1f} "
+        f"(framework {100 * record['export']['reference_miou']:.1f}); mining reads {record['model_ref']}"
+    )
+    console.print(render(lineage(str(registry)), frames=3))
+    return record
+
+
+def _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri, promoted) -> list:  # noqa: ANN001
     from avfleet.mining.rounds import RoundsConfig, run_rounds
     from avfleet.mining.select import SelectionConfig
 
     def show(r) -> None:  # noqa: ANN001
         picks = ", ".join(f"{d} {n}" for d, n in sorted(r.mining.selected_per_domain.items()))
+        which = " (the promoted version)" if r.model_ref == promoted["model_ref"] else ""
         console.print(
-            f"round {r.round}: mined with {r.model_ref} ({r.mining.candidates} candidates of "
+            f"round {r.round}: mined with {r.model_ref}{which} ({r.mining.candidates} candidates of "
             f"{r.mining.frames_indexed} frames, {r.mining.frames_per_s:.0f} frames/s through Triton);"
             f" picked {picks}; dataset {r.dataset_frames} frames; held-out mIoU {100 * r.miou:.1f}"
         )

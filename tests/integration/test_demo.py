@@ -1,4 +1,4 @@
-"""`avfleet demo` end to end on a tiny fleet: fleet -> index workflow -> train workflow -> summary."""
+"""`avfleet demo` end to end on a tiny fleet: fleet -> index -> train -> deploy -> mine -> summary."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def test_demo_runs_the_loop(tmp_path):
     for kind in ("ensemble", "deployable"):
         assert (out / "runs" / "round-0" / kind / "model" / "evaluation.json").exists()
     assert (out / "report" / "domain_mix.png").stat().st_size > 0
+    # Deployed: validated on the local bench, promoted; the first mining round uses that version.
+    pointer = json.loads((out / "registry" / "promoted.json").read_text())
+    record = json.loads(open(pointer["record_uri"]).read())
+    assert record["verdict"]["passed"] and record["export"]["model_uri"].endswith(
+        "deployable/model"
+    )
+    mined = json.loads((out / "loop" / "mining" / "round-1" / "run.json").read_text())
+    assert mined["model"] == pointer["model_ref"] == "dpe:1"
     # One round of the loop: mined through Triton, labeled, dataset grown, retrained.
     queue = json.loads((out / "loop" / "mining" / "round-1" / "queue.json").read_text())
     assert len(queue) == 16
