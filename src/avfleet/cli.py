@@ -461,7 +461,7 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--rounds", type=int, default=2, help="mining rounds after the first training"
     )
-    demo.add_argument("--budget", type=int, default=240, help="frames picked per round")
+    demo.add_argument("--budget", type=int, default=160, help="frames picked per round")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

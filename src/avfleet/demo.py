@@ -51,7 +51,7 @@ class DemoConfig:
     """The day generated and indexed."""
     corrupt: tuple[tuple[str, int], ...] = (("truncated", 1), ("bitflip-summary", 1), ("bomb", 1))
     """Hostile recordings mixed in as a drill: (kind, count)."""
-    train_frames: int = 480
+    train_frames: int = 400
     """Randomly selected frames labeled for the first training set."""
     epochs: int = 3
     """Training epochs of both nets (longer training is an option, not the default)."""
@@ -59,7 +59,7 @@ class DemoConfig:
     """DPE ensemble members."""
     rounds: int = 2
     """Mining rounds after the first training."""
-    budget: int = 240
+    budget: int = 160
     """Frames selected for labeling per round."""
 
 
@@ -330,7 +330,7 @@ def _heldout(root: pathlib.Path, config: DemoConfig) -> str:
     version = build_dataset(
         DatasetConfig(
             index_uri=index,
-            selection="random:480",
+            selection="random:360",
             out_uri=str(root / "heldout" / "datasets"),
             seed=config.seed,
         ),
