@@ -27,13 +27,13 @@ import torch  # noqa: E402
 from _common import save  # noqa: E402
 from _train_common import datasets, plain_ensemble  # noqa: E402
 
+from avfleet.bench.engines import ort_session  # noqa: E402
 from avfleet.mining.job import InProcessScorer  # noqa: E402
 from avfleet.serve.graph import OUTPUTS, ScoringGraph, export_onnx  # noqa: E402
 from avfleet.serve.local import local_triton  # noqa: E402
 from avfleet.serve.publish import publish_model  # noqa: E402
 from avfleet.serve.repository import load_version  # noqa: E402
 from avfleet.train.data import iter_all  # noqa: E402
-from avfleet.train.export import ort_session  # noqa: E402
 from avfleet.train.loop import load_model  # noqa: E402
 from avfleet.train.models import build  # noqa: E402
 

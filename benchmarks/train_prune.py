@@ -18,11 +18,14 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
 from _common import RESULTS, save  # noqa: E402
 from _train_common import datasets, torchrun  # noqa: E402
 
+from avfleet.bench.engines import ort_runner  # noqa: E402
+from avfleet.bench.measure import latency_ms  # noqa: E402
 from avfleet.train.evaluate import evaluate  # noqa: E402
-from avfleet.train.export import export_onnx, latency_ms, parity  # noqa: E402
+from avfleet.train.export import export_onnx, parity  # noqa: E402
 from avfleet.train.loop import load_model  # noqa: E402
 from avfleet.train.models import num_parameters  # noqa: E402
 
@@ -57,10 +60,11 @@ def main(strength: float = float(sys.argv[1]) if len(sys.argv) > 1 else 0.5) -> 
     import torch
 
     images = torch.rand(4, 3, 64, 128)
+    frame = np.random.default_rng(0).random((1, 3, 64, 128), dtype=np.float32)
     lat = {}
     for _ in range(2):  # interleaved, best of two
         for name, model_bytes in onnx.items():
-            t = latency_ms(model_bytes, 64, 128, runs=300)
+            t = latency_ms(ort_runner(model_bytes), frame, warmup=20, runs=300)
             lat[name] = min(lat.get(name, {"p50_ms": 1e9}), t, key=lambda d: d["p50_ms"])
     save(
         "train_prune",

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from avfleet.bench.engines import ort_session
 from avfleet.core.errors import ConfigError, PermanentError
 from avfleet.serve import repository as R
 from avfleet.serve.graph import OUTPUTS, Reduction, ScoringGraph, export_onnx, score_in_process
-from avfleet.train.export import ort_session
 from avfleet.train.models import build, default_arch
 
 

@@ -165,28 +165,45 @@ def load_runner(
 ) -> Runner:
     engine_bytes = storage.read_bytes(storage.join(engine.uri, ENGINE_FILE), storage_config)
     if engine.info["runtime"] == "onnxruntime":
-        return _ort_runner(engine_bytes, threads)
+        return ort_runner(engine_bytes, threads, optimized=True)
     return _trt_runner(engine_bytes)
 
 
 # ONNX Runtime ---------------------------------------------------------------------------------
 
 
-def _ort_session(model: bytes | str, threads: int, optimize_to: str | None = None):  # noqa: ANN202
+def ort_session(
+    model: bytes | str, threads: int = 1, *, optimized: bool = False, save_to: str = ""
+):  # noqa: ANN201
+    """An ONNX Runtime CPU session: avfleet's one way to open ONNX models (engines, scoring, export).
+
+    `optimized`: the model is an engine ORT already optimised here (no second pass).
+    `save_to`: optimise fully and save the result there (how an engine is built).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = (
-        3  # ORT warns that an optimised model is hardware specific: it is meant to be
+        3  # not the warning that a saved optimised model is hardware specific
     )
-    if optimize_to:
+    if save_to:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = optimize_to
-    else:  # an engine is already optimised for this machine
+        options.optimized_model_filepath = save_to
+    elif optimized:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def ort_runner(model: bytes, threads: int = 1, *, optimized: bool = False) -> Runner:
+    """images (N, 3, H, W) -> logits through ONNX Runtime."""
+    session = ort_session(model, threads, optimized=optimized)
+
+    def run(images_NCHW: np.ndarray) -> np.ndarray:
+        return session.run([OUTPUT], {INPUT: images_NCHW.astype(np.float32, copy=False)})[0]
+
+    return run
 
 
 def _ort_build(onnx_bytes: bytes, precision: str, calibration_NCHW: np.ndarray | None) -> bytes:
@@ -197,7 +214,7 @@ def _ort_build(onnx_bytes: bytes, precision: str, calibration_NCHW: np.ndarray |
         if precision == "int8":
             source = _ort_quantize(source, tmp, calibration_NCHW)
         optimized = os.path.join(tmp, "engine.onnx")
-        _ort_session(source, threads=1, optimize_to=optimized)
+        ort_session(source, save_to=optimized)
         with open(optimized, "rb") as f:
             return f.read()
 
@@ -235,15 +252,6 @@ def _ort_quantize(model_path: str, tmp: str, calibration_NCHW: np.ndarray) -> st
         weight_type=QuantType.QInt8,
     )
     return quantized
-
-
-def _ort_runner(engine_bytes: bytes, threads: int) -> Runner:
-    session = _ort_session(engine_bytes, threads)
-
-    def run(images_NCHW: np.ndarray) -> np.ndarray:
-        return session.run([OUTPUT], {INPUT: images_NCHW.astype(np.float32, copy=False)})[0]
-
-    return run
 
 
 # TensorRT (GPU machines and Jetson benches; tests carry the gpu marker) -------------------------

@@ -22,12 +22,14 @@ import pickle
 import numpy as np
 import torch
 
-from avfleet.bench.measure import Bundle, accuracy, to_input
+from avfleet.bench.engines import ort_runner
+from avfleet.bench.measure import Bundle, accuracy, parity, to_input
 from avfleet.core import storage
 from avfleet.core.errors import PermanentError
-from avfleet.train.data import iter_all
-from avfleet.train.export import export_onnx, parity
+from avfleet.train.data import decode, domain_of, read_rows
+from avfleet.train.export import export_onnx
 from avfleet.train.loop import load_model
+from avfleet.train.models import num_parameters
 
 EXPORT_INFO = "export.json"
 
@@ -64,15 +66,13 @@ def training_run(model_uri: str, config: storage.StorageConfig | None = None) ->
 
 
 def _frames(dataset_uri: str, count: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """`count` frames spread evenly over the dataset (frame_id order): uint8 NHWC, masks, domains."""
-    images, masks, domains = [], [], []
-    for batch in iter_all(dataset_uri, 64):
-        images.append((batch.images.permute(0, 2, 3, 1) * 255.0).round().to(torch.uint8).numpy())
-        masks.append(batch.masks.to(torch.uint8).numpy())
-        domains += batch.domains
-    all_images, all_masks = np.concatenate(images), np.concatenate(masks)
-    pick = np.unique(np.linspace(0, len(all_images) - 1, min(count, len(all_images))).astype(int))
-    return all_images[pick], all_masks[pick], [domains[i] for i in pick]
+    """`count` frames spread evenly over the dataset (frame_id order): uint8 NHWC, masks, domains.
+
+    Only the picked frames are decoded.
+    """
+    rows = read_rows(dataset_uri, count)
+    images, masks = zip(*(decode(r[1], r[2]) for r in rows), strict=True)
+    return np.stack(images), np.stack(masks), [domain_of(r) for r in rows]
 
 
 def export_release(config: ExportConfig) -> str:
@@ -89,15 +89,15 @@ def export_release(config: ExportConfig) -> str:
     frames, masks, domains = _frames(config.validation_uri, config.validation_frames)
     height, width = frames.shape[1:3]
     onnx = export_onnx(model, height, width)
-    parity_input = torch.from_numpy(to_input(frames[: config.parity_frames]))
-    check = parity(model, onnx, parity_input)
+    parity_input = to_input(frames[: config.parity_frames])
+    with torch.no_grad():
+        reference = model(torch.from_numpy(parity_input)).numpy()
+    check = parity(reference, ort_runner(onnx)(parity_input))
     if check["max_abs_error"] > config.max_export_error:
         raise PermanentError(
             f"{config.model_uri}: ONNX Runtime differs from PyTorch by {check['max_abs_error']:.3g} "
             f"(allowed {config.max_export_error:g}); argmax agreement {check['argmax_agreement']:.4f}"
         )
-    with torch.no_grad():
-        reference = model(parity_input).numpy()
     run = training_run(config.model_uri, st)
     calibration_uri = config.calibration_uri or run.get("dataset_uri", "")
     if not calibration_uri:
@@ -118,7 +118,7 @@ def export_release(config: ExportConfig) -> str:
         "model_uri": config.model_uri,
         "model_sha256": source_sha,
         "onnx_sha256": hashlib.sha256(onnx).hexdigest(),
-        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "parameters": num_parameters(model),
         "members": int(getattr(model, "members", 1)),
         "export_parity": check,
         "reference_miou": reference_accuracy["miou"],

@@ -47,7 +47,7 @@ class InProcessScorer:
     """The repository version's ONNX graph in ONNX Runtime here: the reference for the served path."""
 
     def __init__(self, onnx: bytes, threads: int = 2) -> None:
-        from avfleet.train.export import ort_session
+        from avfleet.bench.engines import ort_session
 
         self.session = ort_session(onnx, threads=threads)
 

@@ -47,7 +47,7 @@ class LocalServerConfig:
 def _infer_func(model: ModelVersion, threads: int) -> Any:
     from pytriton.decorators import batch
 
-    from avfleet.train.export import ort_session
+    from avfleet.bench.engines import ort_session
 
     session = ort_session(model.onnx, threads=threads)
 

@@ -114,23 +114,38 @@ class ShardedDataset:
             yield collate([self._rows[i] for i in idx])
 
 
+def domain_of(row: tuple) -> str:
+    """A row's domain, time of day / weather / road."""
+    return f"{row[3]}/{row[4]}/{row[5]}"
+
+
 def collate(rows: list[tuple]) -> Batch:
     images, masks = zip(*(decode(r[1], r[2]) for r in rows), strict=True)
     return Batch(
         images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0),
         masks=torch.from_numpy(np.stack(masks).astype(np.int64)),
         frame_ids=[r[0] for r in rows],
-        domains=[f"{r[3]}/{r[4]}/{r[5]}" for r in rows],
+        domains=[domain_of(r) for r in rows],
     )
+
+
+def read_rows(
+    dataset_uri: str, count: int | None = None, storage_config: storage.StorageConfig | None = None
+) -> list[tuple]:
+    """Every row (or `count` spread evenly over them), in frame_id order, still encoded."""
+    data = ShardedDataset(
+        dataset_uri, rank=0, world_size=1, batch_size=1, seed=0, storage_config=storage_config
+    )
+    rows = data._load_shard()
+    if count is not None and count < len(rows):
+        rows = [rows[i] for i in np.unique(np.linspace(0, len(rows) - 1, count).astype(int))]
+    return rows
 
 
 def iter_all(
     dataset_uri: str, batch_size: int, storage_config: storage.StorageConfig | None = None
 ) -> Iterator[Batch]:
     """Every frame once, in frame_id order (evaluation)."""
-    data = ShardedDataset(
-        dataset_uri, rank=0, world_size=1, batch_size=1, seed=0, storage_config=storage_config
-    )
-    rows = data._load_shard()
+    rows = read_rows(dataset_uri, storage_config=storage_config)
     for i in range(0, len(rows), batch_size):
         yield collate(rows[i : i + batch_size])

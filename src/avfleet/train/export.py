@@ -1,12 +1,13 @@
-"""ONNX export with a parity check, and ONNX Runtime latency."""
+"""ONNX export, and its parity with PyTorch through ONNX Runtime."""
 
 from __future__ import annotations
 
 import io
-import time
 
-import numpy as np
 import torch
+
+from avfleet.bench import measure
+from avfleet.bench.engines import ort_runner
 
 
 def export_onnx(model: torch.nn.Module, height: int, width: int) -> bytes:
@@ -27,43 +28,8 @@ def export_onnx(model: torch.nn.Module, height: int, width: int) -> bytes:
     return buf.getvalue()
 
 
-def ort_session(onnx_bytes: bytes, threads: int = 1):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-
-
 def parity(model: torch.nn.Module, onnx_bytes: bytes, images: torch.Tensor) -> dict[str, float]:
     """Max absolute logit error and argmax agreement between PyTorch and ONNX Runtime."""
     with torch.no_grad():
         ref = model.eval()(images).numpy()
-    got = ort_session(onnx_bytes).run(["logits"], {"images": images.numpy()})[0]
-    return {
-        "max_abs_error": float(np.abs(ref - got).max()),
-        "argmax_agreement": float((ref.argmax(2) == got.argmax(2)).mean()),
-    }
-
-
-def latency_ms(
-    onnx_bytes: bytes,
-    height: int,
-    width: int,
-    *,
-    batch: int = 1,
-    warmup: int = 20,
-    runs: int = 200,
-    threads: int = 1,
-) -> dict[str, float]:
-    session = ort_session(onnx_bytes, threads)
-    x = np.random.default_rng(0).random((batch, 3, height, width), dtype=np.float32)
-    for _ in range(warmup):
-        session.run(["logits"], {"images": x})
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        session.run(["logits"], {"images": x})
-        times.append((time.perf_counter() - t) * 1000)
-    return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
+    return measure.parity(ref, ort_runner(onnx_bytes)(images.numpy()))
