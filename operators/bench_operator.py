@@ -34,9 +34,10 @@ GROUP, VERSION = "avfleet.dev", "v1alpha1"
 BENCHES, VALIDATIONS = "xavierbenches", "benchvalidations"
 
 # Between a validation's assignment and kopf's index seeing its new status, the bench it
-# took must not be handed out again: claims ("namespace/bench" -> validation) bridge that gap.
+# took must not be handed out again: claims ((namespace, bench) -> validation) bridge that gap,
+# passed to the scheduler as benches also leased.
 _lock = threading.Lock()
-_claims: dict[str, str] = {}
+_claims: dict[tuple[str, str], str] = {}
 
 
 def client_for(bench_spec: dict) -> BenchClient:
@@ -91,17 +92,23 @@ def reconcile_validation(
     with _lock:
         benches = _in_namespace(bench_index, namespace)
         validations = _in_namespace(validation_index, namespace)
-        for claimed, holder in _claims.items():  # assignments the index has not seen yet
-            ns, _, bench = claimed.partition("/")
-            if ns == namespace and holder != name:
-                validations[f"claim:{bench}"] = {
-                    "status": {"phase": scheduler.RUNNING, "bench": bench}
-                }
-        change = scheduler.step(name, dict(spec), status, benches, validations, client_for)
+        claimed_by_others = [
+            bench for (ns, bench), holder in _claims.items() if ns == namespace and holder != name
+        ]
+        change = scheduler.step(
+            name,
+            dict(spec),
+            status,
+            benches,
+            validations,
+            client_for,
+            also_leased=claimed_by_others,
+        )
         after = {**status, **change}
-        for claimed in [c for c, holder in _claims.items() if holder == name]:
-            del _claims[claimed]
+        _claims.pop(
+            next((k for k, v in _claims.items() if k[0] == namespace and v == name), None), None
+        )
         if after.get("phase") == scheduler.RUNNING:
-            _claims[f"{namespace}/{after['bench']}"] = name
+            _claims[(namespace, after["bench"])] = name
     if change:
         patch.status.update(change)

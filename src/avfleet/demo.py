@@ -180,13 +180,10 @@ def run_demo(config: DemoConfig) -> int:
 
 def _print_promotion(console, registry: pathlib.Path) -> dict:  # noqa: ANN001
     """The promoted release's record, printed with its lineage."""
-    import json
-
     from avfleet.deploy.lineage import lineage, render
-    from avfleet.deploy.registry import promoted
+    from avfleet.deploy.registry import promoted, release_record
 
-    pointer = promoted(str(registry))
-    record = json.loads(pathlib.Path(pointer["record_uri"]).read_text())
+    record = release_record(str(registry), promoted(str(registry))["release_id"])
     checks = record["verdict"]["checks"]
     console.print(
         f"promoted release {record['release_id']}: p50 {record['latency']['p50_ms']:.2f} ms, "

@@ -102,6 +102,7 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.version = runtime_version(config.runtime)
+        self.target = EngineSpec(runtime=config.runtime, target=config.target).resolved_target
         self.jobs: dict[str, dict] = {}
         self.lock = threading.Lock()
         self.running: str | None = None
@@ -110,9 +111,7 @@ class Agent:
         return {
             "status": "ok",
             "busy": self.running is not None,
-            "target": EngineSpec(
-                runtime=self.config.runtime, target=self.config.target
-            ).resolved_target,
+            "target": self.target,
             "runtime": self.config.runtime,
             "runtime_version": self.version,
         }
@@ -173,7 +172,7 @@ class Agent:
                 "state": "succeeded",
                 "report": {
                     "job_id": job_id,
-                    "bench": self.health()["target"],
+                    "bench": self.target,
                     "engine": {**engine.info, "cached": engine.cached},
                     **measured,
                     "request": dataclasses.asdict(request),

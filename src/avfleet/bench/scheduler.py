@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from avfleet.bench.client import BenchBusy, BenchClient, BenchUnavailable
 from avfleet.bench.gates import Gates, judge
@@ -76,9 +76,18 @@ def leased(validations: dict[str, dict]) -> dict[str, str]:
     }
 
 
-def free_benches(benches: dict[str, dict], validations: dict[str, dict], target: str) -> list[str]:
-    """Healthy, unleased benches of `target`, in name order."""
-    taken = leased(validations)
+def free_benches(
+    benches: dict[str, dict],
+    validations: dict[str, dict],
+    target: str,
+    also_leased: Collection[str] = (),
+) -> list[str]:
+    """Healthy, unleased benches of `target`, in name order.
+
+    `also_leased`: benches taken by assignments the caller knows of but `validations`
+    does not show yet (the operator's index lags its own patches).
+    """
+    taken = set(leased(validations)) | set(also_leased)
     return sorted(
         name
         for name, b in benches.items()
@@ -107,14 +116,15 @@ def step(
     validations: dict[str, dict],
     client_for: ClientFor,
     storage_config: storage.StorageConfig | None = None,
+    also_leased: Collection[str] = (),
 ) -> dict:
-    """The status patch of validation `name` ({} = nothing to change)."""
+    """The status patch of validation `name` ({} = nothing to change); see `free_benches`."""
     phase = status.get("phase") or PENDING
     if phase in TERMINAL:
         return {}
     if phase == RUNNING:
         return _check_running(spec, status, benches, client_for, storage_config)
-    return _assign(name, spec, status, benches, validations, client_for)
+    return _assign(name, spec, status, benches, validations, client_for, also_leased)
 
 
 def _assign(
@@ -124,6 +134,7 @@ def _assign(
     benches: dict[str, dict],
     validations: dict[str, dict],
     client_for: ClientFor,
+    also_leased: Collection[str],
 ) -> dict:
     attempts = int(status.get("attempts", 0))
     max_attempts = int(spec.get("maxAttempts", 3))
@@ -134,7 +145,7 @@ def _assign(
             f"(benches lost: {status.get('benchesLost') or []})",
         }
     others = {k: v for k, v in validations.items() if k != name}
-    candidates = free_benches(benches, others, spec.get("target", ""))
+    candidates = free_benches(benches, others, spec.get("target", ""), also_leased)
     lost = status.get("benchesLost") or []
     candidates.sort(key=lambda b: b in lost)  # a bench that died on this validation goes last
     if not candidates:

@@ -9,12 +9,10 @@ registry pointer -> release record (engine, bench report, Triton version)
 
 from __future__ import annotations
 
-import json
-
 from avfleet.core import storage
 from avfleet.core.errors import PermanentError
 from avfleet.dataset.build import read_manifest
-from avfleet.deploy.registry import promoted
+from avfleet.deploy.registry import promoted, release_record
 
 
 def lineage(
@@ -26,10 +24,7 @@ def lineage(
         if pointer is None:
             raise PermanentError(f"{registry_uri}: nothing has been promoted yet")
         release_id = pointer["release_id"]
-    record_uri = storage.join(registry_uri, "releases", f"{release_id}.json")
-    if not storage.exists(record_uri, config):
-        raise PermanentError(f"{registry_uri}: no release {release_id!r}")
-    record = json.loads(storage.read_bytes(record_uri, config))
+    record = release_record(registry_uri, release_id, config)
     export = record["export"]
     datasets = []
     dataset_uri = export.get("dataset_uri")

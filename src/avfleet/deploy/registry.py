@@ -54,6 +54,20 @@ def promoted(registry_uri: str, config: storage.StorageConfig | None = None) -> 
     return json.loads(storage.read_bytes(uri, config)) if storage.exists(uri, config) else None
 
 
+def record_uri(registry_uri: str, release_id: str) -> str:
+    return storage.join(registry_uri, "releases", f"{release_id}.json")
+
+
+def release_record(
+    registry_uri: str, release_id: str, config: storage.StorageConfig | None = None
+) -> dict:
+    """What `promote` wrote for a release (export, engine, bench figures, verdict, Triton ref)."""
+    uri = record_uri(registry_uri, release_id)
+    if not storage.exists(uri, config):
+        raise PermanentError(f"{registry_uri}: no release {release_id!r}")
+    return json.loads(storage.read_bytes(uri, config))
+
+
 def scorer_model(export: dict, config: storage.StorageConfig | None = None) -> str:
     """What mining should score with once this release is promoted.
 
@@ -103,11 +117,11 @@ def promote(config: PromoteConfig) -> dict:
         "model_repo_uri": config.model_repo_uri,
         "promoted_at": now,
     }
-    record_uri = storage.join(config.registry_uri, "releases", f"{release_id}.json")
-    storage.atomic_write_text(record_uri, json.dumps(record, indent=2), st)
+    record_at = record_uri(config.registry_uri, release_id)
+    storage.atomic_write_text(record_at, json.dumps(record, indent=2), st)
     pointer = {
         "release_id": release_id,
-        "record_uri": record_uri,
+        "record_uri": record_at,
         "model_ref": model_ref,
         "promoted_at": now,
         "previous": None
