@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
 import platform
 import time
@@ -11,7 +12,10 @@ import time
 from avfleet.fleet.generate import generate_fleet
 from avfleet.fleet.world import FleetSpec
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+RESULTS = pathlib.Path(
+    os.environ.get("AVFLEET_BENCH_RESULTS") or pathlib.Path(__file__).resolve().parent / "results"
+)
+"""Where results, plots and caches go; the smoke tests point it at a temporary folder."""
 
 
 def cached_fleet(spec: FleetSpec) -> str:

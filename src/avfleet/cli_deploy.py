@@ -13,6 +13,8 @@ import json
 import os
 import sys
 
+from rich.progress import Progress
+
 TOKEN_ENV = "AVFLEET_BENCH_TOKEN"
 
 
@@ -38,6 +40,7 @@ def _gates(args: argparse.Namespace):  # noqa: ANN202
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    _latency_parsers(sub)
     from avfleet.index.entry import add_storage_arguments
 
     deploy = sub.add_parser("deploy", help="export, build, promote").add_subparsers(
@@ -255,4 +258,71 @@ def _cmd_lineage(args: argparse.Namespace) -> None:
         print(render(chain, args.frames))
 
 
-COMMANDS = {"deploy": _cmd_deploy, "bench": _cmd_bench, "lineage": _cmd_lineage}
+def _latency_parsers(sub: argparse._SubParsersAction) -> None:
+    lat = sub.add_parser("latency", help="the bench's latency lookup table").add_subparsers(
+        dest="latency_command", required=True
+    )
+    prof = lat.add_parser(
+        "profile",
+        help="measure every unit pruning a width-W net can reach on a bench -> a table file",
+    )
+    prof.add_argument("--width", type=float, default=2.0, help="width multiplier of the net")
+    prof.add_argument("--input-hw", type=int, nargs=2, default=[64, 128], metavar=("H", "W"))
+    prof.add_argument("--out", required=True, help="the table file to write (lut.json)")
+    prof.add_argument(
+        "--bench",
+        default="",
+        help=f"address of a bench agent (token from ${TOKEN_ENV}); none: this machine",
+    )
+    prof.add_argument(
+        "--cache", default="", help="unit cache when profiling here (default: beside --out)"
+    )
+    prof.add_argument("--outputs-dir", default=None)
+
+
+def _cmd_latency(args: argparse.Namespace) -> None:
+    import time
+
+    from avfleet.core import storage
+    from avfleet.latency.lut import (
+        agent_profiler,
+        build_table,
+        local_profiler,
+        pruning_units,
+        save_table,
+    )
+    from avfleet.train.models import default_arch
+    from avfleet.workflows.outputs import write_outputs
+
+    arch = default_arch(width=args.width)
+    units = pruning_units(arch, tuple(args.input_hw))
+    started = time.time()
+    if args.bench:
+        profiler = agent_profiler(args.bench, _token())
+    else:
+        cache = args.cache or storage.join(
+            args.out.rsplit("/", 1)[0] if "/" in args.out else ".", "latency-cache"
+        )
+        with Progress(transient=True) as bar:
+            task = bar.add_task("profiling units", total=len(units) + 1)
+            profiler = local_profiler(
+                cache, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            )
+            table = build_table(units, tuple(args.input_hw), profiler)
+    if args.bench:
+        table = build_table(units, tuple(args.input_hw), profiler)
+    save_table(table, args.out)
+    write_outputs(args.outputs_dir, {"lut-uri": args.out})
+    dense = table.predict(arch)
+    print(
+        f"{args.out}: {len(table.entries)} units on {table.bench} in {time.time() - started:.1f} s; "
+        f"the width-{args.width:g} net: {dense.total_ms:.3f} ms predicted"
+    )
+
+
+COMMANDS = {
+    "deploy": _cmd_deploy,
+    "bench": _cmd_bench,
+    "lineage": _cmd_lineage,
+    "latency": _cmd_latency,
+}

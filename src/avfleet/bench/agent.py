@@ -6,6 +6,10 @@ TensorRT runtime; on this machine it runs on localhost with ONNX Runtime.
     GET  /healthz           liveness and what this bench is (no token: probes and the operator)
     POST /v1/jobs           {"model_uri", "bundle_uri", "precision", "warmup", "runs", "batch"}
                             -> 202 {"job_id"}; 409 while another job runs (one at a time)
+    POST /v1/profile        {"units": [unit, ...], "runs"} -> 202 {"job_id"}: measure operator
+                            units (avfleet.bench.profile) for a latency lookup table; the
+                            report holds {"bench", "entries": [{"unit", "ms"}], "measured"},
+                            units already in the bench's cache are not measured again
     GET  /v1/jobs/<job_id>  -> {"state": running|succeeded|failed, "report" | "error"}
 
 Every /v1 call needs `Authorization: Bearer <token>` (401 otherwise). A request
@@ -36,6 +40,7 @@ from avfleet.bench.engines import (
     runtime_version,
 )
 from avfleet.bench.measure import Bundle, load_bundle, measure, to_input
+from avfleet.bench.profile import BadUnit, bench_id, cached_profile, check_unit, unit_key
 from avfleet.core import storage
 from avfleet.core.errors import AvfleetError, ConfigError, PermanentError
 
@@ -96,6 +101,36 @@ class JobRequest:
         return cls(**doc)
 
 
+MAX_PROFILE_UNITS = 4096
+MAX_PROFILE_BODY_BYTES = 1 << 20  # a pruning grid is ~1,500 units of ~150 bytes
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProfileRequest:
+    units: tuple[dict, ...]
+
+    @classmethod
+    def parse(cls, doc: object) -> ProfileRequest:
+        if not isinstance(doc, dict):
+            raise BadRequest("the request body must be a JSON object")
+        unknown = sorted(set(doc) - {"units"})
+        if unknown:
+            raise BadRequest(f"unknown request fields {unknown} (known: ['units'])")
+        units = doc.get("units")
+        if not isinstance(units, list) or not 1 <= len(units) <= MAX_PROFILE_UNITS:
+            raise BadRequest(
+                f"request field 'units' must be a list of 1 to {MAX_PROFILE_UNITS} units"
+            )
+        checked = {}
+        for i, unit in enumerate(units):
+            try:
+                unit = check_unit(unit)
+            except BadUnit as e:
+                raise BadRequest(f"units[{i}]: {e}") from e
+            checked[unit_key(unit)] = unit
+        return cls(units=tuple(checked[k] for k in sorted(checked)))
+
+
 class Agent:
     """The jobs of one bench: validation up front, then one job at a time on a worker thread."""
 
@@ -134,6 +169,11 @@ class Agent:
                 ]
             )
         ).hexdigest()[:20]
+        refused = self._start(job_id, self._validate, model, bundle, spec, request)
+        return refused or (202, {"job_id": job_id, "state": "running"})
+
+    def _start(self, job_id: str, work: object, *args: object) -> tuple[int, dict] | None:
+        """Claim the bench for a job (None when it now runs), or the reply that says why not."""
         with self.lock:
             if job_id in self.jobs and self.jobs[job_id]["state"] != "failed":
                 return 200, {"job_id": job_id, "state": self.jobs[job_id]["state"]}
@@ -141,44 +181,44 @@ class Agent:
                 return 409, {"error": f"busy with job {self.running}; one job at a time"}
             self.running = job_id
             self.jobs[job_id] = {"state": "running", "started_at": _now()}
-        threading.Thread(
-            target=self._run, args=(job_id, model, bundle, spec, request), daemon=True
-        ).start()
-        return 202, {"job_id": job_id, "state": "running"}
+        threading.Thread(target=self._guarded, args=(job_id, work, *args), daemon=True).start()
+        return None
 
-    def job(self, job_id: str) -> tuple[int, dict]:
-        with self.lock:
-            doc = self.jobs.get(job_id)
-        if doc is None:
-            return 404, {"error": f"no job {job_id!r} on this bench"}
-        return 200, {"job_id": job_id, **doc}
+    def submit_profile(self, request: ProfileRequest) -> tuple[int, dict]:
+        bench = bench_id(self.config.runtime, self.version, self.target, self.config.threads)
+        if self.config.runtime != "onnxruntime":
+            raise BadRequest(
+                f"profiling runs on onnxruntime benches; this one runs {self.config.runtime}"
+            )
+        job_id = (
+            "p"
+            + hashlib.sha256(
+                "|".join([bench, *(unit_key(u) for u in request.units)]).encode()
+            ).hexdigest()[:19]
+        )
+        refused = self._start(job_id, self._profile, bench, request)
+        return refused or (202, {"job_id": job_id, "state": "running"})
 
-    def _run(
-        self, job_id: str, model: bytes, bundle: Bundle, spec: EngineSpec, request: JobRequest
-    ) -> None:
+    def _profile(self, job_id: str, bench: str, request: ProfileRequest) -> dict:
+        found, measured = cached_profile(
+            request.units,
+            storage.join(self.config.cache_uri, "latency"),
+            bench,
+            threads=self.config.threads,
+            config=self.config.storage,
+        )
+        return {
+            "job_id": job_id,
+            "bench": bench,
+            "entries": [{"unit": u, **found[unit_key(u)]} for u in request.units],
+            "measured": measured,
+            "finished_at": _now(),
+        }
+
+    def _guarded(self, job_id: str, work, *args: object) -> None:  # noqa: ANN001
+        """Run a job's work: its report, or its error; the bench is free again either way."""
         try:
-            engine = build_engine(
-                model,
-                spec,
-                self.config.cache_uri,
-                calibration_NCHW=to_input(bundle.calibration_NHWC),
-                storage_config=self.config.storage,
-            )
-            runner = load_runner(engine, self.config.threads, self.config.storage)
-            measured = measure(
-                runner, bundle, warmup=request.warmup, runs=request.runs, batch=request.batch
-            )
-            result = {
-                "state": "succeeded",
-                "report": {
-                    "job_id": job_id,
-                    "bench": self.target,
-                    "engine": {**engine.info, "cached": engine.cached},
-                    **measured,
-                    "request": dataclasses.asdict(request),
-                    "finished_at": _now(),
-                },
-            }
+            result = {"state": "succeeded", "report": work(job_id, *args)}
         except AvfleetError as e:
             result = {"state": "failed", "error": str(e)}
         except Exception as e:  # noqa: BLE001 - a job's bug must not take the bench down
@@ -187,6 +227,36 @@ class Agent:
         with self.lock:
             self.jobs[job_id] = {**self.jobs[job_id], **result}
             self.running = None
+
+    def job(self, job_id: str) -> tuple[int, dict]:
+        with self.lock:
+            doc = self.jobs.get(job_id)
+        if doc is None:
+            return 404, {"error": f"no job {job_id!r} on this bench"}
+        return 200, {"job_id": job_id, **doc}
+
+    def _validate(
+        self, job_id: str, model: bytes, bundle: Bundle, spec: EngineSpec, request: JobRequest
+    ) -> dict:
+        engine = build_engine(
+            model,
+            spec,
+            self.config.cache_uri,
+            calibration_NCHW=to_input(bundle.calibration_NHWC),
+            storage_config=self.config.storage,
+        )
+        runner = load_runner(engine, self.config.threads, self.config.storage)
+        measured = measure(
+            runner, bundle, warmup=request.warmup, runs=request.runs, batch=request.batch
+        )
+        return {
+            "job_id": job_id,
+            "bench": self.target,
+            "engine": {**engine.info, "cached": engine.cached},
+            **measured,
+            "request": dataclasses.asdict(request),
+            "finished_at": _now(),
+        }
 
 
 def _now() -> str:
@@ -229,19 +299,24 @@ def make_handler(agent: Agent) -> type[http.server.BaseHTTPRequestHandler]:
             return self._reply(404, {"error": f"no route {self.path}"})
 
         def do_POST(self) -> None:  # noqa: N802
-            if self.path != "/v1/jobs":
+            routes = {
+                "/v1/jobs": lambda doc: agent.submit(JobRequest.parse(doc)),
+                "/v1/profile": lambda doc: agent.submit_profile(ProfileRequest.parse(doc)),
+            }
+            if self.path not in routes:
                 return self._reply(404, {"error": f"no route {self.path}"})
             if not self._authorized():
                 return None
             length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                return self._reply(413, {"error": f"request over {MAX_BODY_BYTES} bytes"})
+            cap = MAX_PROFILE_BODY_BYTES if self.path == "/v1/profile" else MAX_BODY_BYTES
+            if length > cap:
+                return self._reply(413, {"error": f"request over {cap} bytes"})
             try:
                 doc = json.loads(self.rfile.read(length) or b"null")
             except json.JSONDecodeError as e:
                 return self._reply(400, {"error": f"the request body is not JSON: {e}"})
             try:
-                return self._reply(*agent.submit(JobRequest.parse(doc)))
+                return self._reply(*routes[self.path](doc))
             except BadRequest as e:
                 return self._reply(400, {"error": str(e)})
             except PermanentError as e:  # ConfigError (precision) too: nothing to retry

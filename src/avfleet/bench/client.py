@@ -69,3 +69,26 @@ class BenchClient:
 
     def job(self, job_id: str) -> dict:
         return self._checked("GET", f"/v1/jobs/{job_id}")
+
+    def submit_profile(self, units: list[dict]) -> str:
+        """A profiling job's id: measure operator units on this bench (avfleet.bench.profile)."""
+        return self._checked("POST", "/v1/profile", {"units": units})["job_id"]
+
+    def wait(self, job_id: str, timeout_s: float, poll_s: float = 0.2) -> dict:
+        """The job's report once it succeeded; PermanentError when it failed, BenchUnavailable on timeout."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            doc = self.job(job_id)
+            if doc["state"] == "succeeded":
+                return doc["report"]
+            if doc["state"] == "failed":
+                raise PermanentError(
+                    f"bench {self.address}: job {job_id} failed: {doc.get('error')}"
+                )
+            if time.monotonic() > deadline:
+                raise BenchUnavailable(
+                    f"bench {self.address}: job {job_id} still running after {timeout_s:.0f} s"
+                )
+            time.sleep(poll_s)
