@@ -62,26 +62,7 @@ def test_killed_worker_resumes_to_identical_weights(dataset, tmp_path):
     whole, interrupted = str(tmp_path / "whole"), str(tmp_path / "interrupted")
     subprocess.run(torchrun_cmd(dataset, whole), check=True, capture_output=True, timeout=600)
 
-    proc = subprocess.Popen(
-        torchrun_cmd(dataset, interrupted),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.time() + 300
-    marker = os.path.join(interrupted, "checkpoints", "step-00000012", "meta.json")
-    while not os.path.exists(marker):
-        assert proc.poll() is None and time.time() < deadline, "training ended before the kill"
-        time.sleep(0.05)
-    workers = [
-        p
-        for p in psutil.Process(proc.pid).children(recursive=True)
-        if "train.py" in " ".join(p.cmdline())
-    ]
-    assert len(workers) == 2
-    os.kill(workers[-1].pid, signal.SIGKILL)  # one worker dies mid-run
-    output = proc.communicate(timeout=600)[0].decode()
-    assert proc.returncode == 0, output[-3000:]
+    run_until_killed(torchrun_cmd(dataset, interrupted), interrupted, 12)  # one worker dies
 
     result = json.loads(open(os.path.join(interrupted, "result.json")).read())
     assert result["resumed_from"] is not None and result["resumed_from"] >= 12, result
@@ -111,3 +92,61 @@ def test_pruned_and_factored_net_is_smaller_and_loads_from_its_arch(dataset, tmp
     assert num_parameters(dense) == result["num_parameters"]
     images = torch.rand(2, 3, 64, 128)
     assert parity(model, export_onnx(model, 64, 128), images)["max_abs_error"] < 1e-4
+
+
+def run_until_killed(cmd: list[str], run: str, step: int) -> str:
+    """Start torchrun, SIGKILL one worker once checkpoint `step` exists, return the output."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.time() + 300
+    marker = os.path.join(run, "checkpoints", f"step-{step:08d}", "meta.json")
+    while not os.path.exists(marker):
+        assert proc.poll() is None and time.time() < deadline, "training ended before the kill"
+        time.sleep(0.05)
+    workers = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if "train.py" in " ".join(p.cmdline())
+    ]
+    os.kill(workers[-1].pid, signal.SIGKILL)
+    output = proc.communicate(timeout=600)[0].decode()
+    assert proc.returncode == 0, output[-3000:]
+    return output
+
+
+def test_a_budgeted_pruning_resumes_to_the_same_net_and_reports_its_budget(dataset, tmp_path):
+    from avfleet.train.loop import load_model
+    from avfleet.train.models import build, default_arch, num_parameters
+
+    dense_params = num_parameters(build(default_arch(width=1.0)))
+    budget = ["--target-params", str(dense_params // 2), "--group-sparsity", "0.05"]
+    whole, interrupted = str(tmp_path / "whole"), str(tmp_path / "interrupted")
+    subprocess.run(
+        torchrun_cmd(dataset, whole, *budget), check=True, capture_output=True, timeout=600
+    )
+    run_until_killed(torchrun_cmd(dataset, interrupted, *budget), interrupted, 18)
+    a, b = load_model(os.path.join(whole, "model")), load_model(os.path.join(interrupted, "model"))
+    assert a.arch == b.arch
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    doc = json.loads(open(os.path.join(whole, "model", "arch.json")).read())
+    record = doc["compression"]
+    assert record["budget"]["met"] is True, record["budget"]["message"]
+    assert record["parameters"]["after"] == num_parameters(a) <= dense_params // 2
+    assert record["parameters"]["before"] == dense_params
+    assert record["measured_latency_ms"]["after"] < record["measured_latency_ms"]["before"]
+
+
+def test_a_latency_budget_no_pruning_can_meet_exits_78_naming_it(dataset, tmp_path):
+    from avfleet.latency.lut import build_table, local_profiler, pruning_units, save_table
+    from avfleet.train.models import default_arch
+
+    units = pruning_units(default_arch(width=1.0), (64, 128))
+    lut = str(tmp_path / "lut.json")
+    save_table(build_table(units, (64, 128), local_profiler(str(tmp_path / "cache"))), lut)
+    cmd = torchrun_cmd(dataset, str(tmp_path / "run"), "--target-latency-ms", "0.001")
+    proc = subprocess.run([*cmd, "--latency-lut", lut], capture_output=True, timeout=600, text=True)
+    assert proc.returncode != 0
+    assert "below the fastest net pruning can reach" in proc.stdout + proc.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "run", "checkpoints"))

@@ -6,6 +6,7 @@ import json
 
 import torch
 
+from avfleet.latency.widths import width_variables
 from avfleet.train import prune as P
 from avfleet.train.models import build, default_arch, num_parameters
 
@@ -16,7 +17,7 @@ def kill_channels(model, fraction, seed=0):
     with torch.no_grad():
         for g in P.channel_groups(model):
             dead = torch.arange(g.size)[torch.rand(g.size, generator=gen) < fraction]
-            for key, dim in g.slices:
+            for key, dim in g.penalised:
                 params[key].index_fill_(dim, dead, 0.0)
 
 
@@ -47,13 +48,15 @@ def test_proximal_step_zeroes_whole_groups():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.weight.uniform_(0.0, 2.0)
     before = sum(g.size for g in P.channel_groups(model))
-    zeroed = P.proximal_step_(model, lr=1.0, strength=1.0)  # threshold = lr * strength * sqrt(P=1)
+    zeroed = P.proximal_step_(
+        model, lr=1.0, strength=1.0
+    )  # threshold sqrt(P): 1 (scale) or sqrt(2) (scale, shift)
     assert 0 < sum(zeroed.values()) < before
     for group in P.channel_groups(model):
         norms = P.group_norms(model, group)
-        assert int((norms == 0).sum()) == zeroed[group.arch_path]
+        assert int((norms == 0).sum()) == zeroed[group.name]
     arch, _ = P.prune(model, align=1)
-    after = sum(b["hidden"] for b in arch["blocks"]) + arch["decoder"]["fuse"]
+    after = sum(v.size for v in width_variables(arch))
     assert after == before - sum(
         min(z, g.size - 1) if z == g.size else z
         for z, g in zip(zeroed.values(), P.channel_groups(model), strict=True)

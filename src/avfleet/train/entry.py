@@ -29,6 +29,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--low-rank-energy", type=float, default=0.9, help="spectral energy kept at the reload"
     )
+    parser.add_argument(
+        "--target-latency-ms",
+        type=float,
+        default=0.0,
+        help="latency budget of the pruned net (batch 1, as the latency table predicts); 0: none",
+    )
+    parser.add_argument(
+        "--target-params", type=int, default=0, help="parameter budget of the pruned net; 0: none"
+    )
+    parser.add_argument(
+        "--latency-lut",
+        default="",
+        help="the bench's latency table (avfleet latency profile): latency-weighted pruning",
+    )
+    parser.add_argument(
+        "--expand-ratio",
+        type=int,
+        default=1,
+        help="ExpandNets: train dense convs expanded r times, contract exactly after (1: off)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=20)
     parser.add_argument("--stop-after-steps", type=int, default=0)
@@ -49,6 +69,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         low_rank=args.low_rank,
         low_rank_energy=args.low_rank_energy,
         finetune_epochs=args.finetune_epochs,
+        target_latency_ms=args.target_latency_ms,
+        target_params=args.target_params,
+        latency_lut_uri=args.latency_lut,
+        expand_ratio=args.expand_ratio,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         stop_after_steps=args.stop_after_steps,

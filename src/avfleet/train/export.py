@@ -33,3 +33,18 @@ def parity(model: torch.nn.Module, onnx_bytes: bytes, images: torch.Tensor) -> d
     with torch.no_grad():
         ref = model.eval()(images).numpy()
     return measure.parity(ref, ort_runner(onnx_bytes)(images.numpy()))
+
+
+INPUT_HW = (64, 128)
+"""The frame size avfleet's nets run at (the fleet's camera frames)."""
+
+
+def measured_latency_ms(
+    model: torch.nn.Module, input_hw: tuple[int, int] = INPUT_HW, rounds: int = 2, runs: int = 200
+) -> float:
+    """p50 ms at batch 1 on ONNX Runtime here, one thread, best of `rounds` (the engine's graph)."""
+    import numpy as np
+
+    runner = ort_runner(export_onnx(model, *input_hw))
+    frame = np.random.default_rng(0).random((1, 3, *input_hw), dtype=np.float32)
+    return min(measure.latency_ms(runner, frame, 20, runs)["p50_ms"] for _ in range(rounds))

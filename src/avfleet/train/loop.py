@@ -24,10 +24,11 @@ from avfleet.core import config as config_lib
 from avfleet.core import storage
 from avfleet.core.errors import ConfigError, PermanentError
 from avfleet.core.metrics import JobMetrics, MetricsConfig
-from avfleet.train import checkpoint, lowrank, prune, regularizers
+from avfleet.latency.lut import LatencyTable, load_table
+from avfleet.train import checkpoint, compress, lowrank, prune, regularizers
 from avfleet.train.context import RunContext
 from avfleet.train.data import ShardedDataset
-from avfleet.train.models import build, default_arch, num_parameters
+from avfleet.train.models import build, contracted_model, default_arch, num_parameters
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,17 @@ class TrainConfig:
     dpe_strength: float = 0.0
     """Weight of the DPE KL-to-prior term (per training frame); 0 disables (plain ensemble)."""
     group_sparsity: float = 0.0
-    """lambda of the group-sparsity proximal step (members=1); 0 disables pruning."""
+    """lambda of the group-sparsity proximal step (members=1), the starting strength when a
+    budget is set; 0 disables pruning."""
+    target_latency_ms: float = 0.0
+    """Latency budget of the pruned net at batch 1, as the latency table predicts it; 0: none."""
+    target_params: int = 0
+    """Parameter budget of the pruned net; 0: none."""
+    latency_lut_uri: str = ""
+    """The bench's latency table (`avfleet latency profile`): weights the penalty by what each
+    channel costs there, snaps widths to the fastest measured ones; '' weighs by parameters."""
+    expand_ratio: int = 1
+    """ExpandNets: train every dense conv expanded r times (linear), contract exactly after."""
     low_rank: float = 0.0
     """Strength of the nuclear-norm proximal step on the blocks' 1x1 convs (members=1); 0 disables."""
     low_rank_energy: float = 0.9
@@ -76,8 +87,34 @@ class TrainConfig:
                 f"group sparsity and low rank compress a single network: set members=1, "
                 f"not {self.members}",
             )
+        budget = self.target_latency_ms or self.target_params
+        if budget and self.members > 1:
+            raise ConfigError("members", "a latency or parameter budget prunes a single network")
+        if self.target_latency_ms < 0 or self.target_params < 0:
+            raise ConfigError("target_latency_ms", "budgets are positive (0: none)")
+        if self.target_latency_ms and not self.latency_lut_uri:
+            raise ConfigError(
+                "latency_lut_uri",
+                "a latency budget needs the bench's latency table (avfleet latency profile)",
+            )
+        if self.expand_ratio < 1 or (
+            self.expand_ratio > 1 and (self.members > 1 or self.pruning or self.low_rank)
+        ):
+            raise ConfigError(
+                "expand_ratio",
+                f"ExpandNets trains one compact net (members=1, no pruning or low rank); "
+                f"got {self.expand_ratio}",
+            )
         if not 0.0 < self.low_rank_energy <= 1.0:
             raise ConfigError("low_rank_energy", f"must be in (0, 1], got {self.low_rank_energy}")
+
+    @property
+    def pruning(self) -> bool:
+        return bool(self.group_sparsity or self.target_latency_ms or self.target_params)
+
+
+DEFAULT_STRENGTH = 0.02
+"""The starting group-sparsity strength when only a budget is given (the controller adapts it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +126,7 @@ class TrainResult:
     num_parameters: int
     pruned_parameters: int | None
     model_uri: str
+    compression: dict | None = None
 
 
 def _setup(ctx: RunContext) -> torch.device:
@@ -145,6 +183,7 @@ def _fit(
     run_uri: str,
     epochs: int,
     proximal: bool,
+    controller: compress.Controller | None = None,
 ) -> _Phase:
     """SGD (momentum, cosine decay) over `epochs`, resuming from run_uri's newest complete checkpoint."""
     optimizer = torch.optim.SGD(
@@ -160,7 +199,11 @@ def _fit(
     start = checkpoint.latest_complete(run_uri)
     if start is not None:
         model.load_state_dict(start.model)
-        optimizer.load_state_dict(start.optimizer)
+        if controller is not None:  # optim.pt holds the controller's decisions beside SGD's state
+            controller.load_state_dict(start.optimizer["compress"])
+            optimizer.load_state_dict(start.optimizer["sgd"])
+        else:
+            optimizer.load_state_dict(start.optimizer)
         phase.steps = phase.resumed_from = start.step
         log.info(
             "rank %d resumes from %s (step %d, restart %d)",
@@ -191,11 +234,11 @@ def _fit(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            if proximal and config.group_sparsity:
-                prune.proximal_step_(model, step_lr, config.group_sparsity)
+            phase.steps += 1
+            if proximal and controller is not None:
+                controller.after_step(model, phase.steps, step_lr)
             if proximal and config.low_rank:
                 lowrank.proximal_step_(model, step_lr, config.low_rank)
-            phase.steps += 1
             phase.frames_seen += len(batch.frame_ids) * ctx.world_size
             phase.loss = float(loss.detach()) / members  # per member, as a single net's
             at_end = phase.steps in (total_steps, stop_at)
@@ -206,7 +249,9 @@ def _fit(
                         phase.steps,
                         epoch,
                         model.state_dict(),
-                        optimizer.state_dict(),
+                        optimizer.state_dict()
+                        if controller is None
+                        else {"sgd": optimizer.state_dict(), "compress": controller.state_dict()},
                         {"loss": phase.loss, "arch": getattr(model, "arch", None)},
                     )
                     phase.last_checkpoint_s = time.time()
@@ -234,7 +279,23 @@ def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
         seed=config.seed,
     )
     torch.manual_seed(config.seed)
-    model = build(default_arch(width=config.width), members=config.members).to(device)
+    arch = default_arch(width=config.width)
+    if config.expand_ratio > 1:
+        arch["expand_ratio"] = config.expand_ratio
+    model = build(arch, members=config.members).to(device)
+    table = load_table(config.latency_lut_uri) if config.latency_lut_uri else None
+    controller = None
+    if config.pruning:
+        controller = compress.Controller(
+            model,
+            config.group_sparsity or DEFAULT_STRENGTH,
+            table,
+            compress.Budget(
+                target_latency_ms=config.target_latency_ms or None,
+                target_params=config.target_params or None,
+            ),
+            total_steps=config.epochs * data.steps_per_epoch,
+        )
     main = _fit(
         model,
         data,
@@ -244,14 +305,22 @@ def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
         run_uri=config.out_uri,
         epochs=config.epochs,
         proximal=True,
+        controller=controller,
     )
     phases, final, dense = [main], model, model
-    if main.finished and (config.group_sparsity or config.low_rank) and config.members == 1:
+    report = None
+    if main.finished and config.expand_ratio > 1:
+        final = dense = contracted_model(model.cpu()).to(device)  # exact: the compact net
+    if main.finished and (config.pruning or config.low_rank) and config.members == 1:
         # Prune, then factor, the jointly trained net (deterministic, so a restarted group
         # derives the same architecture), then fine-tune the smaller net without the penalties.
         final = model.cpu()
-        if config.group_sparsity:
-            final = prune.pruned_model(final)
+        if controller is not None:
+            report = controller.report(final)
+            (log.info if report.met is not False else log.warning)(
+                "compression: %s", report.message
+            )
+            final = prune.pruned_model(final, report.widths)
         if config.low_rank:
             final = lowrank.factored_model(final, config.low_rank_energy)
         final = final.to(device)
@@ -272,6 +341,9 @@ def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
     model_uri = storage.join(config.out_uri, "model")
     frames = sum(p.frames_seen for p in phases)
     samples_per_s = frames / max(sum(p.seconds for p in phases), 1e-9)
+    if ctx.distributed:  # every rank is done: rank 0 alone measures and writes from here on
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     result = TrainResult(
         steps=sum(p.steps for p in phases),
         resumed_from=main.resumed_from,
@@ -280,10 +352,14 @@ def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
         num_parameters=num_parameters(dense),
         pruned_parameters=num_parameters(final) if final is not dense else None,
         model_uri=model_uri,
+        # Latency measured here only once the other ranks stopped using the cores.
+        compression=_compression_record(dense, final, report, table)
+        if ctx.rank == 0 and done
+        else None,
     )
     if ctx.rank == 0:
         if done:
-            _save_models(dense, final, config, model_uri)
+            _save_models(dense, final, config, model_uri, result.compression)
         metrics = JobMetrics("train", config.out_uri.rstrip("/").rsplit("/", 1)[-1])
         metrics.set("samples_per_second", samples_per_s, "Training frames per second (all ranks)")
         metrics.set("loss", result.final_loss, "Last training loss")
@@ -298,21 +374,54 @@ def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
             storage.join(config.out_uri, "result.json"),
             json.dumps(dataclasses.asdict(result), indent=2),
         )
-    if ctx.distributed:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
     return result
 
 
+def _compression_record(
+    dense: torch.nn.Module,
+    final: torch.nn.Module,
+    report: compress.CompressionReport | None,
+    table: LatencyTable | None,
+) -> dict | None:
+    """Parameters and latency (table-predicted, and measured here on ONNX Runtime) before and after."""
+    if final is dense or getattr(dense, "members", 1) != 1:
+        return None
+    from avfleet.train.export import measured_latency_ms
+
+    record: dict = {
+        "parameters": {"before": num_parameters(dense), "after": num_parameters(final)},
+        "measured_latency_ms": {
+            "before": measured_latency_ms(dense.cpu()),
+            "after": measured_latency_ms(final.cpu()),
+            "how": "ONNX Runtime on this node, batch 1, one thread, p50 (the bench's gate decides)",
+        },
+    }
+    if table is not None:
+        record["predicted_latency_ms"] = {
+            "before": table.predict(dense.arch).total_ms,
+            "after": table.predict(final.arch).total_ms,
+            "bench": table.bench,
+        }
+    if report is not None:
+        record["budget"] = dataclasses.asdict(report)
+    return record
+
+
 def _save_models(
-    dense: torch.nn.Module, final: torch.nn.Module, config: TrainConfig, model_uri: str
+    dense: torch.nn.Module,
+    final: torch.nn.Module,
+    config: TrainConfig,
+    model_uri: str,
+    compression: dict | None,
 ) -> None:
     """model/dense: the net as trained; model/: the net to use (pruned and fine-tuned when pruning)."""
     members = config.members
     save_model(dense, storage.join(model_uri, "dense"), {"members": members})
-    info = {"members": members}
+    info: dict = {"members": members}
     if final is not dense:
         info["pruned_from_parameters"] = num_parameters(dense)
+    if compression is not None:
+        info["compression"] = compression
     save_model(final, model_uri, info)
 
 

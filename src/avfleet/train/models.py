@@ -56,6 +56,82 @@ def default_arch(
     }
 
 
+class ExpandedConv(nn.Module):
+    """ExpandNets (Guo, Alvarez & Salzmann, NeurIPS 2020): a dense k x k conv, over-parameterised.
+
+    cin -> r*cin (1x1), r*cin -> r*cout (k x k, the layer's stride, padding and
+    dilation), r*cout -> cout (1x1), with nothing nonlinear between: the chain
+    is one linear map, so after training it contracts exactly into the compact
+    k x k conv (`contracted_weight`). Zero padding commutes with a bias-free 1x1
+    conv, so the contraction is exact at the borders too.
+    """
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        kernel: tuple[int, int],
+        ratio: int,
+        *,
+        stride: int,
+        padding: tuple[int, int],
+        dilation: int,
+        bias: bool,
+    ) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(cin, ratio * cin, 1, bias=False)
+        self.b = nn.Conv2d(
+            ratio * cin,
+            ratio * cout,
+            kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            bias=False,
+        )
+        self.c = nn.Conv2d(ratio * cout, cout, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(self.b(self.a(x)))
+
+    def contracted_weight(self) -> torch.Tensor:
+        """W[o, i] = sum_{p, q} C[o, q] B[q, p] A[p, i], per kernel tap: (cout, cin, kh, kw)."""
+        a = self.a.weight.flatten(1)  # (r cin, cin)
+        c = self.c.weight.flatten(1)  # (cout, r cout)
+        return torch.einsum("oq,qpyx,pi->oiyx", c, self.b.weight, a)
+
+
+def _conv(
+    cin: int,
+    cout: int,
+    kernel: tuple[int, int],
+    members: int,
+    *,
+    stride: int = 1,
+    dilation: int = 1,
+    groups: int = 1,
+    bias: bool = False,
+    expand: int = 1,
+) -> nn.Module:
+    """A stacked conv; a dense one (groups 1, one member) expanded when expand > 1."""
+    kh, kw = kernel
+    pad = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
+    if expand > 1 and groups == 1 and members == 1:
+        return ExpandedConv(
+            cin, cout, kernel, expand, stride=stride, padding=pad, dilation=dilation, bias=bias
+        )
+    return nn.Conv2d(
+        cin * members,
+        cout * members,
+        kernel,
+        stride=stride,
+        padding=pad,
+        dilation=dilation,
+        groups=groups * members,
+        bias=bias,
+    )
+
+
 class ConvBNAct(nn.Sequential):
     def __init__(
         self,
@@ -68,19 +144,19 @@ class ConvBNAct(nn.Sequential):
         dilation: int = 1,
         groups: int = 1,
         act: bool = True,
+        expand: int = 1,
     ) -> None:
         kh, kw = (k, k) if isinstance(k, int) else k
-        pad = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
         layers: list[nn.Module] = [
-            nn.Conv2d(
-                cin * members,
-                cout * members,
+            _conv(
+                cin,
+                cout,
                 (kh, kw),
+                members,
                 stride=stride,
-                padding=pad,
                 dilation=dilation,
-                groups=groups * members,
-                bias=False,
+                groups=groups,
+                expand=expand,
             ),
             nn.BatchNorm2d(cout * members),
         ]
@@ -92,13 +168,13 @@ class ConvBNAct(nn.Sequential):
 class InvertedResidual(nn.Module):
     """1x1 expand -> depthwise k x k (or k x 1 then 1 x k), dilated -> 1x1 project, residual when shapes allow."""
 
-    def __init__(self, spec: dict, members: int) -> None:
+    def __init__(self, spec: dict, members: int, expand: int = 1) -> None:
         super().__init__()
         cin, hidden, cout = spec["in"], spec["hidden"], spec["out"]
         k, stride, dilation = spec["kernel"], spec["stride"], spec["dilation"]
         # A factored 1x1 conv is `*_in` (cin -> rank, no BN) followed by the usual ConvBNAct.
         self.expand_in, expand_cin = _factor(cin, spec.get("expand_rank"), members)
-        self.expand = ConvBNAct(expand_cin, hidden, 1, members)
+        self.expand = ConvBNAct(expand_cin, hidden, 1, members, expand=expand)
         if spec.get("decompose"):
             self.depthwise = nn.Sequential(
                 ConvBNAct(
@@ -118,7 +194,7 @@ class InvertedResidual(nn.Module):
                 hidden, hidden, k, members, stride=stride, dilation=dilation, groups=hidden
             )
         self.project_in, project_cin = _factor(hidden, spec.get("project_rank"), members)
-        self.project = ConvBNAct(project_cin, cout, 1, members, act=False)
+        self.project = ConvBNAct(project_cin, cout, 1, members, act=False, expand=expand)
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,14 +216,13 @@ class SegNet(nn.Module):
         super().__init__()
         self.arch = copy.deepcopy(arch)
         self.members = members
-        self.stem = ConvBNAct(3, arch["stem"], 3, members, stride=2)  # 3 * E channels in, E groups
-        self.blocks = nn.Sequential(*[InvertedResidual(b, members) for b in arch["blocks"]])
+        r = int(arch.get("expand_ratio", 1))  # ExpandNets: dense convs trained expanded
+        self.stem = ConvBNAct(3, arch["stem"], 3, members, stride=2, expand=r)  # 3E in, E groups
+        self.blocks = nn.Sequential(*[InvertedResidual(b, members, r) for b in arch["blocks"]])
         dec = arch["decoder"]
-        self.reduce = ConvBNAct(arch["blocks"][-1]["out"], dec["reduce"], 1, members)
-        self.fuse = ConvBNAct(dec["reduce"] + dec["skip"], dec["fuse"], 3, members)
-        self.head = nn.Conv2d(
-            dec["fuse"] * members, arch["num_classes"] * members, 1, groups=members
-        )
+        self.reduce = ConvBNAct(arch["blocks"][-1]["out"], dec["reduce"], 1, members, expand=r)
+        self.fuse = ConvBNAct(dec["reduce"] + dec["skip"], dec["fuse"], 3, members, expand=r)
+        self.head = _conv(dec["fuse"], arch["num_classes"], (1, 1), members, bias=True, expand=r)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -175,7 +250,30 @@ def _interleave(a: torch.Tensor, b: torch.Tensor, members: int) -> torch.Tensor:
 
 
 def build(arch: Arch, members: int = 1) -> SegNet:
+    if arch.get("expand_ratio", 1) > 1 and members != 1:
+        raise ValueError("ExpandNets (expand_ratio > 1) trains a single network, not an ensemble")
     return SegNet(arch, members)
+
+
+def contracted_model(model: SegNet) -> SegNet:
+    """The compact net of an ExpandNets net: every ExpandedConv contracted exactly into one conv."""
+    arch = copy.deepcopy(model.arch)
+    if arch.pop("expand_ratio", 1) <= 1:
+        return model
+    state = {}
+    expanded = {n: m for n, m in model.named_modules() if isinstance(m, ExpandedConv)}
+    for key, value in model.state_dict().items():
+        owner = next((n for n in expanded if key.startswith(f"{n}.")), None)
+        if owner is None:
+            state[key] = value
+    with torch.no_grad():
+        for name, module in expanded.items():
+            state[f"{name}.weight"] = module.contracted_weight()
+            if module.c.bias is not None:
+                state[f"{name}.bias"] = module.c.bias.detach().clone()
+    compact = build(arch)
+    compact.load_state_dict(state)
+    return compact.train(model.training)
 
 
 def num_parameters(model: nn.Module) -> int:

@@ -130,10 +130,9 @@ def build_nightly() -> CronWorkflow:
 
 
 def build_data_engine() -> WorkflowTemplate:
-    deployable_only = ("group-sparsity", "low-rank", "finetune-epochs", "width")
     parameters = {
         **fleet_index.PARAMETERS,
-        **{k: v for k, v in train.PARAMETERS.items() if k not in deployable_only},
+        **{k: v for k, v in train.PARAMETERS.items() if k not in train.DEPLOYABLE_ONLY},
         **MINING_PARAMETERS,
     }
     w = c.workflow_parameter

@@ -40,10 +40,31 @@ PARAMETERS = {
     "dpe-strength": ("0.02", "weight of the DPE KL-to-prior term per training frame (ensemble)"),
     "low-rank": ("0", "strength of the nuclear-norm proximal step (0: no SVD reload)"),
     "finetune-epochs": ("4", "epochs fine-tuning the pruned net without the penalty"),
+    "target-latency-ms": (
+        "0",
+        "latency budget of the pruned net (batch 1, the bench's latency table); 0: none",
+    ),
+    "target-params": ("0", "parameter budget of the pruned net; 0: none"),
+    "latency-lut": (
+        "",
+        "the bench's latency table (avfleet latency profile); '': weigh channels by parameters",
+    ),
     "width": ("2.0", "width multiplier of the deployable net before pruning"),
     "image": (c.DEFAULT_IMAGE, "avfleet image (CLI steps)"),
     "train-image": ("ghcr.io/avfleet/avfleet-train:0.1.0", "avfleet training image (CUDA, NCCL)"),
 }
+
+
+DEPLOYABLE_ONLY = (
+    "group-sparsity",
+    "low-rank",
+    "finetune-epochs",
+    "width",
+    "target-latency-ms",
+    "target-params",
+    "latency-lut",
+)
+"""Parameters of the deployable net alone (workflows that train only the ensemble leave them)."""
 
 
 def dataset_template() -> Container:
@@ -207,6 +228,12 @@ def build() -> WorkflowTemplate:
         w("epochs"),
         "--finetune-epochs",
         w("finetune-epochs"),
+        "--target-latency-ms",
+        w("target-latency-ms"),
+        "--target-params",
+        w("target-params"),
+        "--latency-lut",
+        w("latency-lut"),
     ]
     with c.workflow_template(
         NAME,

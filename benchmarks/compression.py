@@ -1,0 +1,174 @@
+"""Compression judged by measured latency: pruning, the hand-scaled family, ExpandNets, low rank.
+
+One run, the same data (the train/held-out sets of the training benchmarks)
+and the same epoch budget for every arm; every net exported to ONNX and timed
+on ONNX Runtime, batch 1, one thread, p50, best of interleaved rounds.
+
+    dense         the width-2 net
+    family-W      the hand-scaled family: width multiplier W, trained from scratch
+    pruned-Sx     width 2, latency-aware joint training + pruning, budget = dense / S
+                  (predicted by the bench's latency table)
+    expand-w1     the width-1 net trained as ExpandNets (r = 2), contracted
+    lowrank       width 2 with the nuclear-norm term and the SVD reload
+    lowrank+pruned-2x
+
+Goals (issue 10): vs dense >= 50% parameters removed, <= 1 mIoU lost, >= 1.5x
+measured latency; pruned >= the family at equal measured latency; ExpandNets
+>= +1 mIoU for the compact net; several seeds for the headline arms.
+
+    python benchmarks/compression.py [--smoke] [--epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from _common import RESULTS, save  # noqa: E402
+from _train_common import datasets, torchrun  # noqa: E402
+
+from avfleet.bench.engines import ort_runner  # noqa: E402
+from avfleet.bench.measure import latency_ms  # noqa: E402
+from avfleet.latency.lut import build_table, load_table, local_profiler, pruning_units, save_table  # noqa: E402
+from avfleet.train.evaluate import evaluate  # noqa: E402
+from avfleet.train.export import INPUT_HW, export_onnx  # noqa: E402
+from avfleet.train.loop import load_model  # noqa: E402
+from avfleet.train.models import build, default_arch, num_parameters  # noqa: E402
+
+
+def arms(smoke: bool) -> list[tuple[str, int, list[str]]]:
+    """(name, seed, extra train args). LAT:S: a latency budget, the dense net's table-predicted
+    latency / S; PARAMS:F: a parameter budget, F of the dense net's parameters."""
+    if smoke:
+        return [
+            ("dense", 0, ["--width", "1.0"]),
+            ("pruned-2x", 0, ["--width", "1.0", "LAT:2", "PARAMS:0.5"]),
+        ]
+    seeds = (0, 1)
+    out = [("dense", s, ["--width", "2.0"]) for s in seeds]
+    out += [("family-0.75", 0, ["--width", "0.75"])]
+    out += [(f"family-{w}", s, ["--width", w]) for w in ("1.0", "1.25", "1.5") for s in seeds]
+    out += [
+        (f"pruned-{b}x", s, ["--width", "2.0", f"LAT:{b}"]) for b in ("1.5", "2") for s in seeds
+    ]
+    out += [("pruned-3x", 0, ["--width", "2.0", "LAT:3"])]
+    out += [
+        ("pruned-1.5x+params-0.5", s, ["--width", "2.0", "LAT:1.5", "PARAMS:0.5"]) for s in seeds
+    ]
+    out += [("expand-w1", s, ["--width", "1.0", "--expand-ratio", "2"]) for s in seeds]
+    out += [("lowrank", 0, ["--width", "2.0", "--low-rank", "0.1"])]
+    out += [("lowrank+pruned-2x", 0, ["--width", "2.0", "--low-rank", "0.1", "LAT:2"])]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--epochs", type=int, default=10)
+    args = parser.parse_args()
+    smoke = args.smoke
+    epochs = 1 if smoke else args.epochs
+    train, test = datasets(*((64, 48) if smoke else (1500, 720)))
+    runs = RESULTS / ("smoke-runs" if smoke else "runs")
+    lut_uri = str(runs / "lut.json")
+    widths = {"1.0"} if smoke else {"2.0", "1.0"}
+    if not pathlib.Path(lut_uri).exists():
+        units = [u for w in widths for u in pruning_units(default_arch(width=float(w)), INPUT_HW)]
+        save_table(
+            build_table(units, INPUT_HW, local_profiler(str(RESULTS / "cache" / "latency"))),
+            lut_uri,
+        )
+    table = load_table(lut_uri)
+    recipe = [
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.05",
+        "--checkpoint-every",
+        "1000",
+        "--epochs",
+        str(epochs),
+    ]
+    models = {}
+    for name, seed, extra in arms(smoke):
+        train_args = []
+        width = float(extra[extra.index("--width") + 1])
+        dense = default_arch(width=width)
+        for a in extra:
+            if a.startswith("LAT:"):
+                target = table.predict(dense).total_ms / float(a.split(":")[1])
+                train_args += ["--target-latency-ms", f"{target:.4f}", "--latency-lut", lut_uri]
+            elif a.startswith("PARAMS:"):
+                params = int(num_parameters(build(dense)) * float(a.split(":")[1]))
+                train_args += ["--target-params", str(params)]
+            else:
+                train_args.append(a)
+        run = str(runs / f"{name}-s{seed}-{epochs}ep")
+        print(f"training {name} seed {seed}", flush=True)
+        result = torchrun(train, run, *recipe, "--seed", str(seed), *train_args)
+        models[(name, seed)] = (load_model(f"{run}/model"), result)
+    onnx = {k: export_onnx(m, *INPUT_HW) for k, (m, _) in models.items()}
+    frame = np.random.default_rng(0).random((1, 3, *INPUT_HW), dtype=np.float32)
+    latency = {k: float("inf") for k in onnx}
+    for _ in range(2 if smoke else 3):
+        for k, model_bytes in onnx.items():
+            t = latency_ms(ort_runner(model_bytes), frame, 20, 30 if smoke else 300)["p50_ms"]
+            latency[k] = min(latency[k], t)
+    rows = []
+    for (name, seed), (model, result) in models.items():
+        rows.append(
+            {
+                "arm": name,
+                "seed": seed,
+                "parameters": num_parameters(model),
+                "measured_ms": latency[(name, seed)],
+                "predicted_ms": table.predict(model.arch).total_ms
+                if not any(
+                    b.get("project_rank") or b.get("expand_rank") for b in model.arch["blocks"]
+                )
+                else None,
+                "miou": evaluate(model, test).miou,
+                "budget": (result.get("compression") or {}).get("budget"),
+                "arch": model.arch,
+            }
+        )
+    out = {"epochs": epochs, "bench": table.bench, "rows": rows}
+    if smoke:
+        print(
+            json.dumps(
+                [{k: r[k] for k in ("arm", "parameters", "measured_ms", "miou")} for r in rows]
+            )
+        )
+        return
+    save("compression", out)
+    _plot(rows)
+
+
+def _plot(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for arm in sorted({r["arm"] for r in rows}):
+        pts = [r for r in rows if r["arm"] == arm]
+        ax.scatter([r["measured_ms"] for r in pts], [100 * r["miou"] for r in pts], label=arm, s=20)
+    fam = sorted(
+        (r for r in rows if r["arm"].startswith("family") or r["arm"] == "dense"),
+        key=lambda r: r["measured_ms"],
+    )
+    ax.plot([r["measured_ms"] for r in fam], [100 * r["miou"] for r in fam], "k:", lw=0.8)
+    ax.set(xlabel="measured latency, ORT 1 thread, batch 1 (ms)", ylabel="held-out mIoU")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "compression.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""Latency-aware joint training and pruning: per-width penalties from the bench, a budget, snapping.
+
+Alvarez & Salzmann's regulariser r = sum_l lambda_l sqrt(P_l) sum_n ||theta_l^n||
+acts during the whole training (prune.proximal_step_ after every optimizer
+step). Here lambda_l = strength * w_l, with w_l the latency one channel of
+width l costs, read from the bench's lookup table (avfleet.latency) at the
+net's current widths and normalised to mean 1: the optimiser removes what is
+slow (the decoder's full-resolution channels), not what is merely numerous
+(the 384 hidden channels at 4 x 8 pixels cost almost nothing).
+
+A budget (target latency and/or parameters) is reached by the controller:
+every `every` steps it looks at the net as it would be pruned now (live
+channels, widths snapped to the fastest measured ones) and compares it with a
+schedule that goes linearly from the dense net to the budget over the first
+RAMP of training. Over the schedule, strength grows by a factor; under it,
+strength shrinks by it. The factor lets strength move RANGE-fold within the
+ramp, however long the run (a demo's 75 steps or a benchmark's 470). Once the snapped net meets the budget, the widths are
+decided: dead channels are masked at zero and the penalty stops, so the rest
+of training trains the net at its final shape. A budget not met by the end is
+reported as a miss (`CompressionReport.met`), never silently.
+
+Every rank computes the same decisions (its parameters are DDP-identical, the
+table is a file), so no broadcast is needed, and the controller's state goes
+into checkpoints so a resumed run decides the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from avfleet.bench.profile import unit_key
+from avfleet.core.errors import ConfigError
+from avfleet.latency.lut import LatencyTable, check_budget_feasible, pruning_units
+from avfleet.latency.widths import width_choices, width_variables, with_widths
+from avfleet.train import prune
+from avfleet.train.models import Arch, SegNet, build
+
+RAMP = 0.5
+"""Share of the main phase over which the schedule moves from dense to the budget."""
+RANGE = 1000.0
+"""How far (a factor) the strength can move within the ramp."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Budget:
+    target_latency_ms: float | None = None
+    """Predicted (bench-table) latency at batch 1 the pruned net must reach."""
+    target_params: int | None = None
+    """Parameters the pruned net must not exceed."""
+
+    @property
+    def any(self) -> bool:
+        return self.target_latency_ms is not None or self.target_params is not None
+
+
+def num_parameters_of(arch: Arch) -> int:
+    with torch.device("meta"):
+        return sum(p.numel() for p in build(arch).parameters())
+
+
+def snap(
+    arch: Arch, live: dict[str, int], table: LatencyTable | None, passes: int = 2
+) -> dict[str, int]:
+    """Each width: the measured grid width >= its live channels that makes the net fastest.
+
+    Coordinate descent over the widths on the table's whole-net prediction
+    (widths interact through the convs between them). Without a table: the
+    smallest grid width that holds the live channels.
+    """
+    options = {
+        name: [c for c in width_choices(_size(arch, name)) if c >= max(n, 1)]
+        for name, n in live.items()
+    }
+    widths = {name: opts[0] for name, opts in options.items()}
+    if table is None:
+        return widths
+    for _ in range(passes):
+        for name, opts in options.items():
+            widths[name] = min(
+                opts,
+                key=lambda c: (table.predict(with_widths(arch, {**widths, name: c})).total_ms, c),
+            )
+    return widths
+
+
+def _size(arch: Arch, name: str) -> int:
+    node = arch
+    for part in name.split("."):
+        node = node[int(part)] if part.isdigit() else node[part]
+    return int(node)
+
+
+def channel_costs(
+    arch: Arch, widths: dict[str, int], table: LatencyTable | None
+) -> dict[str, float]:
+    """Per width: what one of its channels costs at these widths, normalised to mean 1.
+
+    Latency (the table's prediction) with a table, parameters without. The
+    slope is taken between the width's current value and the grid's smallest
+    (or, at the smallest, its next larger): the average cost of the channels
+    the penalty could still remove. A slope over one grid step would mostly
+    measure the runtime's blocking (and noise).
+    """
+
+    def cost(w: dict[str, int]) -> float:
+        arch_w = with_widths(arch, w)
+        return table.predict(arch_w).total_ms if table else num_parameters_of(arch_w)
+
+    base = cost(widths)
+    raw = {}
+    for name, width in widths.items():
+        grid = width_choices(_size(arch, name))
+        other = grid[0] if grid[0] < width else next((c for c in grid if c > width), width)
+        if other == width:
+            raw[name] = 0.0
+            continue
+        raw[name] = max(0.0, (base - cost({**widths, name: other})) / (width - other))
+    mean = sum(raw.values()) / len(raw) if raw else 1.0
+    floor = 1e-3  # a width the table sees as free still shrinks a little
+    return {k: max(v / mean, floor) if mean > 0 else 1.0 for k, v in raw.items()}
+
+
+@dataclasses.dataclass
+class CompressionReport:
+    budget: dict
+    met: bool | None
+    """True/False with a budget; None without one."""
+    decided_at_step: int | None
+    widths: dict[str, int]
+    predicted_latency_ms: float | None
+    dense_predicted_latency_ms: float | None
+    parameters: int
+    dense_parameters: int
+    final_strength: float
+    message: str
+
+
+def check_budget(arch: Arch, table: LatencyTable | None, budget: Budget) -> None:
+    """ConfigError before training when the table lacks units or no prunable net meets the budget."""
+    narrowest = with_widths(arch, {v.name: width_choices(v.size)[0] for v in width_variables(arch)})
+    if table is not None:
+        missing = [
+            u for u in pruning_units(arch, table.input_hw) if unit_key(u) not in table.entries
+        ]
+        if missing:
+            raise ConfigError(
+                "latency_lut_uri",
+                f"the latency table ({table.bench}) lacks {len(missing)} of the units pruning this "
+                f"net can reach, e.g. {unit_key(missing[0])}: profile them with "
+                f"`avfleet latency profile` for this architecture",
+            )
+        if budget.target_latency_ms is not None:
+            check_budget_feasible(table, arch, budget.target_latency_ms)
+    if budget.target_params is not None and budget.target_params < num_parameters_of(narrowest):
+        raise ConfigError(
+            "target_params",
+            f"{budget.target_params:,} is below the smallest net pruning can reach from this "
+            f"architecture ({num_parameters_of(narrowest):,} parameters, every width at its minimum)",
+        )
+
+
+class Controller:
+    """The proximal step with latency weights, and the strength schedule that meets a budget."""
+
+    def __init__(
+        self,
+        model: SegNet,
+        strength: float,
+        table: LatencyTable | None,
+        budget: Budget,
+        total_steps: int,
+        every: int = 5,
+    ) -> None:
+        self.arch = model.arch
+        self.groups = prune.channel_groups(model)
+        check_budget(self.arch, table, budget)
+        self.table = table
+        self.budget = budget
+        self.total_steps = total_steps
+        self.every = every
+        self.strength = strength
+        self.step_factor = max(1.05, RANGE ** (every / max(1.0, RAMP * total_steps)))
+        self.decided_at: int | None = None
+        self.dead: dict[str, torch.Tensor] = {}
+        full = {g.name: g.size for g in self.groups}
+        self.dense_ms = table.predict(self.arch).total_ms if table else None
+        self.dense_params = num_parameters_of(self.arch)
+        self.widths = full
+        self.live = full
+        self.ms, self.params = self.dense_ms, self.dense_params
+        self.weights = self._weights()
+
+    def _weights(self) -> dict[str, float]:
+        """lambda_l / strength: latency per channel, parameters per channel, or a mix of both.
+
+        With both budgets, each cost weighs as much as its budget is still missed
+        by (relative excess): once the latency is under budget, only parameters
+        press, so the penalty moves to the cheap-to-run, parameter-heavy widths.
+        """
+        lat = channel_costs(self.arch, self.widths, self.table) if self.table else None
+        if lat is None or self.budget.target_params is None:
+            return lat or channel_costs(self.arch, self.widths, None)
+        par = channel_costs(self.arch, self.widths, None)
+        if self.budget.target_latency_ms is None:
+            return par
+        over_ms = max(0.0, self.ms / self.budget.target_latency_ms - 1.0)
+        over_params = max(0.0, self.params / self.budget.target_params - 1.0)
+        share = over_ms / (over_ms + over_params) if over_ms + over_params > 0 else 0.5
+        return {k: share * lat[k] + (1.0 - share) * par[k] for k in lat}
+
+    # what the net would be if pruned now
+    def _measure(self, widths: dict[str, int]) -> tuple[float | None, int]:
+        arch = with_widths(self.arch, widths)
+        return (self.table.predict(arch).total_ms if self.table else None), num_parameters_of(arch)
+
+    def _meets(self, ms: float | None, params: int, fraction: float) -> bool:
+        """Within the schedule's value at `fraction` of the ramp (1: the budget itself)."""
+        ok = True
+        if self.budget.target_latency_ms is not None:
+            assert ms is not None and self.dense_ms is not None
+            target = self.dense_ms + fraction * (self.budget.target_latency_ms - self.dense_ms)
+            ok &= ms <= target
+        if self.budget.target_params is not None:
+            target = self.dense_params + fraction * (self.budget.target_params - self.dense_params)
+            ok &= params <= target
+        return ok
+
+    @torch.no_grad()
+    def after_step(self, model: SegNet, step: int, lr: float) -> None:
+        """Called after every optimizer step (step counts from 1).
+
+        The budget is checked whenever a channel died (so the widths are decided
+        at the first step the net meets it, not up to `every` steps later, when
+        whole widths may have collapsed past it); the strength moves every
+        `every` steps.
+        """
+        if self.decided_at is not None:
+            prune.mask_(model, self.dead)
+            return
+        prune.proximal_step_(model, lr, self.strength, self.weights)
+        if not self.budget.any:
+            return
+        live = prune.alive_counts(model, self.groups)
+        if live == self.live and step % self.every:
+            return
+        if live != self.live:
+            self.live = live
+            self.widths = snap(self.arch, live, self.table)
+            self.ms, self.params = self._measure(self.widths)
+            if self._meets(self.ms, self.params, 1.0):
+                self.decide(model, step)
+                return
+        if step % self.every == 0:
+            fraction = min(1.0, step / max(1.0, RAMP * self.total_steps))
+            over = not self._meets(self.ms, self.params, fraction)
+            self.strength *= self.step_factor if over else 1.0 / self.step_factor
+            self.weights = self._weights()
+
+    def decide(self, model: SegNet, step: int) -> None:
+        """Fix the widths: fill the budget's slack, then dead channels stay dead and the penalty stops.
+
+        Channels die in waves (a width's channels shrink alike, and one step's
+        threshold can zero most of them at once), so the net that first meets
+        the budget is usually well under it. The slack is given back: widths
+        grow a grid step at a time, the cheapest per channel first, while the
+        net still meets the budget; the channels they take back are dead ones,
+        which train again from zero (no gradient is masked from them).
+        """
+        params = dict(model.named_parameters())
+        norms = {g.name: prune._group_norms(params, g) for g in self.groups}
+        widths = snap(self.arch, {n: int((v > 0).sum()) for n, v in norms.items()}, self.table)
+        while True:
+            ms, count = self._measure(widths)
+            best, best_cost = None, float("inf")
+            for group in self.groups:
+                larger = [c for c in width_choices(group.size) if c > widths[group.name]]
+                if not larger:
+                    continue
+                trial = {**widths, group.name: larger[0]}
+                trial_ms, trial_count = self._measure(trial)
+                if not self._meets(trial_ms, trial_count, 1.0):
+                    continue
+                grown = (trial_ms - ms) if trial_ms is not None else trial_count - count
+                cost = grown / (larger[0] - widths[group.name])
+                if cost < best_cost:
+                    best, best_cost = trial, cost
+            if best is None:
+                break
+            widths = best
+        self.dead = {}
+        for name, v in norms.items():
+            alive = v > 0
+            revived = (~alive).nonzero().flatten()[: widths[name] - int(alive.sum())]
+            alive[revived] = True
+            self.dead[name] = ~alive
+        self.widths = widths
+        self.decided_at = step
+        prune.mask_(model, self.dead)
+
+    def final_widths(self, model: SegNet) -> dict[str, int]:
+        if self.decided_at is not None:
+            return dict(self.widths)
+        return snap(self.arch, prune.alive_counts(model, self.groups), self.table)
+
+    def report(self, model: SegNet) -> CompressionReport:
+        widths = self.final_widths(model)
+        ms, params = self._measure(widths)
+        met = self._meets(ms, params, 1.0) if self.budget.any else None
+        parts = []
+        if self.budget.target_latency_ms is not None:
+            parts.append(
+                f"latency {ms:.3f} ms predicted vs target {self.budget.target_latency_ms:g} ms"
+            )
+        if self.budget.target_params is not None:
+            parts.append(f"{params:,} parameters vs target {self.budget.target_params:,}")
+        if met is None:
+            message = "no budget: pruned what the penalty zeroed"
+        elif met:
+            message = f"budget met at step {self.decided_at}: " + ", ".join(parts)
+        else:
+            message = "budget NOT met by the end of training: " + ", ".join(parts)
+        return CompressionReport(
+            budget=dataclasses.asdict(self.budget),
+            met=met,
+            decided_at_step=self.decided_at,
+            widths=widths,
+            predicted_latency_ms=ms,
+            dense_predicted_latency_ms=self.dense_ms,
+            parameters=params,
+            dense_parameters=self.dense_params,
+            final_strength=self.strength,
+            message=message,
+        )
+
+    def state_dict(self) -> dict:
+        return {
+            "strength": self.strength,
+            "decided_at": self.decided_at,
+            "dead": {k: v.clone() for k, v in self.dead.items()},
+            "widths": dict(self.widths),
+            "weights": dict(self.weights),
+            "live": dict(self.live),
+            "ms": self.ms,
+            "params": self.params,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.strength = float(state["strength"])
+        self.decided_at = state["decided_at"]
+        self.dead = dict(state["dead"])
+        self.widths = dict(state["widths"])
+        self.weights = dict(state["weights"])
+        self.live = dict(state["live"])
+        self.ms, self.params = state["ms"], state["params"]

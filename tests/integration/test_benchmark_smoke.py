@@ -1,0 +1,26 @@
+"""Every benchmark of this suite runs in its smoke mode (tiny sizes), so none can rot unnoticed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("script", ["latency_lut.py", "compression.py"])
+def test_benchmark_smoke_mode_runs(script, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / script), "--smoke"],
+        env={**os.environ, "AVFLEET_BENCH_RESULTS": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert not (REPO_ROOT / "benchmarks" / "results" / "smoke-runs").exists()
