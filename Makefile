@@ -1,6 +1,7 @@
 # Set-up and entry points. `make demo` and `make test` are the README's quickstart:
-# each builds .venv inside the checkout on first use (torch first, from the local
-# CPU build; see ../shared/DEPENDENCIES.md), then runs.
+# each builds .venv inside the checkout on first use (torch 2.13.0 first: on this
+# machine kind PyPI serves its standard CUDA build, ~3 GB, which runs on the CPU;
+# see ../shared/DEPENDENCIES.md), then runs.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp

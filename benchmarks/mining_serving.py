@@ -119,7 +119,7 @@ def stacked_vs_sequential(ensemble: torch.nn.Module, frames: np.ndarray) -> dict
 
 def main() -> None:
     train, test = datasets()
-    run = plain_ensemble(train)
+    run = pathlib.Path(plain_ensemble(train))  # a str: `run / "model"` raised TypeError
     repo = tempfile.mkdtemp(prefix="repo-")
     ref = publish_model(str(run / "model"), repo, "dpe")
     frames = frames_uint8(test, FRAMES)

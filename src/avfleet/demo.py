@@ -61,6 +61,9 @@ class DemoConfig:
     """Mining rounds after the first training."""
     budget: int = 160
     """Frames selected for labeling per round."""
+    speedup: float = 2.0
+    """The deployable net's latency budget: the dense width-2 net's, as this machine's latency
+    table predicts it, divided by this (and half its parameters)."""
 
 
 def _fresh_folder(path: pathlib.Path) -> None:
@@ -116,6 +119,7 @@ def run_demo(config: DemoConfig) -> int:
         "[bold]3. train: the train workflow (dataset -> DPE ensemble + pruned net -> evaluation)"
     )
     heldout_uri = _heldout(root, config)
+    lut_uri, budget = _latency_budget(root, config, console)
     train_params = {
         "index": index_uri,
         "frames": f"random:{config.train_frames}",
@@ -128,8 +132,10 @@ def run_demo(config: DemoConfig) -> int:
         "epochs": str(config.epochs),
         "nodes": "1",
         "width": "2.0",
-        "group-sparsity": "0.5",
-        "finetune-epochs": "2",
+        "group-sparsity": "0.05",
+        "finetune-epochs": "0",
+        "latency-lut": lut_uri,
+        **budget,
     }
     result = executor.run_file(
         str(default_manifests_dir() / "workflows" / "train.yaml"), train_params
@@ -313,6 +319,38 @@ def _print_rounds(console, root: pathlib.Path, rounds: list, fleet_frames: dict)
     return [path]
 
 
+def _latency_budget(root: pathlib.Path, config: DemoConfig, console) -> tuple[str, dict]:  # noqa: ANN001
+    """This machine's latency table for the width-2 net's pruning grid, and the budget from it."""
+    import time
+
+    from rich.progress import Progress
+
+    from avfleet.latency.lut import build_table, local_profiler, pruning_units, save_table
+    from avfleet.train.models import build, default_arch, num_parameters
+
+    arch = default_arch(width=2.0)
+    units = pruning_units(arch, (64, 128))
+    started = time.time()
+    with Progress(transient=True, console=console) as bar:
+        task = bar.add_task("latency table: profiling units on ONNX Runtime", total=len(units))
+        profiler = local_profiler(
+            str(root / "latency" / "cache"),
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+        table = build_table(units, (64, 128), profiler)
+    lut_uri = str(root / "latency" / "lut.json")
+    save_table(table, lut_uri)
+    dense_ms = table.predict(arch).total_ms
+    target_ms = dense_ms / config.speedup
+    target_params = num_parameters(build(arch)) // 2
+    console.print(
+        f"latency table: {len(table.entries)} units on {table.bench} in {time.time() - started:.0f} s; "
+        f"dense width-2 net {dense_ms:.2f} ms predicted -> budget {target_ms:.2f} ms and "
+        f"{target_params:,} parameters"
+    )
+    return lut_uri, {"target-latency-ms": f"{target_ms:.4f}", "target-params": str(target_params)}
+
+
 def _heldout(root: pathlib.Path, config: DemoConfig) -> str:
     """A domain-balanced held-out set (its own recordings, never mined or trained on), as a dataset."""
     from avfleet.dataset.build import DatasetConfig, build_dataset
@@ -370,11 +408,18 @@ def _print_training(console, run: pathlib.Path) -> None:
     )
     console.print(table)
     dep = results["deployable"]
-    if dep["pruned_parameters"]:
-        before = archs["deployable"].get("pruned_from_parameters", dep["num_parameters"])
+    compression = archs["deployable"].get("compression")
+    if compression:
+        params, measured = compression["parameters"], compression["measured_latency_ms"]
         console.print(
-            f"pruning: {before:,} -> {dep['pruned_parameters']:,} parameters ({100 * (1 - dep['pruned_parameters'] / before):.0f}% removed)"
+            f"compression: {params['before']:,} -> {params['after']:,} parameters "
+            f"({100 * (1 - params['after'] / params['before']):.0f}% removed); latency measured on "
+            f"ONNX Runtime here (the local bench's runtime, batch 1, one thread) "
+            f"{measured['before']:.2f} -> {measured['after']:.2f} ms "
+            f"({measured['before'] / measured['after']:.2f}x faster)"
         )
+        if "budget" in compression:
+            console.print(f"budget: {compression['budget']['message']}")
     console.print(
         f"training throughput: ensemble {results['ensemble']['samples_per_s']:.0f} frames/s, deployable {dep['samples_per_s']:.0f} frames/s (2 CPU processes)"
     )

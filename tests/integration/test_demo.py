@@ -25,6 +25,18 @@ def test_demo_runs_the_loop(tmp_path):
     for kind in ("ensemble", "deployable"):
         assert (out / "runs" / "round-0" / kind / "model" / "evaluation.json").exists()
     assert (out / "report" / "domain_mix.png").stat().st_size > 0
+    # The deployable net trained against a budget from this machine's latency table; a run this
+    # short (6 steps) cannot meet it, and says so rather than pretending.
+    deployable = json.loads(
+        (out / "runs" / "round-0" / "deployable" / "model" / "arch.json").read_text()
+    )
+    budget = deployable["compression"]["budget"]
+    assert budget["budget"]["target_latency_ms"] > 0 and budget["budget"]["target_params"] > 0
+    assert (budget["met"] is True) == (
+        budget["predicted_latency_ms"] <= budget["budget"]["target_latency_ms"]
+        and budget["parameters"] <= budget["budget"]["target_params"]
+    )
+    assert (out / "latency" / "lut.json").exists()
     # Deployed: validated on the local bench, promoted; the first mining round uses that version.
     pointer = json.loads((out / "registry" / "promoted.json").read_text())
     record = json.loads(open(pointer["record_uri"]).read())

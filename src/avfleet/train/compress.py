@@ -1,32 +1,49 @@
 """Latency-aware joint training and pruning: per-width penalties from the bench, a budget, snapping.
 
 Alvarez & Salzmann's regulariser r = sum_l lambda_l sqrt(P_l) sum_n ||theta_l^n||
-acts during the whole training (prune.proximal_step_ after every optimizer
-step). Here lambda_l = strength * w_l, with w_l the latency one channel of
-width l costs, read from the bench's lookup table (avfleet.latency) at the
-net's current widths and normalised to mean 1: the optimiser removes what is
-slow (the decoder's full-resolution channels), not what is merely numerous
-(the 384 hidden channels at 4 x 8 pixels cost almost nothing).
+acts during training (prune.proximal_step_ after every optimizer step). Here
+lambda_l = strength * w_l, with w_l the latency one channel of width l costs,
+read from the bench's lookup table (avfleet.latency) at the net's current
+widths and normalised to mean 1: the penalty presses on what is slow (the
+decoder's full-resolution channels), not on what is merely numerous (the 384
+hidden channels at 4 x 8 pixels cost almost nothing).
 
-A budget (target latency and/or parameters) is reached by the controller:
-every `every` steps it looks at the net as it would be pruned now (live
-channels, widths snapped to the fastest measured ones) and compares it with a
-schedule that goes linearly from the dense net to the budget over the first
-RAMP of training. Over the schedule, strength grows by a factor; under it,
-strength shrinks by it. The factor lets strength move RANGE-fold within the
-ramp, however long the run (a demo's 75 steps or a benchmark's 470). Once the snapped net meets the budget, the widths are
-decided: dead channels are masked at zero and the penalty stops, so the rest
-of training trains the net at its final shape. A budget not met by the end is
-reported as a miss (`CompressionReport.met`), never silently.
+Without a budget, the penalty acts with a fixed strength for the whole
+training and the net keeps the channels it did not zero. With a budget
+(target latency and/or parameters), the controller runs in three parts:
 
-Every rank computes the same decisions (its parameters are DDP-identical, the
-table is a file), so no broadcast is needed, and the controller's state goes
-into checkpoints so a resumed run decides the same.
+1. WARMUP of the training without the penalty, then the penalty until RAMP,
+   its strength nudged (by STEP_FLOOR per update) towards a schedule that
+   goes from the dense net to the budget.
+2. The widths are decided at RAMP (or earlier, the first time the channels
+   the penalty zeroed already meet the budget): a greedy cut that gives up the
+   least log-mass of channel norms per unit of budget closed (`rank_decide`),
+   so the channels the penalty shrank go first and no width collapses just
+   for being expensive; widths snap to the fastest measured grid value.
+3. The rest of training trains the net at its final shape (the removed
+   channels masked at exactly zero, the penalty off); removal at the end is
+   exact.
+
+Why a gentle penalty and a ranked decision rather than raising the strength
+until channels die (as an earlier version of this module did): measured on the
+width-2 net at a 1.5x latency budget, a strength allowed to grow 1000-fold
+zeroed whole widths at once (the decoder's reduce went from 64 to 16
+channels) and left the survivors' scales crushed: 41-42 held-out mIoU, where
+the very same architecture trained from scratch reached 51.9. The gentle
+penalty with the ranked decision reached 49.3 at the same budget.
+
+A budget that no net on the grid can meet is refused before training
+(`check_budget`); one not met by the end is reported as a miss
+(`CompressionReport.met`), never silently. Every rank computes the same
+decisions (its parameters are DDP-identical, the table is a file), so no
+broadcast is needed, and the controller's state goes into checkpoints so a
+resumed run decides the same.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -37,10 +54,16 @@ from avfleet.latency.widths import width_choices, width_variables, with_widths
 from avfleet.train import prune
 from avfleet.train.models import Arch, SegNet, build
 
-RAMP = 0.5
-"""Share of the main phase over which the schedule moves from dense to the budget."""
-RANGE = 1000.0
-"""How far (a factor) the strength can move within the ramp."""
+WARMUP = 0.05
+"""With a budget: share of the main phase trained before the penalty starts."""
+RAMP = 0.25
+"""With a budget: share of the main phase by which the widths are decided (the schedule reaches
+the budget here); the rest trains the final shape."""
+RANGE = 1.0
+"""How far (a factor) the strength may move within the ramp beyond the floor of STEP_FLOOR per
+update. Measured: letting it move 1000-fold drove whole widths to zero at once and left the
+survivors' scales crushed (41-42 mIoU at 1.5x, against 49.3 with a gentle penalty)."""
+STEP_FLOOR = 1.05
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -181,7 +204,9 @@ class Controller:
         self.total_steps = total_steps
         self.every = every
         self.strength = strength
-        self.step_factor = max(1.05, RANGE ** (every / max(1.0, RAMP * total_steps)))
+        self.start = int(WARMUP * total_steps) if budget.any else 0
+        self.deadline = max(self.start + 1, int(RAMP * total_steps))
+        self.step_factor = max(STEP_FLOOR, RANGE ** (every / (self.deadline - self.start)))
         self.decided_at: int | None = None
         self.dead: dict[str, torch.Tensor] = {}
         full = {g.name: g.size for g in self.groups}
@@ -239,6 +264,8 @@ class Controller:
         if self.decided_at is not None:
             prune.mask_(model, self.dead)
             return
+        if step <= self.start:
+            return
         prune.proximal_step_(model, lr, self.strength, self.weights)
         if not self.budget.any:
             return
@@ -252,8 +279,11 @@ class Controller:
             if self._meets(self.ms, self.params, 1.0):
                 self.decide(model, step)
                 return
+        if step >= self.deadline:
+            self.rank_decide(model, step)
+            return
         if step % self.every == 0:
-            fraction = min(1.0, step / max(1.0, RAMP * self.total_steps))
+            fraction = min(1.0, (step - self.start) / (self.deadline - self.start))
             over = not self._meets(self.ms, self.params, fraction)
             self.strength *= self.step_factor if over else 1.0 / self.step_factor
             self.weights = self._weights()
@@ -266,7 +296,7 @@ class Controller:
         the budget is usually well under it. The slack is given back: widths
         grow a grid step at a time, the cheapest per channel first, while the
         net still meets the budget; the channels they take back are dead ones,
-        which train again from zero (no gradient is masked from them).
+        which train again from a small BatchNorm scale (prune.revive_).
         """
         params = dict(model.named_parameters())
         norms = {g.name: prune._group_norms(params, g) for g in self.groups}
@@ -295,9 +325,63 @@ class Controller:
             revived = (~alive).nonzero().flatten()[: widths[name] - int(alive.sum())]
             alive[revived] = True
             self.dead[name] = ~alive
+            if len(revived):
+                prune.revive_(model, name, revived)
         self.widths = widths
         self.decided_at = step
         prune.mask_(model, self.dead)
+
+    def _gap(self, widths: dict[str, int]) -> float:
+        """How far the net at these widths is from its budget: the larger ratio (1 = met)."""
+        ms, count = self._measure(widths)
+        ratios = []
+        if self.budget.target_latency_ms is not None:
+            ratios.append(ms / self.budget.target_latency_ms)
+        if self.budget.target_params is not None:
+            ratios.append(count / self.budget.target_params)
+        return max(ratios)
+
+    def rank_decide(self, model: SegNet, step: int) -> None:
+        """At the deadline: the widths that meet the budget at the least loss of channel mass.
+
+        Greedy: shrink, one grid step at a time, the width whose step gives up the
+        least log-mass (log of the summed norms of the channels it keeps) per
+        unit of budget gap closed. Log-mass makes each further cut from the
+        same width dearer, so no width collapses for being expensive alone,
+        and channels the penalty already shrank (small norms) go first.
+        """
+        params = dict(model.named_parameters())
+        norms = {g.name: prune._group_norms(params, g) for g in self.groups}
+        ordered = {n: torch.sort(v, descending=True).values for n, v in norms.items()}
+        widths = {g.name: g.size for g in self.groups}
+
+        def log_mass(name: str, width: int) -> float:
+            return math.log(float(ordered[name][:width].sum()) + 1e-12)
+
+        while self._gap(widths) > 1.0:
+            gap = self._gap(widths)
+            best, best_score = None, float("inf")
+            for group in self.groups:
+                lower = [c for c in width_choices(group.size) if c < widths[group.name]]
+                if not lower:
+                    continue
+                trial = {**widths, group.name: lower[-1]}
+                closed = gap - self._gap(trial)
+                lost = log_mass(group.name, widths[group.name]) - log_mass(group.name, lower[-1])
+                score = lost / closed if closed > 0 else float("inf")
+                if score < best_score:
+                    best, best_score = trial, score
+            if best is None:
+                break
+            widths = best
+        self.dead = {}
+        for name, v in norms.items():
+            keep = torch.zeros_like(v, dtype=torch.bool)
+            keep[torch.argsort(v, descending=True)[: widths[name]]] = True
+            self.dead[name] = ~keep
+        self.widths = widths
+        self.decided_at = step
+        prune.mask_(model, self.dead)  # channels not kept go to exactly zero; training goes on
 
     def final_widths(self, model: SegNet) -> dict[str, int]:
         if self.decided_at is not None:

@@ -113,7 +113,7 @@ class TrainConfig:
         return bool(self.group_sparsity or self.target_latency_ms or self.target_params)
 
 
-DEFAULT_STRENGTH = 0.02
+DEFAULT_STRENGTH = 0.005
 """The starting group-sparsity strength when only a budget is given (the controller adapts it)."""
 
 

@@ -212,6 +212,21 @@ def mask_(model: SegNet, dead: dict[str, torch.Tensor]) -> None:
             _scale_(params, group, (~dead[group.name]).float())
 
 
+@torch.no_grad()
+def revive_(model: SegNet, name: str, channels: torch.Tensor, scale: float = 0.1) -> None:
+    """Give dead channels of width `name` a small BatchNorm scale again, so they can train.
+
+    A channel at scale 0 and shift 0 outputs ReLU6(0) = 0, where ReLU6's gradient
+    is 0 too: it would never come back by itself. Scale `scale`, shift 0 makes
+    it a small, fresh feature of the inputs its filters still read.
+    """
+    params = dict(model.named_parameters())
+    group = next(g for g in channel_groups(model) if g.name == name)
+    for key, dim in group.penalised:
+        value = scale if key.endswith(".weight") else 0.0
+        params[key].index_fill_(dim, channels.to(params[key].device), value)
+
+
 ALIGN = 8
 """Without a latency table, kept widths round up to a multiple of this (measured: odd widths ran
 no faster on ONNX Runtime). With a table, `compress.snap` picks the fastest measured width."""

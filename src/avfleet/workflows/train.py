@@ -49,6 +49,11 @@ PARAMETERS = {
         "",
         "the bench's latency table (avfleet latency profile); '': weigh channels by parameters",
     ),
+    "expand-ratio": (
+        "1",
+        "ExpandNets: train the deployable net's dense convs expanded r times, contracted after "
+        "(r > 1 needs group-sparsity 0 and no budget)",
+    ),
     "width": ("2.0", "width multiplier of the deployable net before pruning"),
     "image": (c.DEFAULT_IMAGE, "avfleet image (CLI steps)"),
     "train-image": ("ghcr.io/avfleet/avfleet-train:0.1.0", "avfleet training image (CUDA, NCCL)"),
@@ -63,6 +68,7 @@ DEPLOYABLE_ONLY = (
     "target-latency-ms",
     "target-params",
     "latency-lut",
+    "expand-ratio",
 )
 """Parameters of the deployable net alone (workflows that train only the ensemble leave them)."""
 
@@ -234,6 +240,8 @@ def build() -> WorkflowTemplate:
         w("target-params"),
         "--latency-lut",
         w("latency-lut"),
+        "--expand-ratio",
+        w("expand-ratio"),
     ]
     with c.workflow_template(
         NAME,
