@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import pathlib
 import platform
+import sys
 import time
 
 from avfleet.fleet.generate import generate_fleet
@@ -17,9 +19,20 @@ RESULTS = pathlib.Path(
 )
 """Where results, plots and caches go; the smoke tests point it at a temporary folder."""
 
+SMOKE = "--smoke" in sys.argv
+"""`--smoke`: tiny sizes (a fleet of 2 vehicles x 1 minute, 48 training frames, 1 epoch), so the
+test suite runs every benchmark end to end and none can rot. Taken out of sys.argv here, before
+the scripts read their positional arguments."""
+if SMOKE:
+    sys.argv.remove("--smoke")
+
 
 def cached_fleet(spec: FleetSpec) -> str:
-    """Generate `spec` once under benchmarks/results/cache and reuse it."""
+    """Generate `spec` once under benchmarks/results/cache and reuse it (tiny in smoke mode)."""
+    if SMOKE:
+        spec = dataclasses.replace(
+            spec, vehicles=min(spec.vehicles, 2), minutes_per_day=min(spec.minutes_per_day, 1.0)
+        )
     key = hashlib.sha1(spec.to_json().encode()).hexdigest()[:12]
     root = RESULTS / "cache" / f"fleet-{key}"
     done = root / ".complete"

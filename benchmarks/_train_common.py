@@ -8,7 +8,7 @@ import pathlib
 import subprocess
 import sys
 
-from _common import RESULTS, cached_fleet
+from _common import RESULTS, SMOKE, cached_fleet
 
 from avfleet.dataset.build import DatasetConfig, build_dataset
 from avfleet.dataset.labels import OracleLabels
@@ -41,6 +41,8 @@ def _dataset(fleet: str, date: str, frames: int, seed: int) -> str:
 
 def datasets(train_frames: int = 1500, heldout_frames: int = 720) -> tuple[str, str]:
     """(train dataset, held-out dataset) URIs, built once and cached."""
+    if SMOKE:
+        train_frames, heldout_frames = min(train_frames, 48), min(heldout_frames, 32)
     fleet = cached_fleet(TRAIN_SPEC)
     heldout = str(RESULTS / "cache" / "heldout-52")
     if not (pathlib.Path(heldout) / ".complete").exists():
@@ -52,7 +54,14 @@ def datasets(train_frames: int = 1500, heldout_frames: int = 720) -> tuple[str, 
 
 
 def torchrun(dataset: str, out: str, *args: str, nproc: int = 2) -> dict:
-    """Train with real torchrun; returns result.json (skips if the run already finished)."""
+    """Train with real torchrun; returns result.json (skips if the run already finished).
+
+    In smoke mode every phase trains one epoch."""
+    if SMOKE:
+        args = tuple(
+            "1" if i and args[i - 1] in ("--epochs", "--finetune-epochs") else a
+            for i, a in enumerate(args)
+        )
     result = pathlib.Path(out) / "result.json"
     if not result.exists():
         torchrun_bin = os.path.join(os.path.dirname(sys.executable), "torchrun")

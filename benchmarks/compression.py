@@ -29,7 +29,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _common import RESULTS, save  # noqa: E402
+from _common import RESULTS, SMOKE, save  # noqa: E402
 from _train_common import datasets, torchrun  # noqa: E402
 
 from avfleet.bench.engines import ort_runner  # noqa: E402
@@ -68,10 +68,9 @@ def arms(smoke: bool) -> list[tuple[str, int, list[str]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
-    smoke = args.smoke
+    smoke = SMOKE  # --smoke, taken out of argv by _common
     epochs = 1 if smoke else args.epochs
     train, test = datasets(*((64, 48) if smoke else (1500, 720)))
     runs = RESULTS / ("smoke-runs" if smoke else "runs")

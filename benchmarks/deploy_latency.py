@@ -29,7 +29,9 @@ from avfleet.bench.measure import load_bundle, measure, to_input  # noqa: E402
 from avfleet.core import storage  # noqa: E402
 from avfleet.deploy.export import ExportConfig, export_release, read_export  # noqa: E402
 
-RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+from _common import SMOKE  # noqa: E402
+
+RUNS = 20 if SMOKE else int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 STRENGTH = 0.5
 
 

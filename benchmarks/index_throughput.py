@@ -27,12 +27,12 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from _common import cached_fleet, save  # noqa: E402
+from _common import SMOKE, cached_fleet, save  # noqa: E402
 
 from avfleet.fleet.world import FleetSpec  # noqa: E402
 from avfleet.index.job import IndexConfig, LoopEngine, SparkEngine, run_index, scan_partition  # noqa: E402
 
-REPEATS = 3
+REPEATS = 1 if SMOKE else 3
 
 
 def timed(engine, fleet: str, date: str) -> tuple[float, int]:
@@ -84,7 +84,7 @@ def main() -> None:
     }
     timed(engines["spark_local2"], fleet, date)  # start and warm the Python workers once
     sizes = []
-    for times in (1, 4, 16):
+    for times in (1, 2) if SMOKE else (1, 4, 16):
         root = replicated(fleet, date, times)
         best: dict[str, float] = {}
         frames = 0

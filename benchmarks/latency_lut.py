@@ -21,7 +21,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _common import RESULTS, save  # noqa: E402
+from _common import RESULTS, SMOKE, save  # noqa: E402
 
 from avfleet.bench.engines import ort_runner  # noqa: E402
 from avfleet.bench.measure import latency_ms  # noqa: E402
@@ -51,7 +51,7 @@ def sample_arch(rng: random.Random) -> dict:
     return arch
 
 
-def main(smoke: bool = "--smoke" in sys.argv) -> dict:
+def main(smoke: bool = SMOKE) -> dict:
     import torch
 
     rng = random.Random(7)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import save  # noqa: E402
+from _common import SMOKE, save  # noqa: E402
 from _train_common import datasets, plain_ensemble  # noqa: E402
 
 from avfleet.bench.engines import ort_session  # noqa: E402
@@ -37,7 +37,7 @@ from avfleet.train.data import iter_all  # noqa: E402
 from avfleet.train.loop import load_model  # noqa: E402
 from avfleet.train.models import build  # noqa: E402
 
-BATCH, FRAMES, MEMBERS = 32, 1024, 4
+BATCH, FRAMES, MEMBERS = 32, 64 if SMOKE else 1024, 4
 
 
 def frames_uint8(dataset: str, n: int) -> np.ndarray:

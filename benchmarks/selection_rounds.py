@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from _common import RESULTS, cached_fleet, save  # noqa: E402
+from _common import RESULTS, SMOKE, cached_fleet, save  # noqa: E402
 from _train_common import _indexed, datasets  # noqa: E402
 
 from avfleet.dataset.build import DatasetConfig, build_dataset  # noqa: E402
@@ -33,9 +33,9 @@ from avfleet.mining.select import SelectionConfig  # noqa: E402
 from avfleet.train.evaluate import evaluate, mean_by_time_of_day  # noqa: E402
 from avfleet.train.loop import load_model  # noqa: E402
 
-ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-BUDGET = int(sys.argv[2]) if len(sys.argv) > 2 else 150
-INITIAL, EPOCHS = 300, 6
+ROUNDS = 1 if SMOKE else int(sys.argv[1]) if len(sys.argv) > 1 else 2
+BUDGET = 8 if SMOKE else int(sys.argv[2]) if len(sys.argv) > 2 else 150
+INITIAL, EPOCHS = (64, 1) if SMOKE else (300, 6)
 POOL_SPEC = FleetSpec(seed=55, vehicles=24, minutes_per_day=4.0)
 ARMS = {
     "dpe_mutual_information": {

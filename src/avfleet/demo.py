@@ -132,7 +132,7 @@ def run_demo(config: DemoConfig) -> int:
         "epochs": str(config.epochs),
         "nodes": "1",
         "width": "2.0",
-        "group-sparsity": "0.05",
+        "group-sparsity": "0.005",
         "finetune-epochs": "0",
         "latency-lut": lut_uri,
         **budget,
