@@ -20,7 +20,11 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from _common import RESULTS, save  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    SMOKE,  # noqa: E402
+    save,
+)
 from train_prune import FINETUNE, MAIN  # noqa: E402
 from train_prune import main as train_prune
 
@@ -28,8 +32,6 @@ from avfleet.bench.engines import EngineSpec, build_engine, load_runner  # noqa:
 from avfleet.bench.measure import load_bundle, measure, to_input  # noqa: E402
 from avfleet.core import storage  # noqa: E402
 from avfleet.deploy.export import ExportConfig, export_release, read_export  # noqa: E402
-
-from _common import SMOKE  # noqa: E402
 
 RUNS = 20 if SMOKE else int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 STRENGTH = 0.5
