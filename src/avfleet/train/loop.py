@@ -24,7 +24,7 @@ from avfleet.core import config as config_lib
 from avfleet.core import storage
 from avfleet.core.errors import ConfigError, PermanentError
 from avfleet.core.metrics import JobMetrics, MetricsConfig
-from avfleet.latency.lut import LatencyTable, load_table
+from avfleet.latency.lut import LatencyTable, MissingUnits, load_table
 from avfleet.train import checkpoint, compress, lowrank, prune, regularizers
 from avfleet.train.context import RunContext
 from avfleet.train.data import ShardedDataset
@@ -397,11 +397,14 @@ def _compression_record(
         },
     }
     if table is not None:
-        record["predicted_latency_ms"] = {
-            "before": table.predict(dense.arch).total_ms,
-            "after": table.predict(final.arch).total_ms,
-            "bench": table.bench,
-        }
+        predicted: dict = {"bench": table.bench}
+        for when, model in (("before", dense), ("after", final)):
+            try:
+                predicted[when] = table.predict(model.arch).total_ms
+            except MissingUnits as e:  # a low-rank reload's ranks are not on the pruning grid
+                predicted[when] = None
+                predicted[f"{when}_why_not"] = str(e)
+        record["predicted_latency_ms"] = predicted
     if report is not None:
         record["budget"] = dataclasses.asdict(report)
     return record
