@@ -44,7 +44,9 @@ def cached_fleet(spec: FleetSpec) -> str:
 
 
 def save(name: str, result: dict) -> None:
+    """RESULTS/<name>.json (<name>-smoke.json in smoke mode: a smoke run never overwrites a result)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
+    name = f"{name}-smoke" if SMOKE else name
     result = {
         "benchmark": name,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),

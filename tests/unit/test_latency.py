@@ -157,3 +157,25 @@ def test_snap_takes_the_fastest_measured_width_not_the_smallest():
     live = {v.name: v.size for v in width_variables(arch)} | {"decoder.fuse": 13}
     assert compress.snap(arch, live, table)["decoder.fuse"] == 24
     assert compress.snap(arch, live, None)["decoder.fuse"] == 16
+
+
+def test_when_zeroed_channels_meet_the_budget_the_slack_is_filled_and_revived():
+    torch.manual_seed(0)
+    model = build(default_arch(width=1.0))
+    table = fake_table(model.arch)
+    budget = compress.Budget(target_latency_ms=table.predict(model.arch).total_ms * 0.8)
+    controller = compress.Controller(model, 0.05, table, budget, total_steps=1000, every=5)
+    params = dict(model.named_parameters())
+    with torch.no_grad():  # the penalty zeroed 7/8 of every width: far under the budget
+        for group in controller.groups:
+            for key, dim in group.penalised:
+                params[key].narrow(dim, 0, group.size * 7 // 8).zero_()
+    controller.after_step(model, controller.start + 1, lr=0.0)  # a zero-strength step: a check
+    report = controller.report(model)
+    assert controller.decided_at == controller.start + 1 and report.met
+    live = {g.name: g.size - g.size * 7 // 8 for g in controller.groups}
+    assert any(report.widths[n] > compress.snap(model.arch, live, table)[n] for n in live)
+    # The slack went back to widths (budget still met), and the channels they took back live again.
+    assert report.predicted_latency_ms <= budget.target_latency_ms
+    alive = compress.prune.alive_counts(model, controller.groups)
+    assert all(alive[n] == report.widths[n] for n in alive)

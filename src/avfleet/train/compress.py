@@ -301,24 +301,16 @@ class Controller:
         params = dict(model.named_parameters())
         norms = {g.name: prune._group_norms(params, g) for g in self.groups}
         widths = snap(self.arch, {n: int((v > 0).sum()) for n, v in norms.items()}, self.table)
-        while True:
+
+        def fill_cost(widths: dict, trial: dict, name: str) -> float | None:
             ms, count = self._measure(widths)
-            best, best_cost = None, float("inf")
-            for group in self.groups:
-                larger = [c for c in width_choices(group.size) if c > widths[group.name]]
-                if not larger:
-                    continue
-                trial = {**widths, group.name: larger[0]}
-                trial_ms, trial_count = self._measure(trial)
-                if not self._meets(trial_ms, trial_count, 1.0):
-                    continue
-                grown = (trial_ms - ms) if trial_ms is not None else trial_count - count
-                cost = grown / (larger[0] - widths[group.name])
-                if cost < best_cost:
-                    best, best_cost = trial, cost
-            if best is None:
-                break
-            widths = best
+            trial_ms, trial_count = self._measure(trial)
+            if not self._meets(trial_ms, trial_count, 1.0):
+                return None
+            grown = (trial_ms - ms) if trial_ms is not None else trial_count - count
+            return grown / (trial[name] - widths[name])
+
+        widths = self._greedy(widths, grow=True, score=fill_cost, done=lambda w: False)
         self.dead = {}
         for name, v in norms.items():
             alive = v > 0
@@ -330,6 +322,30 @@ class Controller:
         self.widths = widths
         self.decided_at = step
         prune.mask_(model, self.dead)
+
+    def _greedy(self, widths: dict[str, int], *, grow: bool, score, done) -> dict[str, int]:  # noqa: ANN001
+        """Move one width a grid step at a time (up or down), the lowest-scoring step first.
+
+        `score(widths, trial, name)` is the step's price, None where it is not
+        allowed; it stops when `done(widths)` or no step is allowed.
+        """
+        while not done(widths):
+            best, best_score = None, float("inf")
+            for group in self.groups:
+                grid, now = width_choices(group.size), widths[group.name]
+                step = (
+                    [c for c in grid if c > now][:1] if grow else [c for c in grid if c < now][-1:]
+                )
+                if not step:
+                    continue
+                trial = {**widths, group.name: step[0]}
+                price = score(widths, trial, group.name)
+                if price is not None and price < best_score:
+                    best, best_score = trial, price
+            if best is None:
+                break
+            widths = best
+        return widths
 
     def _gap(self, widths: dict[str, int]) -> float:
         """How far the net at these widths is from its budget: the larger ratio (1 = met)."""
@@ -358,22 +374,14 @@ class Controller:
         def log_mass(name: str, width: int) -> float:
             return math.log(float(ordered[name][:width].sum()) + 1e-12)
 
-        while self._gap(widths) > 1.0:
-            gap = self._gap(widths)
-            best, best_score = None, float("inf")
-            for group in self.groups:
-                lower = [c for c in width_choices(group.size) if c < widths[group.name]]
-                if not lower:
-                    continue
-                trial = {**widths, group.name: lower[-1]}
-                closed = gap - self._gap(trial)
-                lost = log_mass(group.name, widths[group.name]) - log_mass(group.name, lower[-1])
-                score = lost / closed if closed > 0 else float("inf")
-                if score < best_score:
-                    best, best_score = trial, score
-            if best is None:
-                break
-            widths = best
+        def rank_score(widths: dict, trial: dict, name: str) -> float | None:
+            closed = self._gap(widths) - self._gap(trial)
+            lost = log_mass(name, widths[name]) - log_mass(name, trial[name])
+            return lost / closed if closed > 0 else None
+
+        widths = self._greedy(
+            widths, grow=False, score=rank_score, done=lambda w: self._gap(w) <= 1.0
+        )
         self.dead = {}
         for name, v in norms.items():
             keep = torch.zeros_like(v, dtype=torch.bool)
