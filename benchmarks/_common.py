@@ -54,3 +54,15 @@ def save(name: str, result: dict) -> None:
     }
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+
+
+def best_p50_ms(runners: dict, frame: object, *, warmup: int, runs: int, rounds: int) -> dict:
+    """Each runner's p50 milliseconds on `frame`: the best of `rounds` rounds, interleaved over
+    the runners so that drift on the machine hits them all alike."""
+    from avfleet.bench.measure import latency_ms
+
+    best = {key: float("inf") for key in runners}
+    for _ in range(rounds):
+        for key, run in runners.items():
+            best[key] = min(best[key], latency_ms(run, frame, warmup, runs)["p50_ms"])
+    return best

@@ -29,11 +29,10 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _common import RESULTS, SMOKE, save  # noqa: E402
+from _common import RESULTS, SMOKE, best_p50_ms, save  # noqa: E402
 from _train_common import datasets, torchrun  # noqa: E402
 
 from avfleet.bench.engines import ort_runner  # noqa: E402
-from avfleet.bench.measure import latency_ms  # noqa: E402
 from avfleet.latency.lut import build_table, load_table, local_profiler, pruning_units, save_table  # noqa: E402
 from avfleet.latency.units import net_units  # noqa: E402
 from avfleet.train.evaluate import evaluate  # noqa: E402
@@ -122,13 +121,11 @@ def main() -> None:
         INPUT_HW,
         local_profiler(str(RESULTS / "cache" / "latency")),
     )
-    onnx = {k: export_onnx(m, *INPUT_HW) for k, (m, _) in models.items()}
+    runners = {k: ort_runner(export_onnx(m, *INPUT_HW)) for k, (m, _) in models.items()}
     frame = np.random.default_rng(0).random((1, 3, *INPUT_HW), dtype=np.float32)
-    latency = {k: float("inf") for k in onnx}
-    for _ in range(2 if smoke else 3):
-        for k, model_bytes in onnx.items():
-            t = latency_ms(ort_runner(model_bytes), frame, 20, 30 if smoke else 300)["p50_ms"]
-            latency[k] = min(latency[k], t)
+    latency = best_p50_ms(
+        runners, frame, warmup=20, runs=30 if smoke else 300, rounds=2 if smoke else 3
+    )
     rows = []
     for (name, seed), (model, result) in models.items():
         rows.append(

@@ -21,10 +21,9 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _common import RESULTS, SMOKE, save  # noqa: E402
+from _common import RESULTS, SMOKE, best_p50_ms, save  # noqa: E402
 
 from avfleet.bench.engines import ort_runner  # noqa: E402
-from avfleet.bench.measure import latency_ms  # noqa: E402
 from avfleet.latency.lut import build_table, local_profiler  # noqa: E402
 from avfleet.latency.units import net_units  # noqa: E402
 from avfleet.latency.widths import width_choices, width_variables, with_widths  # noqa: E402
@@ -61,13 +60,12 @@ def main(smoke: bool = SMOKE) -> dict:
     table = build_table(units, INPUT_HW, local_profiler(str(RESULTS / "cache" / "latency")))
     profile_s = time.time() - started
     torch.manual_seed(0)
-    runners = [ort_runner(export_onnx(build(a).eval(), *INPUT_HW)) for a in archs]
+    runners = {i: ort_runner(export_onnx(build(a).eval(), *INPUT_HW)) for i, a in enumerate(archs)}
     frame = np.random.default_rng(0).random((1, 3, *INPUT_HW), dtype=np.float32)
-    measured = [float("inf")] * len(archs)
-    for _ in range(2 if smoke else 3):  # interleaved rounds, best of
-        for i, run in enumerate(runners):
-            p50 = latency_ms(run, frame, 10, 30 if smoke else 200)["p50_ms"]
-            measured[i] = min(measured[i], p50)
+    best = best_p50_ms(
+        runners, frame, warmup=10, runs=30 if smoke else 200, rounds=2 if smoke else 3
+    )
+    measured = [best[i] for i in range(len(archs))]
     predicted = [table.predict(a).total_ms for a in archs]
     errors = [p / m - 1 for p, m in zip(predicted, measured, strict=True)]
     within = sum(abs(e) <= 0.10 for e in errors) / len(errors)

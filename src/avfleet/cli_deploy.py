@@ -13,8 +13,6 @@ import json
 import os
 import sys
 
-from rich.progress import Progress
-
 TOKEN_ENV = "AVFLEET_BENCH_TOKEN"
 
 
@@ -284,6 +282,7 @@ def _cmd_latency(args: argparse.Namespace) -> None:
     import time
 
     from avfleet.core import storage
+    from avfleet.core.progress import progress
     from avfleet.latency.lut import (
         agent_profiler,
         build_table,
@@ -295,22 +294,18 @@ def _cmd_latency(args: argparse.Namespace) -> None:
     from avfleet.workflows.outputs import write_outputs
 
     arch = default_arch(width=args.width)
-    units = pruning_units(arch, tuple(args.input_hw))
+    input_hw = tuple(args.input_hw)
+    units = pruning_units(arch, input_hw)
     started = time.time()
-    if args.bench:
-        profiler = agent_profiler(args.bench, _token())
-    else:
-        cache = args.cache or storage.join(
-            args.out.rsplit("/", 1)[0] if "/" in args.out else ".", "latency-cache"
-        )
-        with Progress(transient=True) as bar:
-            task = bar.add_task("profiling units", total=len(units) + 1)
+    with progress("profiling units", len(units) + 1, enabled=False if args.bench else None) as bar:
+        if args.bench:
+            profiler = agent_profiler(args.bench, _token())
+        else:
+            out_dir = args.out.rsplit("/", 1)[0] if "/" in args.out else "."
             profiler = local_profiler(
-                cache, progress=lambda done, total: bar.update(task, completed=done, total=total)
+                args.cache or storage.join(out_dir, "latency-cache"), progress=bar
             )
-            table = build_table(units, tuple(args.input_hw), profiler)
-    if args.bench:
-        table = build_table(units, tuple(args.input_hw), profiler)
+        table = build_table(units, input_hw, profiler)
     save_table(table, args.out)
     write_outputs(args.outputs_dir, {"lut-uri": args.out})
     dense = table.predict(arch)

@@ -323,21 +323,17 @@ def _latency_budget(root: pathlib.Path, config: DemoConfig, console) -> tuple[st
     """This machine's latency table for the width-2 net's pruning grid, and the budget from it."""
     import time
 
-    from rich.progress import Progress
-
+    from avfleet.core.progress import progress
     from avfleet.latency.lut import build_table, local_profiler, pruning_units, save_table
+    from avfleet.train.export import INPUT_HW
     from avfleet.train.models import build, default_arch, num_parameters
 
     arch = default_arch(width=2.0)
-    units = pruning_units(arch, (64, 128))
+    units = pruning_units(arch, INPUT_HW)
     started = time.time()
-    with Progress(transient=True, console=console) as bar:
-        task = bar.add_task("latency table: profiling units on ONNX Runtime", total=len(units))
-        profiler = local_profiler(
-            str(root / "latency" / "cache"),
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
-        table = build_table(units, (64, 128), profiler)
+    with progress("latency table: profiling units on ONNX Runtime", len(units) + 1) as bar:
+        profiler = local_profiler(str(root / "latency" / "cache"), progress=bar)
+        table = build_table(units, INPUT_HW, profiler)
     lut_uri = str(root / "latency" / "lut.json")
     save_table(table, lut_uri)
     dense_ms = table.predict(arch).total_ms

@@ -6,10 +6,11 @@ TensorRT runtime; on this machine it runs on localhost with ONNX Runtime.
     GET  /healthz           liveness and what this bench is (no token: probes and the operator)
     POST /v1/jobs           {"model_uri", "bundle_uri", "precision", "warmup", "runs", "batch"}
                             -> 202 {"job_id"}; 409 while another job runs (one at a time)
-    POST /v1/profile        {"units": [unit, ...], "runs"} -> 202 {"job_id"}: measure operator
-                            units (avfleet.bench.profile) for a latency lookup table; the
-                            report holds {"bench", "entries": [{"unit", "ms"}], "measured"},
-                            units already in the bench's cache are not measured again
+    POST /v1/profile        {"units": [unit, ...]} -> 202 {"job_id"}: measure operator units
+                            (avfleet.bench.profile) for a latency lookup table; the report
+                            holds {"bench", "entries": [{"unit", "ms", "blocked_in",
+                            "blocked_out"}], "measured"}; units already in the bench's cache
+                            are not measured again
     GET  /v1/jobs/<job_id>  -> {"state": running|succeeded|failed, "report" | "error"}
 
 Every /v1 call needs `Authorization: Bearer <token>` (401 otherwise). A request

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -61,15 +62,21 @@ def to_input(frames_NHWC: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames_NHWC.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
-def latency_ms(runner: Runner, images_NCHW: np.ndarray, warmup: int, runs: int) -> dict:
-    """p50/p99/mean of `runs` timed calls after `warmup` untimed ones."""
+def call_times_ms(call: Callable[[], object], warmup: int, runs: int) -> np.ndarray:
+    """Milliseconds of each of `runs` timed calls after `warmup` untimed ones."""
     for _ in range(warmup):
-        runner(images_NCHW)
+        call()
     times = np.empty(runs)
     for i in range(runs):
         started = time.perf_counter()
-        runner(images_NCHW)
+        call()
         times[i] = (time.perf_counter() - started) * 1000.0
+    return times
+
+
+def latency_ms(runner: Runner, images_NCHW: np.ndarray, warmup: int, runs: int) -> dict:
+    """p50/p99/mean of `runs` timed calls after `warmup` untimed ones."""
+    times = call_times_ms(lambda: runner(images_NCHW), warmup, runs)
     return {
         "p50_ms": float(np.percentile(times, 50)),
         "p99_ms": float(np.percentile(times, 99)),

@@ -47,6 +47,7 @@ import numpy as np
 
 from avfleet.core import storage
 from avfleet.core.errors import NotFoundError, PermanentError
+from avfleet.core.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +149,16 @@ def unit_key(unit: dict) -> str:
     return json.dumps(unit, sort_keys=True, separators=(",", ":"))
 
 
-def _conv_out(size: int, k: int, stride: int, dilation: int) -> int:
+def conv_out_size(size: int, k: int, stride: int, dilation: int) -> int:
+    """One side of a 'same'-padded conv's output, as models.ConvBNAct pads it."""
     pad = dilation * (k - 1) // 2
     return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+
+
+def reorder_unit(channels: int, hw: tuple[int, int] | list[int]) -> dict:
+    """The reorder pair of a tensor, its channels rounded up to a multiple of 4 (blocked tensors
+    pad them; ReorderInput needs it)."""
+    return {"op": "reorder", "channels": -(-channels // 4) * 4, "hw": list(hw)}
 
 
 def unit_model(unit: dict) -> tuple[bytes, dict[str, tuple[int, ...]], tuple[int, ...]]:
@@ -193,7 +201,7 @@ def unit_model(unit: dict) -> tuple[bytes, dict[str, tuple[int, ...]], tuple[int
                 numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
             ]
             nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
-        out_shape = (1, unit["cout"], _conv_out(h, kh, s, d), _conv_out(w, kw, s, d))
+        out_shape = (1, unit["cout"], conv_out_size(h, kh, s, d), conv_out_size(w, kw, s, d))
     elif op == "add":
         shape = (1, unit["channels"], *unit["hw"])
         inputs = {"x": shape, "x2": shape}
@@ -238,15 +246,26 @@ def unit_model(unit: dict) -> tuple[bytes, dict[str, tuple[int, ...]], tuple[int
     return model.SerializeToString(), inputs, out_shape
 
 
-def ort_unit_timer(unit: dict, threads: int = 1) -> Callable[[], None]:
-    """A function that runs the unit once through ONNX Runtime, buffers bound once."""
+def ort_unit_timer(unit: dict, threads: int = 1) -> tuple[Callable[[], None], tuple[bool, bool]]:
+    """(a function that runs the unit once through ONNX Runtime, buffers bound once;
+    (blocked in, blocked out): which layout reorders the runtime put around it, for a conv)."""
+    import tempfile
+
+    import onnx
     import onnxruntime as ort
 
     from avfleet.bench.engines import ort_session
 
     model, inputs, out_shape = unit_model(unit)
-    # The reorder pair is what optimisation removes: run it as written ("optimized": no pass).
-    session = ort_session(model, threads, optimized=unit["op"] == "reorder")
+    layout = (False, False)
+    if unit["op"] == "conv":  # the session saves the graph it optimised: read its reorders
+        with tempfile.TemporaryDirectory() as tmp:
+            session = ort_session(model, threads, save_to=f"{tmp}/optimized.onnx")
+            graph = onnx.load(f"{tmp}/optimized.onnx").graph
+        ops = {n.op_type for n in graph.node if n.domain == NCHWC}
+        layout = ("ReorderInput" in ops, "ReorderOutput" in ops)
+    else:  # the reorder pair is what optimisation removes: run it as written
+        session = ort_session(model, threads, optimized=unit["op"] == "reorder")
     rng = np.random.default_rng(1)
     binding = session.io_binding()
     keep = []  # the bound OrtValues must outlive the binding
@@ -262,19 +281,14 @@ def ort_unit_timer(unit: dict, threads: int = 1) -> Callable[[], None]:
         session.run_with_iobinding(binding)
 
     run.keep = keep  # type: ignore[attr-defined]
-    return run
+    return run, layout
 
 
 def time_ms(run: Callable[[], None], warmup: int, runs: int) -> float:
     """Median milliseconds of `runs` calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        run()
-    times = np.empty(runs)
-    for i in range(runs):
-        started = time.perf_counter()
-        run()
-        times[i] = time.perf_counter() - started
-    return float(np.median(times)) * 1000.0
+    from avfleet.bench.measure import call_times_ms
+
+    return float(np.median(call_times_ms(run, warmup, runs)))
 
 
 def _adaptive_runs(run: Callable[[], None], budget_ms: float, lo: int, hi: int) -> int:
@@ -285,34 +299,14 @@ def _adaptive_runs(run: Callable[[], None], budget_ms: float, lo: int, hi: int) 
     return int(min(hi, max(lo, budget_ms / max(once_ms, 1e-3))))
 
 
-def conv_layout(unit: dict) -> tuple[bool, bool]:
-    """(reordered in, reordered out): which reorders ONNX Runtime put around this conv run alone."""
-    import tempfile
-
-    import onnx
-
-    from avfleet.bench.engines import ort_session
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = f"{tmp}/optimized.onnx"
-        ort_session(unit_model(unit)[0], save_to=path)
-        ops = {n.op_type for n in onnx.load(path).graph.node if n.domain == NCHWC}
-    return "ReorderInput" in ops, "ReorderOutput" in ops
-
-
-def _reorders_of(unit: dict) -> tuple[dict | None, dict | None]:
-    """The reorder units (as timed pairs) a conv unit alone pays for, in and out."""
+def _reorders(unit: dict, layout: tuple[bool, bool]) -> list[dict]:
+    """The reorder pairs a conv timed alone paid for: of its input, of its output."""
     if unit["op"] != "conv":
-        return None, None
-    into, out = conv_layout(unit)
+        return []
     (h, w), (kh, kw) = unit["hw"], unit["kernel"]
-    oh = _conv_out(h, kh, unit["stride"], unit["dilation"])
-    ow = _conv_out(w, kw, unit["stride"], unit["dilation"])
-    pad4 = lambda c: -(-c // 4) * 4  # noqa: E731 - blocked tensors pad their channels
-    return (
-        {"op": "reorder", "channels": pad4(unit["cin"]), "hw": [h, w]} if into else None,
-        {"op": "reorder", "channels": pad4(unit["cout"]), "hw": [oh, ow]} if out else None,
-    )
+    out_hw = [conv_out_size(x, k, unit["stride"], unit["dilation"]) for x, k in ((h, kh), (w, kw))]
+    into, out = layout
+    return [reorder_unit(unit["cin"], (h, w))] * into + [reorder_unit(unit["cout"], out_hw)] * out
 
 
 def profile_units(
@@ -323,7 +317,7 @@ def profile_units(
     runs: int = 50,
     rounds: int = 2,
     chunk: int = 64,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, dict]:
     """unit key -> {"ms", "blocked_in", "blocked_out"}: best of `rounds` medians, each unit alone.
 
@@ -340,36 +334,33 @@ def profile_units(
     keys = list(checked)
     call_key = unit_key({"op": "call"})
     best: dict[str, float] = {}
-    layout: dict[str, tuple[dict | None, dict | None]] = {}
+    reorders: dict[str, list[dict]] = {}
+    layout: dict[str, tuple[bool, bool]] = {}
+    pending = {call_key: {"op": "call"}}  # reorders and the call, timed with the next chunk
     for start in range(0, len(keys), chunk):
-        part = {k: checked[k] for k in keys[start : start + chunk]}
+        part = {k: checked[k] for k in keys[start : start + chunk] if k not in best}
+        timers = {key: ort_unit_timer(unit, threads) for key, unit in {**part, **pending}.items()}
+        pending = {}
         for key in part:
-            layout[key] = _reorders_of(part[key])
-        extra = {unit_key(r): r for pair in (layout[k] for k in part) for r in pair if r}
-        extra[call_key] = {"op": "call"}
-        todo = {**part, **{k: u for k, u in extra.items() if k not in best}}
-        timers = {key: ort_unit_timer(unit, threads) for key, unit in todo.items()}
-        counts = {key: _adaptive_runs(run, 25.0, 10, runs) for key, run in timers.items()}
+            layout[key] = timers[key][1]
+            reorders[key] = _reorders(checked[key], layout[key])
+            for r in reorders[key]:
+                if unit_key(r) not in best and unit_key(r) not in timers:
+                    timers[unit_key(r)] = ort_unit_timer(r, threads)
+        counts = {key: _adaptive_runs(run, 25.0, 10, runs) for key, (run, _) in timers.items()}
         for r in range(rounds):
-            for key, run in timers.items():
+            for key, (run, _) in timers.items():
                 ms = time_ms(run, warmup if r == 0 else 1, counts[key])
                 best[key] = min(best.get(key, ms), ms)
         del timers
         if progress:
-            progress(min(start + chunk, len(keys)), len(keys))
+            progress.advance(len(keys[start : start + chunk]))
     call = best[call_key]
     out = {}
     for key in keys:
-        ms = best[key]
-        for reorder in layout[key]:
-            if reorder:
-                ms -= 0.5 * (best[unit_key(reorder)] - call)
-        into, outof = layout[key]
-        out[key] = {
-            "ms": max(ms, call + 1e-4),
-            "blocked_in": bool(into),
-            "blocked_out": bool(outof),
-        }
+        into, outof = layout.get(key, (False, False))
+        ms = best[key] - sum(0.5 * (best[unit_key(r)] - call) for r in reorders.get(key, []))
+        out[key] = {"ms": max(ms, call + 1e-4), "blocked_in": into, "blocked_out": outof}
     return out
 
 
@@ -386,7 +377,8 @@ def _entry_uri(cache_uri: str, bench: str, key: str) -> str:
 
 
 def _read_entry(uri: str, key: str, config: storage.StorageConfig | None) -> dict | None:
-    """The cached {"ms", "nchwc"}, or None for a missing or torn entry (it is measured again)."""
+    """The cached {"ms", "blocked_in", "blocked_out"}, or None for a missing or torn entry (it is
+    measured again)."""
     try:
         doc = json.loads(storage.read_bytes(uri, config))
         ms = doc["ms"]
@@ -409,7 +401,7 @@ def cached_profile(
     *,
     threads: int = 1,
     config: storage.StorageConfig | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[dict[str, dict], int]:
     """(unit key -> {"ms", "blocked_in", "blocked_out"}, how many measured now): cache, then bench."""
     checked = {unit_key(u): u for u in map(check_unit, units)}
@@ -419,6 +411,8 @@ def cached_profile(
         if entry is not None:
             found[key] = entry
     missing = [checked[k] for k in checked if k not in found]
+    if progress:
+        progress.advance(len(found))
     measured = profile_units(missing, threads=threads, progress=progress) if missing else {}
     for key, entry in measured.items():
         doc = {"unit": checked[key], **entry, "bench": bench}

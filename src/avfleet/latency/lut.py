@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterable
 
 from avfleet.bench.profile import bench_id, cached_profile, check_unit, unit_key
 from avfleet.core import storage
-from avfleet.core.errors import ConfigError, PermanentError
+from avfleet.core.errors import PermanentError
+from avfleet.core.progress import Progress
 from avfleet.latency.units import Arch, net_plan, net_units
 from avfleet.latency.widths import width_choices, width_variables, with_widths
 
@@ -56,10 +57,6 @@ class LatencyTable:
     """Keys of the convs that read the runtime's blocked layout."""
     blocked_out: frozenset[str] = frozenset()
     """Keys of the convs that write it."""
-
-    def missing(self, arch: Arch) -> list[dict]:
-        units = {unit_key(u): u for _, u in net_units(arch, self.input_hw)}
-        return [u for k, u in units.items() if k not in self.entries]
 
     def predict(self, arch: Arch) -> Prediction:
         """The net's latency at batch 1 on the table's bench; MissingUnits if a unit is absent."""
@@ -184,7 +181,7 @@ def local_profiler(
     *,
     threads: int = 1,
     target: str = "",
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Profiler:
     """This machine as the bench (ONNX Runtime), with the same unit cache the agent keeps."""
     import platform
@@ -243,15 +240,3 @@ def build_table(
         frozenset(k for k, e in found.items() if e["blocked_in"]),
         frozenset(k for k, e in found.items() if e["blocked_out"]),
     )
-
-
-def check_budget_feasible(table: LatencyTable, arch: Arch, target_ms: float) -> None:
-    """ConfigError when even the narrowest net on the grid is slower than the budget."""
-    narrowest = with_widths(arch, {v.name: width_choices(v.size)[0] for v in width_variables(arch)})
-    floor = table.predict(narrowest).total_ms
-    if target_ms < floor:
-        raise ConfigError(
-            "target_latency_ms",
-            f"{target_ms:g} ms is below the fastest net pruning can reach from this architecture "
-            f"({floor:.3f} ms predicted on {table.bench}, every width at its minimum)",
-        )

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from avfleet.bench.profile import conv_out_size, reorder_unit
+
 Arch = dict[str, Any]
 
 
@@ -41,11 +43,10 @@ def conv(
 
 def conv_out_hw(hw: tuple[int, int], kernel: tuple[int, int], stride: int, dilation: int):
     """The output size of a 'same'-padded conv, as models.ConvBNAct pads it."""
-    out = []
-    for size, k in zip(hw, kernel, strict=True):
-        pad = dilation * (k - 1) // 2
-        out.append((size + 2 * pad - dilation * (k - 1) - 1) // stride + 1)
-    return out[0], out[1]
+    return (
+        conv_out_size(hw[0], kernel[0], stride, dilation),
+        conv_out_size(hw[1], kernel[1], stride, dilation),
+    )
 
 
 Step = tuple[str, dict, tuple | None]
@@ -59,10 +60,6 @@ def _edge(part: str, channels: int, hw: tuple[int, int], a: dict | None, b: dict
     """A layout edge: the reorder of `channels` (timed rounded up to a multiple of 4, as the
     runtime's blocked tensors pad them)."""
     return (part, reorder_unit(channels, hw), ("edge", a, b))
-
-
-def reorder_unit(channels: int, hw: tuple[int, int]) -> dict:
-    return {"op": "reorder", "channels": -(-channels // 4) * 4, "hw": list(hw)}
 
 
 def block_steps(

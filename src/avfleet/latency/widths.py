@@ -83,6 +83,11 @@ def with_widths(arch: Arch, widths: dict[str, int]) -> Arch:
     return new
 
 
+def sizes(arch: Arch) -> dict[str, int]:
+    """Each width variable's channels in this arch."""
+    return {v.name: v.size for v in width_variables(arch)}
+
+
 MIN_WIDTH = 8
 
 
@@ -98,3 +103,8 @@ def width_choices(size: int) -> list[int]:
         return [size]
     step = 8 if size <= 128 else -(-size // 128) * 8
     return sorted({*range(MIN_WIDTH, size, step), size})
+
+
+def narrowest(arch: Arch) -> Arch:
+    """The arch with every width at its smallest grid value: the floor of what pruning reaches."""
+    return with_widths(arch, {name: width_choices(size)[0] for name, size in sizes(arch).items()})

@@ -13,7 +13,7 @@ training and the net keeps the channels it did not zero. With a budget
 (target latency and/or parameters), the controller runs in three parts:
 
 1. WARMUP of the training without the penalty, then the penalty until RAMP,
-   its strength nudged (by STEP_FLOOR per update) towards a schedule that
+   its strength nudged (by STEP_FACTOR per update) towards a schedule that
    goes from the dense net to the budget.
 2. The widths are decided at RAMP (or earlier, the first time the channels
    the penalty zeroed already meet the budget): a greedy cut that gives up the
@@ -44,13 +44,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 import torch
 
 from avfleet.bench.profile import unit_key
 from avfleet.core.errors import ConfigError
-from avfleet.latency.lut import LatencyTable, check_budget_feasible, pruning_units
-from avfleet.latency.widths import width_choices, width_variables, with_widths
+from avfleet.latency.lut import LatencyTable, pruning_units
+from avfleet.latency.widths import narrowest, sizes, width_choices, with_widths
 from avfleet.train import prune
 from avfleet.train.models import Arch, SegNet, build
 
@@ -59,11 +60,10 @@ WARMUP = 0.05
 RAMP = 0.25
 """With a budget: share of the main phase by which the widths are decided (the schedule reaches
 the budget here); the rest trains the final shape."""
-RANGE = 1.0
-"""How far (a factor) the strength may move within the ramp beyond the floor of STEP_FLOOR per
-update. Measured: letting it move 1000-fold drove whole widths to zero at once and left the
-survivors' scales crushed (41-42 mIoU at 1.5x, against 49.3 with a gentle penalty)."""
-STEP_FLOOR = 1.05
+STEP_FACTOR = 1.05
+"""How much the strength moves per update towards the schedule. Kept gentle on purpose: letting
+it move 1000-fold within the ramp drove whole widths to zero at once and left the survivors'
+scales crushed (41-42 mIoU at 1.5x, against 49.3 with this)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -92,9 +92,9 @@ def snap(
     (widths interact through the convs between them). Without a table: the
     smallest grid width that holds the live channels.
     """
+    size = sizes(arch)
     options = {
-        name: [c for c in width_choices(_size(arch, name)) if c >= max(n, 1)]
-        for name, n in live.items()
+        name: [c for c in width_choices(size[name]) if c >= max(n, 1)] for name, n in live.items()
     }
     widths = {name: opts[0] for name, opts in options.items()}
     if table is None:
@@ -106,13 +106,6 @@ def snap(
                 key=lambda c: (table.predict(with_widths(arch, {**widths, name: c})).total_ms, c),
             )
     return widths
-
-
-def _size(arch: Arch, name: str) -> int:
-    node = arch
-    for part in name.split("."):
-        node = node[int(part)] if part.isdigit() else node[part]
-    return int(node)
 
 
 def channel_costs(
@@ -132,9 +125,10 @@ def channel_costs(
         return table.predict(arch_w).total_ms if table else num_parameters_of(arch_w)
 
     base = cost(widths)
+    size = sizes(arch)
     raw = {}
     for name, width in widths.items():
-        grid = width_choices(_size(arch, name))
+        grid = width_choices(size[name])
         other = grid[0] if grid[0] < width else next((c for c in grid if c > width), width)
         if other == width:
             raw[name] = 0.0
@@ -162,7 +156,7 @@ class CompressionReport:
 
 def check_budget(arch: Arch, table: LatencyTable | None, budget: Budget) -> None:
     """ConfigError before training when the table lacks units or no prunable net meets the budget."""
-    narrowest = with_widths(arch, {v.name: width_choices(v.size)[0] for v in width_variables(arch)})
+    floor = narrowest(arch)
     if table is not None:
         missing = [
             u for u in pruning_units(arch, table.input_hw) if unit_key(u) not in table.entries
@@ -174,13 +168,20 @@ def check_budget(arch: Arch, table: LatencyTable | None, budget: Budget) -> None
                 f"net can reach, e.g. {unit_key(missing[0])}: profile them with "
                 f"`avfleet latency profile` for this architecture",
             )
-        if budget.target_latency_ms is not None:
-            check_budget_feasible(table, arch, budget.target_latency_ms)
-    if budget.target_params is not None and budget.target_params < num_parameters_of(narrowest):
+        floor_ms = table.predict(floor).total_ms
+        if budget.target_latency_ms is not None and budget.target_latency_ms < floor_ms:
+            raise ConfigError(
+                "target_latency_ms",
+                f"{budget.target_latency_ms:g} ms is below the fastest net pruning can reach from "
+                f"this architecture ({floor_ms:.3f} ms predicted on {table.bench}, every width at "
+                f"its minimum)",
+            )
+    floor_params = num_parameters_of(floor)
+    if budget.target_params is not None and budget.target_params < floor_params:
         raise ConfigError(
             "target_params",
             f"{budget.target_params:,} is below the smallest net pruning can reach from this "
-            f"architecture ({num_parameters_of(narrowest):,} parameters, every width at its minimum)",
+            f"architecture ({floor_params:,} parameters, every width at its minimum)",
         )
 
 
@@ -201,20 +202,15 @@ class Controller:
         check_budget(self.arch, table, budget)
         self.table = table
         self.budget = budget
-        self.total_steps = total_steps
         self.every = every
         self.strength = strength
         self.start = int(WARMUP * total_steps) if budget.any else 0
         self.deadline = max(self.start + 1, int(RAMP * total_steps))
-        self.step_factor = max(STEP_FLOOR, RANGE ** (every / (self.deadline - self.start)))
         self.decided_at: int | None = None
         self.dead: dict[str, torch.Tensor] = {}
-        full = {g.name: g.size for g in self.groups}
-        self.dense_ms = table.predict(self.arch).total_ms if table else None
-        self.dense_params = num_parameters_of(self.arch)
-        self.widths = full
-        self.live = full
-        self.ms, self.params = self.dense_ms, self.dense_params
+        self._measured: dict[tuple, tuple[float | None, int]] = {}
+        self.widths = self.live = {g.name: g.size for g in self.groups}
+        self.dense_ms, self.dense_params = self._measure(self.widths)
         self.weights = self._weights()
 
     def _weights(self) -> dict[str, float]:
@@ -230,15 +226,21 @@ class Controller:
         par = channel_costs(self.arch, self.widths, None)
         if self.budget.target_latency_ms is None:
             return par
-        over_ms = max(0.0, self.ms / self.budget.target_latency_ms - 1.0)
-        over_params = max(0.0, self.params / self.budget.target_params - 1.0)
+        ms, params = self._measure(self.widths)
+        over_ms = max(0.0, ms / self.budget.target_latency_ms - 1.0)
+        over_params = max(0.0, params / self.budget.target_params - 1.0)
         share = over_ms / (over_ms + over_params) if over_ms + over_params > 0 else 0.5
         return {k: share * lat[k] + (1.0 - share) * par[k] for k in lat}
 
-    # what the net would be if pruned now
     def _measure(self, widths: dict[str, int]) -> tuple[float | None, int]:
-        arch = with_widths(self.arch, widths)
-        return (self.table.predict(arch).total_ms if self.table else None), num_parameters_of(arch)
+        """(table-predicted ms, parameters) of the net at these widths (remembered: the greedy
+        steps and the schedule ask about the same widths again and again)."""
+        key = tuple(sorted(widths.items()))
+        if key not in self._measured:
+            arch = with_widths(self.arch, widths)
+            ms = self.table.predict(arch).total_ms if self.table else None
+            self._measured[key] = (ms, num_parameters_of(arch))
+        return self._measured[key]
 
     def _meets(self, ms: float | None, params: int, fraction: float) -> bool:
         """Within the schedule's value at `fraction` of the ramp (1: the budget itself)."""
@@ -262,11 +264,11 @@ class Controller:
         `every` steps.
         """
         if self.decided_at is not None:
-            prune.mask_(model, self.dead)
+            prune.mask_(model, self.dead, self.groups)
             return
         if step <= self.start:
             return
-        prune.proximal_step_(model, lr, self.strength, self.weights)
+        prune.proximal_step_(model, lr, self.strength, self.weights, self.groups)
         if not self.budget.any:
             return
         live = prune.alive_counts(model, self.groups)
@@ -275,8 +277,7 @@ class Controller:
         if live != self.live:
             self.live = live
             self.widths = snap(self.arch, live, self.table)
-            self.ms, self.params = self._measure(self.widths)
-            if self._meets(self.ms, self.params, 1.0):
+            if self._meets(*self._measure(self.widths), 1.0):
                 self.decide(model, step)
                 return
         if step >= self.deadline:
@@ -284,8 +285,8 @@ class Controller:
             return
         if step % self.every == 0:
             fraction = min(1.0, (step - self.start) / (self.deadline - self.start))
-            over = not self._meets(self.ms, self.params, fraction)
-            self.strength *= self.step_factor if over else 1.0 / self.step_factor
+            over = not self._meets(*self._measure(self.widths), fraction)
+            self.strength *= STEP_FACTOR if over else 1.0 / STEP_FACTOR
             self.weights = self._weights()
 
     def decide(self, model: SegNet, step: int) -> None:
@@ -298,8 +299,7 @@ class Controller:
         net still meets the budget; the channels they take back are dead ones,
         which train again from a small BatchNorm scale (prune.revive_).
         """
-        params = dict(model.named_parameters())
-        norms = {g.name: prune._group_norms(params, g) for g in self.groups}
+        norms = prune.all_group_norms(model, self.groups)
         widths = snap(self.arch, {n: int((v > 0).sum()) for n, v in norms.items()}, self.table)
 
         def fill_cost(widths: dict, trial: dict, name: str) -> float | None:
@@ -311,19 +311,33 @@ class Controller:
             return grown / (trial[name] - widths[name])
 
         widths = self._greedy(widths, grow=True, score=fill_cost, done=lambda w: False)
-        self.dead = {}
-        for name, v in norms.items():
-            alive = v > 0
-            revived = (~alive).nonzero().flatten()[: widths[name] - int(alive.sum())]
+        kept = {}
+        for group in self.groups:
+            alive = norms[group.name] > 0
+            revived = (~alive).nonzero().flatten()[: widths[group.name] - int(alive.sum())]
             alive[revived] = True
-            self.dead[name] = ~alive
+            kept[group.name] = alive
             if len(revived):
-                prune.revive_(model, name, revived)
+                prune.revive_(model, group, revived)
+        self._fix(model, step, widths, kept)
+
+    def _fix(
+        self, model: SegNet, step: int, widths: dict[str, int], kept: dict[str, torch.Tensor]
+    ) -> None:
+        """The widths are decided: the channels not kept go to exactly zero and stay there."""
+        self.dead = {name: ~keep for name, keep in kept.items()}
         self.widths = widths
         self.decided_at = step
-        prune.mask_(model, self.dead)
+        prune.mask_(model, self.dead, self.groups)
 
-    def _greedy(self, widths: dict[str, int], *, grow: bool, score, done) -> dict[str, int]:  # noqa: ANN001
+    def _greedy(
+        self,
+        widths: dict[str, int],
+        *,
+        grow: bool,
+        score: Callable[[dict, dict, str], float | None],
+        done: Callable[[dict], bool],
+    ) -> dict[str, int]:
         """Move one width a grid step at a time (up or down), the lowest-scoring step first.
 
         `score(widths, trial, name)` is the step's price, None where it is not
@@ -366,8 +380,7 @@ class Controller:
         same width dearer, so no width collapses for being expensive alone,
         and channels the penalty already shrank (small norms) go first.
         """
-        params = dict(model.named_parameters())
-        norms = {g.name: prune._group_norms(params, g) for g in self.groups}
+        norms = prune.all_group_norms(model, self.groups)
         ordered = {n: torch.sort(v, descending=True).values for n, v in norms.items()}
         widths = {g.name: g.size for g in self.groups}
 
@@ -382,14 +395,11 @@ class Controller:
         widths = self._greedy(
             widths, grow=False, score=rank_score, done=lambda w: self._gap(w) <= 1.0
         )
-        self.dead = {}
+        kept = {}
         for name, v in norms.items():
-            keep = torch.zeros_like(v, dtype=torch.bool)
-            keep[torch.argsort(v, descending=True)[: widths[name]]] = True
-            self.dead[name] = ~keep
-        self.widths = widths
-        self.decided_at = step
-        prune.mask_(model, self.dead)  # channels not kept go to exactly zero; training goes on
+            kept[name] = torch.zeros_like(v, dtype=torch.bool)
+            kept[name][torch.argsort(v, descending=True)[: widths[name]]] = True
+        self._fix(model, step, widths, kept)  # training goes on at the final shape
 
     def final_widths(self, model: SegNet) -> dict[str, int]:
         if self.decided_at is not None:
@@ -432,10 +442,8 @@ class Controller:
             "decided_at": self.decided_at,
             "dead": {k: v.clone() for k, v in self.dead.items()},
             "widths": dict(self.widths),
-            "weights": dict(self.weights),
             "live": dict(self.live),
-            "ms": self.ms,
-            "params": self.params,
+            "weights": dict(self.weights),  # set at the last update, not from the widths now
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -443,6 +451,5 @@ class Controller:
         self.decided_at = state["decided_at"]
         self.dead = dict(state["dead"])
         self.widths = dict(state["widths"])
-        self.weights = dict(state["weights"])
         self.live = dict(state["live"])
-        self.ms, self.params = state["ms"], state["params"]
+        self.weights = dict(state["weights"])

@@ -24,13 +24,12 @@ folded in). Two kinds of groups, by what a removed channel leaves behind
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 
 import torch
 
-from avfleet.latency.widths import WidthVariable, width_variables
+from avfleet.latency.widths import WidthVariable, width_variables, with_widths
 from avfleet.train import regularizers
 from avfleet.train.models import Arch, SegNet, build
 
@@ -168,26 +167,36 @@ def group_norms(model: SegNet, group: ChannelGroup) -> torch.Tensor:
     return _group_norms(dict(model.named_parameters()), group)
 
 
+def all_group_norms(
+    model: SegNet, groups: list[ChannelGroup] | None = None
+) -> dict[str, torch.Tensor]:
+    """Width name -> ||theta^n||_2 of each of its channels."""
+    params = dict(model.named_parameters())
+    return {g.name: _group_norms(params, g) for g in groups or channel_groups(model)}
+
+
 def alive_counts(model: SegNet, groups: list[ChannelGroup] | None = None) -> dict[str, int]:
     """Channels of each width whose group is not exactly zero."""
-    params = dict(model.named_parameters())
-    return {
-        g.name: int((_group_norms(params, g) > 0).sum()) for g in groups or channel_groups(model)
-    }
+    return {name: int((n > 0).sum()) for name, n in all_group_norms(model, groups).items()}
 
 
 @torch.no_grad()
 def proximal_step_(
-    model: SegNet, lr: float, strength: float, weights: dict[str, float] | None = None
+    model: SegNet,
+    lr: float,
+    strength: float,
+    weights: dict[str, float] | None = None,
+    groups: list[ChannelGroup] | None = None,
 ) -> dict[str, int]:
     """Group soft-thresholding after an optimizer step; returns zeroed channels per width.
 
     Width l's threshold is lr * strength * weights[l] * sqrt(P_l): `weights` are the
-    paper's per-layer lambda_l relative to `strength` (latency per channel, say).
+    paper's per-layer lambda_l relative to `strength` (latency per channel, say). Every
+    training step calls this: pass `groups` (channel_groups of the model) to not rebuild them.
     """
     params = dict(model.named_parameters())
     zeroed = {}
-    for group in channel_groups(model):
+    for group in groups or channel_groups(model):
         weight = 1.0 if weights is None else weights[group.name]
         threshold = lr * strength * weight * math.sqrt(group_size(group))
         scale = regularizers.group_shrink(_group_norms(params, group), threshold)
@@ -204,24 +213,25 @@ def _scale_(params: dict[str, torch.Tensor], group: ChannelGroup, scale: torch.T
 
 
 @torch.no_grad()
-def mask_(model: SegNet, dead: dict[str, torch.Tensor]) -> None:
+def mask_(
+    model: SegNet, dead: dict[str, torch.Tensor], groups: list[ChannelGroup] | None = None
+) -> None:
     """Keep removed channels at exactly zero (after their width is decided, training goes on)."""
     params = dict(model.named_parameters())
-    for group in channel_groups(model):
+    for group in groups or channel_groups(model):
         if group.name in dead:
             _scale_(params, group, (~dead[group.name]).float())
 
 
 @torch.no_grad()
-def revive_(model: SegNet, name: str, channels: torch.Tensor, scale: float = 0.1) -> None:
-    """Give dead channels of width `name` a small BatchNorm scale again, so they can train.
+def revive_(model: SegNet, group: ChannelGroup, channels: torch.Tensor, scale: float = 0.1) -> None:
+    """Give dead channels of `group` a small BatchNorm scale again, so they can train.
 
     A channel at scale 0 and shift 0 outputs ReLU6(0) = 0, where ReLU6's gradient
     is 0 too: it would never come back by itself. Scale `scale`, shift 0 makes
     it a small, fresh feature of the inputs its filters still read.
     """
     params = dict(model.named_parameters())
-    group = next(g for g in channel_groups(model) if g.name == name)
     for key, dim in group.penalised:
         value = scale if key.endswith(".weight") else 0.0
         params[key].index_fill_(dim, channels.to(params[key].device), value)
@@ -242,13 +252,13 @@ def prune(
     rest of the kept channels are dead ones, which is exact too). Without it,
     live channels round up to a multiple of `align`.
     """
-    arch = copy.deepcopy(model.arch)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    params = dict(model.named_parameters())
     segments: dict[tuple[str, int], list[tuple[int, int, torch.Tensor]]] = {}
     groups = channel_groups(model)
+    norms = all_group_norms(model, groups)
+    kept_widths = {}
     for group in groups:
-        alive = _group_norms(params, group) > 0
+        alive = norms[group.name] > 0
         live = int(alive.sum())
         if widths is not None:
             width = widths[group.name]
@@ -263,11 +273,7 @@ def prune(
         if group.consumer:
             _absorb_constant_channels(state, group, ~alive)
         keep = alive.nonzero().flatten()
-        for path in group.var.paths:
-            node = arch
-            for part in path[:-1]:
-                node = node[part]
-            node[path[-1]] = len(keep)
+        kept_widths[group.name] = len(keep)
         for key, dim, offset in [(k, d, 0) for k, d in group.penalised] + list(group.carried):
             keys = [key]
             if key.endswith(".weight") and f"{key[:-7]}.running_mean" in state:
@@ -276,7 +282,7 @@ def prune(
                 segments.setdefault((k, dim), []).append((offset, group.size, keep))
     for (key, dim), parts in segments.items():
         state[key] = state[key].index_select(dim, _kept_index(state[key].shape[dim], parts))
-    return arch, state
+    return with_widths(model.arch, kept_widths), state
 
 
 def _kept_index(total: int, parts: list[tuple[int, int, torch.Tensor]]) -> torch.Tensor:
