@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pathlib
 import sys
 import time
 
@@ -11,7 +13,11 @@ import yaml
 from avfleet.core.errors import ConfigError, PermanentError
 from avfleet.workflows.local.engines import LocalContext, pytorch_job, spark_application
 from avfleet.workflows.local.executor import LocalExecutor
-from avfleet.workflows.local.expressions import evaluate_retry_expression, substitute
+from avfleet.workflows.local.expressions import (
+    evaluate_condition,
+    evaluate_retry_expression,
+    substitute,
+)
 
 RETRY = {
     "limit": 3,
@@ -287,3 +293,364 @@ def test_pytorchjob_maps_to_local_torchrun():
     assert argv[4:] == ["/repo/jobs/train.py", "--epochs", "2"]
     with pytest.raises(PermanentError, match="no Master replica"):
         pytorch_job({"kind": "PyTorchJob", "spec": {}}, LocalContext("/r", "local[2]"))
+
+
+# --- loops, fan-in, when, templateRef (Argo's documented semantics, docs/walk-through/loops.md) --
+
+
+def record(folder: str, value: str, seconds: float = 0.0, fail: bool = False) -> dict:
+    """A leaf that notes when it ran (start and end times) and outputs `value` doubled."""
+    code = (
+        "import json,pathlib,sys,time,os; t0=time.time(); "
+        f"time.sleep({seconds}); "
+        f"pathlib.Path({folder!r}).mkdir(parents=True, exist_ok=True); "
+        f"pathlib.Path({folder!r}, str(os.getpid())).write_text(json.dumps([t0, time.time()])); "
+        "pathlib.Path(sys.argv[2]).mkdir(parents=True, exist_ok=True); "
+        "pathlib.Path(sys.argv[2], 'doubled').write_text(sys.argv[1] * 2); "
+        f"sys.exit({1 if fail else 0} if sys.argv[1] == 'bad' else 0)"
+    )
+    return {
+        "name": "leaf",
+        "inputs": {"parameters": [{"name": "v"}]},
+        "container": {
+            "image": "python",
+            "command": [sys.executable, "-c", code, "{{inputs.parameters.v}}", "/tmp/outputs"],
+        },
+        "outputs": {
+            "parameters": [{"name": "doubled", "valueFrom": {"path": "/tmp/outputs/doubled"}}]
+        },
+    }
+
+
+def fan(tasks: list[dict], leaf: dict, parallelism: int | None = None) -> dict:
+    main = {"name": "main", "dag": {"tasks": tasks}}
+    if parallelism:
+        main["parallelism"] = parallelism
+    collect = {
+        "name": "collect",
+        "inputs": {"parameters": [{"name": "all"}]},
+        "container": py("import sys"),
+        "outputs": {},
+    }
+    return workflow([main, leaf, collect])
+
+
+def spans(folder) -> list[tuple[float, float]]:
+    import json as _json
+
+    return [tuple(_json.loads(p.read_text())) for p in folder.iterdir()]
+
+
+def test_with_items_runs_each_item_and_aggregates_outputs_in_item_order(tmp_path, executor):
+    wf = fan(
+        [
+            {
+                "name": "each",
+                "template": "leaf",
+                "arguments": {"parameters": [{"name": "v", "value": "{{item}}"}]},
+                "withItems": ["c", "a", "b"],
+            },
+            {
+                "name": "gather",
+                "template": "collect",
+                "depends": "each",
+                "arguments": {
+                    "parameters": [
+                        {"name": "all", "value": "{{tasks.each.outputs.parameters.doubled}}"}
+                    ]
+                },
+            },
+        ],
+        record(str(tmp_path / "t"), "x", seconds=0.0),
+    )
+    # One item per node, named as Argo names them; the fan-in sees values in item order.
+    scope_capture = {}
+    original = executor._call
+
+    def spy(templates, call, scope, *rest):
+        if call["name"] == "gather":
+            scope_capture.update(scope)
+        return original(templates, call, scope, *rest)
+
+    executor._call = spy
+    result = executor.run_manifest(wf, {})
+    assert result.succeeded
+    items = [n.name.split(".")[-1] for n in result.nodes if "each(" in n.name]
+    assert sorted(items) == ["each(0:c)", "each(1:a)", "each(2:b)"]
+    assert json.loads(scope_capture["tasks.each.outputs.parameters.doubled"]) == ["cc", "aa", "bb"]
+    assert json.loads(scope_capture["tasks.each.outputs.parameters"]) == [
+        {"doubled": "cc"},
+        {"doubled": "aa"},
+        {"doubled": "bb"},
+    ]
+
+
+def test_with_param_objects_expose_item_fields(tmp_path, executor):
+    plan = {
+        "name": "plan",
+        "container": py(
+            "import json,pathlib; pathlib.Path('/tmp/outputs').mkdir(parents=True, exist_ok=True); "
+            "pathlib.Path('/tmp/outputs/items').write_text(json.dumps("
+            "[{'name': 'x', 'n': 1}, {'name': 'y', 'n': 2}]))"
+        ),
+        "outputs": {"parameters": [{"name": "items", "valueFrom": {"path": "/tmp/outputs/items"}}]},
+    }
+    wf = fan(
+        [
+            {"name": "plan", "template": "plan"},
+            {
+                "name": "each",
+                "template": "leaf",
+                "depends": "plan",
+                "arguments": {"parameters": [{"name": "v", "value": "{{item.name}}{{item.n}}"}]},
+                "withParam": "{{tasks.plan.outputs.parameters.items}}",
+            },
+        ],
+        record(str(tmp_path / "t"), "x"),
+    )
+    wf["spec"]["templates"].append(plan)
+    result = executor.run_manifest(wf, {})
+    assert result.succeeded
+    names = sorted(n.name.split(".")[-1] for n in result.nodes if "each(" in n.name)
+    assert names == ["each(0:n:1,name:x)", "each(1:n:2,name:y)"]
+    outputs = sorted(n.outputs["doubled"] for n in result.nodes if "each(" in n.name)
+    assert outputs == ["x1x1", "y2y2"]
+
+
+def test_parallelism_limits_concurrent_items(tmp_path, executor):
+    folder = tmp_path / "t"
+    wf = fan(
+        [
+            {
+                "name": "each",
+                "template": "leaf",
+                "arguments": {"parameters": [{"name": "v", "value": "{{item}}"}]},
+                "withItems": ["1", "2", "3", "4", "5"],
+            }
+        ],
+        record(str(folder), "x", seconds=0.6),
+        parallelism=2,
+    )
+    result = executor.run_manifest(wf, {})
+    assert result.succeeded
+    times = spans(folder)
+    assert len(times) == 5
+    most = max(sum(1 for a, b in times if a <= t < b) for t, _ in times)
+    assert most == 2  # items overlap (they do run concurrently), never more than 2 at once
+
+
+def test_failed_item_retries_alone_then_fails_the_task_and_omits_the_fan_in(tmp_path, executor):
+    counter = tmp_path / "n"
+    leaf = {
+        "name": "leaf",
+        "inputs": {"parameters": [{"name": "v"}]},
+        "container": py(
+            f"import sys; v='{{{{inputs.parameters.v}}}}'; "
+            f"exec({flaky(str(counter), 2, 75)!r}) if v == 'flaky' else None; "
+            "sys.exit(65 if v == 'bad' else 0)"
+        ),
+        "retryStrategy": RETRY,
+    }
+    wf = workflow(
+        [
+            {
+                "name": "main",
+                "dag": {
+                    "tasks": [
+                        {
+                            "name": "each",
+                            "template": "leaf",
+                            "arguments": {"parameters": [{"name": "v", "value": "{{item}}"}]},
+                            "withItems": ["ok", "flaky", "bad"],
+                        },
+                        {
+                            "name": "after",
+                            "template": "leaf",
+                            "depends": "each",
+                            "arguments": {"parameters": [{"name": "v", "value": "ok"}]},
+                        },
+                    ]
+                },
+                "parallelism": 1,
+            },
+            leaf,
+        ]
+    )
+    result = executor.run_manifest(wf, {})
+    assert not result.succeeded
+    by_item = {n.name.split(".")[-1]: n for n in result.nodes}
+    assert by_item["each(1:flaky)"].phase == "Succeeded"
+    assert by_item["each(1:flaky)"].attempts == 3  # retried on its own (exit 75 twice)
+    assert by_item["each(2:bad)"].phase == "Failed"
+    assert by_item["each(2:bad)"].attempts == 1  # 65: not retried
+    assert by_item["after"].phase == "Omitted"
+    assert result.exit_code == 65
+
+
+def test_when_skips_and_skipped_satisfies_dependencies(tmp_path, executor):
+    leaf = record(str(tmp_path / "t"), "x")
+    wf = workflow(
+        [
+            {
+                "name": "main",
+                "dag": {
+                    "tasks": [
+                        {
+                            "name": "maybe",
+                            "template": "leaf",
+                            "when": "'{{workflow.parameters.budget}}' != ''",
+                            "arguments": {"parameters": [{"name": "v", "value": "a"}]},
+                        },
+                        {
+                            "name": "none",
+                            "template": "leaf",
+                            "withParam": "[]",
+                            "arguments": {"parameters": [{"name": "v", "value": "{{item}}"}]},
+                        },
+                        {
+                            "name": "then",
+                            "template": "leaf",
+                            "depends": "maybe && none",
+                            "arguments": {"parameters": [{"name": "v", "value": "b"}]},
+                        },
+                    ]
+                },
+            },
+            leaf,
+        ],
+        {"budget": ""},
+    )
+    result = executor.run_manifest(wf, {})
+    assert result.succeeded
+    phases = {n.name.split(".")[-1]: n.phase for n in result.nodes}
+    assert phases == {"maybe": "Skipped", "none": "Skipped", "then": "Succeeded"}
+    result = executor.run_manifest(wf, {"budget": "2.0"})
+    assert {n.name.split(".")[-1]: n.phase for n in result.nodes}["maybe"] == "Succeeded"
+
+
+def test_template_ref_runs_the_referenced_template_in_its_own_namespace(tmp_path):
+    library = tmp_path / "lib"
+    library.mkdir()
+    shared = workflow(
+        [
+            {
+                "name": "outer",
+                "inputs": {"parameters": [{"name": "v"}]},
+                "steps": [
+                    [
+                        {
+                            "name": "inner",
+                            "template": "leaf",
+                            "arguments": {
+                                "parameters": [{"name": "v", "value": "{{inputs.parameters.v}}"}]
+                            },
+                        }
+                    ]
+                ],
+                "outputs": {
+                    "parameters": [
+                        {
+                            "name": "doubled",
+                            "valueFrom": {
+                                "parameter": "{{steps.inner.outputs.parameters.doubled}}"
+                            },
+                        }
+                    ]
+                },
+            },
+            record(str(tmp_path / "t"), "x"),
+        ]
+    )
+    shared["metadata"]["name"] = "shared"
+    (library / "shared.yaml").write_text(yaml.safe_dump(shared))
+    caller = workflow(
+        [
+            {
+                "name": "main",
+                "dag": {
+                    "tasks": [
+                        {
+                            "name": "use",
+                            "templateRef": {"name": "shared", "template": "outer"},
+                            "arguments": {"parameters": [{"name": "v", "value": "q"}]},
+                        },
+                        {
+                            "name": "then",
+                            "templateRef": {"name": "shared", "template": "leaf"},
+                            "depends": "use",
+                            "arguments": {
+                                "parameters": [
+                                    {
+                                        "name": "v",
+                                        "value": "{{tasks.use.outputs.parameters.doubled}}",
+                                    }
+                                ]
+                            },
+                        },
+                    ]
+                },
+            },
+        ]
+    )
+    executor = LocalExecutor(workdir=str(tmp_path / "runs"), quiet=True)
+    with pytest.raises(PermanentError, match="templateRef 'shared' is not a loaded"):
+        executor.run_manifest(caller, {})
+    executor.load_library(str(library))
+    result = executor.run_manifest(caller, {})
+    assert result.succeeded
+    outputs = {n.name.split(".", 1)[1]: n.outputs for n in result.nodes}
+    # the dag's own output (valueFrom.parameter) feeds the next task; `leaf` resolved in `shared`
+    assert outputs == {"use.inner": {"doubled": "qq"}, "then": {"doubled": "qqqq"}}
+
+
+def test_hostile_items_cannot_escape_the_sandbox_and_bad_with_param_is_named(tmp_path, executor):
+    leaf = record(str(tmp_path / "t"), "x")
+    wf = workflow(
+        [
+            {
+                "name": "main",
+                "dag": {
+                    "tasks": [
+                        {
+                            "name": "each",
+                            "template": "leaf",
+                            "withItems": ["../../escape", "a/b"],
+                            "arguments": {"parameters": [{"name": "v", "value": "{{item}}"}]},
+                        }
+                    ]
+                },
+            },
+            leaf,
+        ]
+    )
+    result = executor.run_manifest(wf, {})
+    assert result.succeeded
+    runs = tmp_path / "runs"
+    assert not (tmp_path / "escape").exists()
+    assert all(runs in pathlib.Path(n.log_path).parents for n in result.nodes if n.log_path)
+    wf["spec"]["templates"][0]["dag"]["tasks"][0].pop("withItems")
+    wf["spec"]["templates"][0]["dag"]["tasks"][0]["withParam"] = "not json"
+    with pytest.raises(PermanentError, match="withParam is not a JSON array"):
+        executor.run_manifest(wf, {})
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("heads == heads", True),  # Argo's coinflip example: bare words compare as strings
+        ("tails == heads", False),
+        ("'' != ''", False),
+        ("'1.5' != ''", True),
+        ("2 > 10", False),
+        ("!(a == b)", True),
+        ("1.0 == 1 && true", True),
+    ],
+)
+def test_when_conditions(expression, expected):
+    assert evaluate_condition(expression) is expected
+
+
+def test_when_refuses_code():
+    for bad in ('__import__("os").system("true")', "a.b == c"):
+        with pytest.raises(PermanentError):
+            evaluate_condition(bad)

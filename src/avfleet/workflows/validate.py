@@ -87,6 +87,8 @@ def reference_errors(manifest: dict) -> list[str]:
 
         for task in tasks:
             ref = task.get("template")
+            if ref is None and "templateRef" not in task and "inline" not in task:
+                errors.append(f"template {name!r} task {task['name']!r} names no template")
             if ref and ref not in templates:
                 errors.append(
                     f"template {name!r} task {task['name']!r} calls unknown template {ref!r}"
@@ -120,12 +122,24 @@ def reference_errors(manifest: dict) -> list[str]:
                 templates,
                 tasks,
             )
+            if not any(k in task for k in ("withItems", "withParam", "withSequence")):
+                errors += _item_outside_loop(task_fields, f"task {task['name']!r}")
         # metrics use their own variables ({{duration}}, {{status}}); outputs of a DAG name its tasks.
         body = {k: v for k, v in template.items() if k not in ("dag", "steps", "metrics")}
+        errors += _item_outside_loop(body, f"template {name!r}")
         errors += _check_fields(
             body, f"template {name!r}", workflow_params, inputs, task_names, templates, tasks
         )
     return errors
+
+
+def _item_outside_loop(fields: dict, where: str) -> list[str]:
+    """{{item}} exists only in a task or step that loops (withItems, withParam, withSequence)."""
+    return [
+        f"{where}: {{{{{token}}}}} outside a loop (no withItems, withParam or withSequence)"
+        for token in _TOKEN.findall(yaml.safe_dump(fields))
+        if token == "item" or token.startswith("item.")
+    ]
 
 
 def unused_parameters(manifest: dict) -> list[str]:

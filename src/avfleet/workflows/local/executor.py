@@ -1,11 +1,27 @@
 """Walk a rendered workflow and run its steps as local processes.
 
 Supported: WorkflowTemplate, Workflow and CronWorkflow (its workflowSpec, run
-now); dag (dependencies / depends with task names and &&) and steps
+now); dag (dependencies / depends with task names and &&, failFast) and steps
 templates; container templates; resource templates through
-`engines.ENGINES`; input, workflow and task output parameters; retryStrategy
-(limit, retryPolicy, expression, backoff). Anything else is refused with a
-clear error rather than half-run.
+`engines.ENGINES`; input, workflow and task output parameters, and a dag's or
+steps template's own outputs (valueFrom.parameter); retryStrategy (limit,
+retryPolicy, expression, backoff); `when`; `templateRef` to the
+WorkflowTemplates loaded beside the workflow; loops (`withItems`,
+`withParam`) with Argo's semantics:
+
+* each item is its own node, `task(i:label)`, with `{{item}}` (and
+  `{{item.key}}` for an object item) in its arguments;
+* items run concurrently, at most `parallelism` at a time (the template's or
+  the workflow's, the tighter); other tasks run one after another here;
+* an item retries on its own; the expanded task fails if any item failed,
+  and with failFast (the dag default) items not yet started are not started;
+* `{{tasks.T.outputs.parameters.P}}` of an expanded task is the JSON list of
+  its items' values of P, in item order; `{{tasks.T.outputs.parameters}}`
+  the JSON list of each item's parameter map;
+* an expanded task with no items is Skipped, as is a task whose `when` is false;
+  Skipped satisfies a dependency.
+
+Anything else is refused with a clear error rather than half-run.
 
 Container paths are remapped: the image root (/opt/avfleet) to this checkout
 and the outputs folder (/tmp/outputs) to the step's own sandbox, from which
@@ -14,8 +30,10 @@ output parameters are read after the step succeeds.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime as dt
+import json
 import logging
 import os
 import pathlib
@@ -23,6 +41,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import deque
@@ -33,6 +52,7 @@ from avfleet.core.errors import ConfigError, ExitCode, PermanentError
 from avfleet.workflows import common
 from avfleet.workflows.local import engines
 from avfleet.workflows.local.expressions import (
+    evaluate_condition,
     evaluate_retry_expression,
     substitute,
     substitute_all,
@@ -84,7 +104,7 @@ class RunResult:
 
     @property
     def succeeded(self) -> bool:
-        return all(n.phase == "Succeeded" for n in self.nodes)
+        return all(n.phase in ("Succeeded", "Skipped") for n in self.nodes)
 
     @property
     def exit_code(self) -> int:
@@ -113,6 +133,7 @@ class LocalExecutor:
         repo_root: str | None = None,
         backoff_scale: float = 1.0,
         quiet: bool = False,
+        library: dict[str, dict] | None = None,
     ) -> None:
         self.workdir = pathlib.Path(workdir or tempfile.mkdtemp(prefix="avfleet-local-run-"))
         self.ctx = engines.LocalContext(
@@ -121,6 +142,25 @@ class LocalExecutor:
         )
         self.backoff_scale = backoff_scale
         self.quiet = quiet
+        self.library: dict[str, dict] = dict(library or {})
+        """WorkflowTemplate name -> {template name: template}, for templateRef."""
+        self._lock = threading.Lock()
+        self._nodes: list[NodeResult] = []
+        self._workflow_parallelism: int | None = None
+
+    def load_library(self, folder: str) -> None:
+        """Every WorkflowTemplate in the folder's YAML files, as `argo template create` would."""
+        for path in sorted(pathlib.Path(folder).glob("*.y*ml")):
+            try:
+                docs = list(yaml.safe_load_all(path.read_text()))
+            except yaml.YAMLError as e:
+                raise PermanentError(f"{path}: not YAML: {e}") from e
+            for doc in docs:
+                if isinstance(doc, dict) and doc.get("kind") == "WorkflowTemplate":
+                    name = doc.get("metadata", {}).get("name")
+                    if name:
+                        templates = doc.get("spec", {}).get("templates", [])
+                        self.library[name] = {t["name"]: t for t in templates}
 
     def run_file(self, path: str, parameters: dict[str, str]) -> RunResult:
         docs = [
@@ -163,11 +203,12 @@ class LocalExecutor:
             }
         )
         templates = {t["name"]: t for t in spec.get("templates", [])}
-        nodes: list[NodeResult] = []
+        self._nodes = nodes = []
+        self._workflow_parallelism = spec.get("parallelism")
         self._run_template(
             templates, spec["entrypoint"], scope, {}, spec.get("retryStrategy"), nodes, run_name
         )
-        return RunResult(run_name, nodes)
+        return RunResult(run_name, list(nodes))
 
     # --- templates -------------------------------------------------------------------------
 
@@ -194,12 +235,12 @@ class LocalExecutor:
                 )
             else:
                 raise PermanentError(f"template {name!r}: input {p['name']!r} was not passed")
-        if "dag" in template:
-            return self._run_dag(templates, template, local_scope, default_retry, nodes, node_name)
-        if "steps" in template:
-            return self._run_steps(
-                templates, template, local_scope, default_retry, nodes, node_name
-            )
+        if "dag" in template or "steps" in template:
+            run = self._run_dag if "dag" in template else self._run_steps
+            result = run(templates, template, local_scope, default_retry, nodes, node_name)
+            if result.phase == "Succeeded":
+                result.outputs = _template_outputs(template, local_scope)
+            return result
         if "container" in template or "resource" in template:
             return self._run_leaf(
                 template,
@@ -217,77 +258,204 @@ class LocalExecutor:
             f"template {name!r}: {kinds or 'this template type'} is not supported by the local executor"
         )
 
+    def _resolve(self, templates: dict, call: dict, where: str) -> tuple[dict, str]:
+        """(the templates a call's name is looked up in, the name): its own, or a templateRef's."""
+        ref = call.get("templateRef")
+        if ref is None:
+            return templates, call["template"]
+        library = self.library.get(ref.get("name", ""))
+        if library is None:
+            raise PermanentError(
+                f"{where}: templateRef {ref.get('name')!r} is not a loaded WorkflowTemplate "
+                f"(loaded: {', '.join(sorted(self.library)) or 'none'}; local-run loads the "
+                "templates beside the workflow file, as `argo template create` would)"
+            )
+        return library, ref["template"]
+
+    def _call(
+        self,
+        templates: dict,
+        call: dict,
+        scope: dict,
+        default_retry: dict | None,
+        nodes: list,
+        node_name: str,
+    ) -> NodeResult:
+        """One task or step (one item of an expanded one): its arguments, then its template."""
+        where = f"{node_name}"
+        args = {
+            p["name"]: substitute(str(p.get("value", "")), scope, where)
+            for p in call.get("arguments", {}).get("parameters", [])
+        }
+        owner, name = self._resolve(templates, call, where)
+        return self._run_template(owner, name, scope, args, default_retry, nodes, node_name)
+
+    def _run_call(
+        self,
+        templates: dict,
+        call: dict,
+        scope: dict,
+        default_retry: dict | None,
+        nodes: list,
+        node_name: str,
+        prefix: str,
+        limit: int | None,
+        fail_fast: bool,
+    ) -> str:
+        """Run a task or step, expanded over its items if it has any; its outputs go into
+        `scope` under `prefix` (tasks.NAME or steps.NAME). Returns its phase."""
+        where = f"{prefix.replace('.', ' ', 1)!s}"
+        if "when" in call and not evaluate_condition(substitute(str(call["when"]), scope, where)):
+            self._add(NodeResult(name=node_name, template=_template_name(call), phase="Skipped"))
+            return "Skipped"
+        items = expand_items(call, scope, where)
+        if items is None:
+            result = self._call(templates, call, scope, default_retry, nodes, node_name)
+            for k, v in result.outputs.items():
+                scope[f"{prefix}.outputs.parameters.{k}"] = v
+            return result.phase
+        if not items:  # Argo: an expanded task with no items is Skipped
+            self._add(NodeResult(name=node_name, template=_template_name(call), phase="Skipped"))
+            return "Skipped"
+        results = self._fan_out(
+            templates, call, scope, items, default_retry, nodes, node_name, limit, fail_fast
+        )
+        names = list(dict.fromkeys(k for r in results if r for k in r.outputs))
+        for k in names:  # one JSON list per output, in item order (Argo's aggregated outputs)
+            scope[f"{prefix}.outputs.parameters.{k}"] = json.dumps(
+                [r.outputs.get(k) if r else None for r in results]
+            )
+        scope[f"{prefix}.outputs.parameters"] = json.dumps(
+            [r.outputs if r else {} for r in results]
+        )
+        done = [r.phase for r in results if r is not None]
+        return (
+            "Succeeded"
+            if len(done) == len(items) and all(p == "Succeeded" for p in done)
+            else "Failed"
+        )
+
+    def _fan_out(
+        self,
+        templates: dict,
+        call: dict,
+        scope: dict,
+        items: list,
+        default_retry: dict | None,
+        nodes: list,
+        node_name: str,
+        limit: int | None,
+        fail_fast: bool,
+    ) -> list[NodeResult | None]:
+        """Each item as its own node `NAME(i:label)`, at most `limit` at a time; with
+        fail-fast, items not yet started when one fails are never started (None)."""
+        results: list[NodeResult | None] = [None] * len(items)
+        failed = threading.Event()
+
+        def one(i: int) -> None:
+            if fail_fast and failed.is_set():
+                return
+            item_scope = dict(scope, **item_values(items[i]))
+            result = self._call(
+                templates,
+                call,
+                item_scope,
+                default_retry,
+                nodes,
+                f"{node_name}({i}:{item_label(items[i])})",
+            )
+            results[i] = result
+            if result.phase != "Succeeded":
+                failed.set()
+
+        workers = min(limit or len(items), len(items))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in [pool.submit(one, i) for i in range(len(items))]:
+                future.result()
+        return results
+
     def _run_dag(self, templates, template, scope, default_retry, nodes, node_name) -> NodeResult:
-        tasks = {t["name"]: t for t in template["dag"]["tasks"]}
+        dag = template["dag"]
+        tasks = {t["name"]: t for t in dag["tasks"]}
         deps = {n: task_dependencies(t) for n, t in tasks.items()}
         for n, t in tasks.items():
-            if (
-                t.get("when")
-                or t.get("withItems")
-                or t.get("withParam")
-                or ("||" in (t.get("depends") or ""))
-            ):
+            if "||" in (t.get("depends") or ""):
                 raise PermanentError(
-                    f"dag task {n!r}: when/withItems/withParam/|| are not supported by the local executor"
+                    f"dag task {n!r}: || in depends is not supported by the local executor"
                 )
         order = _topological(deps)
         phases: dict[str, str] = {}
+        fail_fast = dag.get("failFast", True) is not False
+        limit = self._parallelism(template)
         started = time.time()
         for n in order:
             task = tasks[n]
-            if any(phases.get(d) != "Succeeded" for d in deps[n]):
+            blocked = any(phases.get(d) not in ("Succeeded", "Skipped") for d in deps[n])
+            if blocked or (fail_fast and "Failed" in phases.values()):
                 phases[n] = "Omitted"
-                nodes.append(
-                    NodeResult(name=f"{node_name}.{n}", template=task["template"], phase="Omitted")
+                self._add(
+                    NodeResult(
+                        name=f"{node_name}.{n}", template=_template_name(task), phase="Omitted"
+                    )
                 )
                 continue
-            args = {
-                p["name"]: substitute(str(p.get("value", "")), scope, f"task {n!r}")
-                for p in task.get("arguments", {}).get("parameters", [])
-            }
-            result = self._run_template(
-                templates, task["template"], scope, args, default_retry, nodes, f"{node_name}.{n}"
+            phases[n] = self._run_call(
+                templates,
+                task,
+                scope,
+                default_retry,
+                nodes,
+                f"{node_name}.{n}",
+                f"tasks.{n}",
+                limit,
+                fail_fast,
             )
-            phases[n] = result.phase
-            for k, v in result.outputs.items():
-                scope[f"tasks.{n}.outputs.parameters.{k}"] = v
-        phase = "Succeeded" if all(p == "Succeeded" for p in phases.values()) else "Failed"
+        ok = all(p in ("Succeeded", "Skipped") for p in phases.values())
         return NodeResult(
-            name=node_name, template=template["name"], phase=phase, duration_s=time.time() - started
+            name=node_name,
+            template=template["name"],
+            phase="Succeeded" if ok else "Failed",
+            duration_s=time.time() - started,
         )
 
     def _run_steps(self, templates, template, scope, default_retry, nodes, node_name) -> NodeResult:
         started = time.time()
+        limit = self._parallelism(template)
         for group in template["steps"]:
-            for step in group:  # parallel groups run one after another here
-                args = {
-                    p["name"]: substitute(str(p.get("value", "")), scope, f"step {step['name']!r}")
-                    for p in step.get("arguments", {}).get("parameters", [])
-                }
-                result = self._run_template(
+            for step in group:  # parallel steps of a group run one after another here
+                phase = self._run_call(
                     templates,
-                    step["template"],
+                    step,
                     scope,
-                    args,
                     default_retry,
                     nodes,
                     f"{node_name}.{step['name']}",
+                    f"steps.{step['name']}",
+                    limit,
+                    True,
                 )
-                if result.phase != "Succeeded":
+                if phase not in ("Succeeded", "Skipped"):
                     return NodeResult(
                         name=node_name,
                         template=template["name"],
                         phase="Failed",
                         duration_s=time.time() - started,
                     )
-                for k, v in result.outputs.items():
-                    scope[f"steps.{step['name']}.outputs.parameters.{k}"] = v
         return NodeResult(
             name=node_name,
             template=template["name"],
             phase="Succeeded",
             duration_s=time.time() - started,
         )
+
+    def _parallelism(self, template: dict) -> int | None:
+        """The tightest of the template's and the workflow's `parallelism` (None: no limit)."""
+        limits = [int(x) for x in (template.get("parallelism"), self._workflow_parallelism) if x]
+        return min(limits) if limits else None
+
+    def _add(self, node: NodeResult) -> None:
+        with self._lock:
+            self._nodes.append(node)
 
     # --- leaves: one local process per attempt ------------------------------------------------
 
@@ -322,7 +490,7 @@ class LocalExecutor:
     def _run_leaf(
         self, template: dict, scope: dict, retry: dict | None, nodes: list, node_name: str
     ) -> NodeResult:
-        sandbox = self.workdir / node_name
+        sandbox = self.workdir / _safe_folder(node_name)
         sandbox.mkdir(parents=True, exist_ok=True)
         argv, env = self._argv(template, scope, sandbox)
         limit = int((retry or {}).get("limit", 0))
@@ -368,7 +536,7 @@ class LocalExecutor:
                         break
                     node.outputs[p["name"]] = local.read_text().strip()
         node.duration_s = time.time() - started
-        nodes.append(node)
+        self._add(node)
         return node
 
     def _attempt(
@@ -398,6 +566,70 @@ class LocalExecutor:
             log.info(message)
         else:
             print(message, file=sys.stderr, flush=True)
+
+
+def _safe_folder(node_name: str) -> str:
+    """A node's sandbox folder name: item labels come from workflow input, so no path tricks."""
+    return re.sub(r"[^A-Za-z0-9._:,()=-]", "_", node_name).replace("..", "__")
+
+
+def _template_name(call: dict) -> str:
+    ref = call.get("templateRef")
+    return f"{ref['name']}/{ref['template']}" if ref else call["template"]
+
+
+def _template_outputs(template: dict, scope: dict) -> dict[str, str]:
+    """A dag's or steps template's outputs: each `valueFrom.parameter` resolved in its scope."""
+    out = {}
+    for p in template.get("outputs", {}).get("parameters", []):
+        source = p.get("valueFrom", {}).get("parameter")
+        if source is None:
+            raise PermanentError(
+                f"template {template['name']!r}: output {p['name']!r} needs valueFrom.parameter"
+            )
+        out[p["name"]] = substitute(source, scope, f"template {template['name']!r} outputs")
+    return out
+
+
+def expand_items(call: dict, scope: dict, where: str) -> list | None:
+    """A task's or step's items (withItems, or withParam's JSON array); None when it has none."""
+    if "withItems" in call:
+        items = call["withItems"]
+        if not isinstance(items, list):
+            raise PermanentError(f"{where}: withItems must be a list")
+        return items
+    if "withParam" in call:
+        text = substitute(str(call["withParam"]), scope, where)
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise PermanentError(f"{where}: withParam is not a JSON array: {text[:200]!r}") from e
+        if not isinstance(items, list):
+            raise PermanentError(f"{where}: withParam is not a JSON array: {text[:200]!r}")
+        return items
+    if "withSequence" in call:
+        raise PermanentError(f"{where}: withSequence is not supported by the local executor")
+    return None
+
+
+def _text(value: object) -> str:
+    """An item value as Argo substitutes it: strings as they are, the rest as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def item_values(item: object) -> dict[str, str]:
+    """The {{item}} (and {{item.key}}) names of one item."""
+    out = {"item": _text(item)}
+    if isinstance(item, dict):
+        out.update({f"item.{k}": _text(v) for k, v in item.items()})
+    return out
+
+
+def item_label(item: object) -> str:
+    """How Argo names an item's node: the value, or key:value pairs of an object by key."""
+    if isinstance(item, dict):
+        return ",".join(f"{k}:{_text(v)}" for k, v in sorted(item.items()))
+    return _text(item)
 
 
 def _should_retry(retry: dict, phase: str, exit_code: int | None, duration_s: float) -> bool:

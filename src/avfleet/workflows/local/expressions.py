@@ -3,8 +3,11 @@
 `substitute` replaces {{...}} tokens strictly: an unknown name is an error
 naming it, not a silent empty string. `evaluate_retry_expression` evaluates
 the subset of expr-lang that retryStrategy.expression uses (comparisons,
-&& || !, asInt/asFloat, string and number literals) on `lastRetry`, through a
-whitelisted Python AST, never eval.
+&& || !, asInt/asFloat, string and number literals) on `lastRetry`;
+`evaluate_condition` a task's `when` after substitution (govaluate in Argo:
+comparisons, && || !, quoted strings, numbers, true/false, and a bare word
+as the string it spells, as in Argo's `{{steps.flip.outputs.result}} == heads`).
+Both go through a whitelisted Python AST, never eval.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def _to_python(expression: str) -> str:
 
 def evaluate_retry_expression(expression: str, last_retry: dict[str, str]) -> bool:
     try:
-        tree = ast.parse(_to_python(expression), mode="eval")
+        tree = ast.parse(_to_python(expression).strip(), mode="eval")
     except SyntaxError as e:
         raise PermanentError(f"retryStrategy.expression {expression!r} does not parse") from e
     for node in ast.walk(tree):
@@ -107,3 +110,54 @@ def evaluate_retry_expression(expression: str, last_retry: dict[str, str]) -> bo
 
     scope = {"lastRetry": LastRetry, "asInt": as_int, "asFloat": float, "__builtins__": {}}
     return bool(eval(compile(tree, "<retry expression>", "eval"), scope))  # noqa: S307 - AST whitelisted above
+
+
+_CONDITION_NODES = tuple(
+    n for n in _ALLOWED if n not in (ast.Attribute, ast.Call, ast.List, ast.Tuple)
+)
+
+
+def evaluate_condition(expression: str) -> bool:
+    """A `when` (already substituted): true or false, or a PermanentError naming what is wrong."""
+    try:
+        tree = ast.parse(_to_python(expression).strip(), mode="eval")
+    except SyntaxError as e:
+        raise PermanentError(f"when {expression!r} does not parse") from e
+    for node in ast.walk(tree):
+        if not isinstance(node, _CONDITION_NODES):
+            raise PermanentError(
+                f"when {expression!r}: {type(node).__name__} is not supported locally"
+            )
+
+    def value(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):  # a bare word: itself, or a boolean
+            return {"true": True, "false": False}.get(node.id, node.id)
+        if isinstance(node, ast.UnaryOp):
+            return not value(node.operand)
+        if isinstance(node, ast.BoolOp):
+            parts = [bool(value(v)) for v in node.values]
+            return all(parts) if isinstance(node.op, ast.And) else any(parts)
+        if isinstance(node, ast.Compare):
+            left = value(node.left)
+            for op, right_node in zip(node.ops, node.comparators, strict=True):
+                right = value(right_node)
+                if not _compare(op, left, right, expression):
+                    return False
+                left = right
+            return True
+        return value(node.body) if isinstance(node, ast.Expression) else None
+
+    return bool(value(tree))
+
+
+def _compare(op: ast.cmpop, left: Any, right: Any, expression: str) -> bool:
+    if isinstance(op, ast.Eq | ast.NotEq):
+        same = left == right or (str(left) == str(right))
+        return same if isinstance(op, ast.Eq) else not same
+    try:  # ordering: numbers when both are numbers, as govaluate
+        a, b = float(left), float(right)
+    except (TypeError, ValueError) as e:
+        raise PermanentError(f"when {expression!r}: cannot order {left!r} and {right!r}") from e
+    return {ast.Lt: a < b, ast.LtE: a <= b, ast.Gt: a > b, ast.GtE: a >= b}[type(op)]
