@@ -6,6 +6,7 @@ avfleet plan-index / verify-index        the workflow's steps around the Spark j
 avfleet workflows render                 Hera builders -> manifests/
 avfleet local-run FILE -p k=v            run a rendered workflow on this machine
 avfleet deploy / bench / lineage         the deploy stage (avfleet.cli_deploy)
+avfleet nas ...                          architecture search and sweeps (avfleet.cli_nas)
 avfleet demo                             the whole loop on embedded engines
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from avfleet import cli_deploy
+from avfleet import cli_deploy, cli_nas
 from avfleet.core.entry import run_main
 from avfleet.core.logs import setup_logging
 
@@ -295,6 +296,12 @@ def _workflow_parsers(sub: argparse._SubParsersAction) -> None:
         "--workdir", default=None, help="where step sandboxes go (default: a temp folder)"
     )
     run.add_argument("--spark-master", default="local[2]")
+    run.add_argument(
+        "--templates",
+        action="append",
+        default=[],
+        help="folder of WorkflowTemplates for templateRef (default: the manifest's own folder)",
+    )
 
 
 def _cmd_workflows(args: argparse.Namespace) -> int:
@@ -307,9 +314,13 @@ def _cmd_workflows(args: argparse.Namespace) -> int:
 
 
 def _cmd_local_run(args: argparse.Namespace) -> int:
+    import os
+
     from avfleet.workflows.local.executor import LocalExecutor, parse_parameters
 
     executor = LocalExecutor(workdir=args.workdir, spark_master=args.spark_master)
+    for folder in args.templates or [os.path.dirname(os.path.abspath(args.manifest))]:
+        executor.load_library(folder)
     result = executor.run_file(args.manifest, parse_parameters(args.parameter))
     print(result.summary())
     return 0 if result.succeeded else result.exit_code
@@ -462,6 +473,11 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
         "--rounds", type=int, default=2, help="mining rounds after the first training"
     )
     demo.add_argument("--budget", type=int, default=160, help="frames picked per round")
+    demo.add_argument(
+        "--search",
+        action="store_true",
+        help="also run the architecture search map job (nas.yaml: 3 targets, about 3 minutes)",
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -475,6 +491,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             rounds=args.rounds,
             budget=args.budget,
+            search=args.search,
         )
     )
 
@@ -494,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     _mining_plan_parsers(sub)
     _serve_parsers(sub)
     cli_deploy.add_parsers(sub)
+    cli_nas.add_parsers(sub)
     _demo_parser(sub)
     return parser
 
@@ -516,6 +534,7 @@ COMMANDS = {
     "serve": _cmd_serve,
     "demo": _cmd_demo,
     **cli_deploy.COMMANDS,
+    **cli_nas.COMMANDS,
 }
 
 

@@ -163,7 +163,7 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
         )
 
 
-def _token() -> str:
+def bench_token() -> str:
     from avfleet.core.errors import ConfigError
 
     token = os.environ.get(TOKEN_ENV, "")
@@ -180,7 +180,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         server = serve(
             AgentConfig(
-                token=_token(),
+                token=bench_token(),
                 cache_uri=args.cache,
                 host=args.host,
                 port=args.port,
@@ -209,7 +209,7 @@ def _validate(args: argparse.Namespace, st) -> int:  # noqa: ANN001
     name, spec = manifest["metadata"]["name"], manifest["spec"]
     with contextlib.ExitStack() as stack:
         if args.bench:
-            token = _token()
+            token = bench_token()
             benches = {}
             for item in args.bench:
                 bench_name, _, address = item.partition("=")
@@ -299,7 +299,7 @@ def _cmd_latency(args: argparse.Namespace) -> None:
     started = time.time()
     with progress("profiling units", len(units) + 1, enabled=False if args.bench else None) as bar:
         if args.bench:
-            profiler = agent_profiler(args.bench, _token())
+            profiler = agent_profiler(args.bench, bench_token())
         else:
             out_dir = args.out.rsplit("/", 1)[0] if "/" in args.out else "."
             profiler = local_profiler(

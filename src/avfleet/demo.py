@@ -14,8 +14,13 @@
    Triton server, a date mined through it (uncertainty x diversity x domain
    quotas), the queue labeled by the oracle, the dataset grown with the picks,
    the ensemble retrained and published for the next round.
+6. search (`--search`): the rendered `nas` map job on the local executor: the
+   search space profiled on this machine, one search per latency target fanned
+   out (withParam, two at a time), each derived net trained from scratch,
+   exported and benched, and the Pareto front drawn (measured latency vs
+   held-out mIoU).
 It ends with a summary and plots (per-domain mIoU per round, the selections'
-domain mix against the fleet's) and the promoted engine's figures.
+domain mix against the fleet's, the search's front) and the promoted engine's figures.
 """
 
 from __future__ import annotations
@@ -64,6 +69,12 @@ class DemoConfig:
     speedup: float = 2.0
     """The deployable net's latency budget: the dense width-2 net's, as this machine's latency
     table predicts it, divided by this (and half its parameters)."""
+    search: bool = False
+    """Run the architecture search map job too (about 3 more minutes here)."""
+    search_targets: str = "0.8,1.2,1.6"
+    """Latency targets of the search, ms at batch 1 on this machine."""
+    search_epochs: int = 2
+    """Supernet epochs per target."""
 
 
 def _fresh_folder(path: pathlib.Path) -> None:
@@ -144,6 +155,9 @@ def run_demo(config: DemoConfig) -> int:
     if not result.succeeded:
         console.print(f"[red]workflow failed; step logs under {root / 'local-run'}")
         return result.exit_code
+    dataset_uri = next(n for n in result.nodes if n.name.endswith(".dataset")).outputs[
+        "dataset-uri"
+    ]
 
     console.rule("[bold]summary of the first training")
     _print_training(console, root / "runs" / "round-0")
@@ -170,8 +184,17 @@ def run_demo(config: DemoConfig) -> int:
     console.rule(f"[bold]5. mine: {config.rounds} rounds of mine -> label -> retrain")
     rounds = _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri, promoted)
 
+    front = None
+    if config.search:
+        console.rule(f"[bold]6. search: the nas map job at {config.search_targets} ms")
+        front = _search(console, root, config, executor, dataset_uri, heldout_uri)
+        if front is None:
+            return 1
+
     console.rule("[bold]summary")
     plots = [_plot_domains(report.frames_per_domain, root / "report" / "domain_mix.png")]
+    if front is not None:
+        plots.append(front)
     if rounds:
         plots += _print_rounds(console, root, rounds, report.frames_per_domain)
     console.print(
@@ -180,8 +203,51 @@ def run_demo(config: DemoConfig) -> int:
         f"{100 * promoted['miou']:.1f}; lineage: avfleet lineage --registry {root / 'registry'}"
     )
     console.print("plots: " + ", ".join(str(p) for p in plots))
+    if not config.search:
+        console.print(
+            "architecture search (the nas map job, about 3 more minutes): avfleet demo --search"
+        )
     console.print(f"[green]demo finished in {time.time() - started:.0f} s[/]; outputs in {root}")
     return 0
+
+
+def _search(console, root, config, executor, dataset_uri: str, heldout_uri: str):  # noqa: ANN001
+    """The nas workflow on the round-0 dataset; its front's plot, copied into the report."""
+    import json
+
+    result = executor.run_file(
+        str(default_manifests_dir() / "workflows" / "nas.yaml"),
+        {
+            "dataset": dataset_uri,
+            "validation": heldout_uri,
+            "out": str(root / "nas"),
+            "targets": config.search_targets,
+            "search-epochs": str(config.search_epochs),
+            "train-epochs": str(config.epochs),
+            "batch-size": "8",
+            "nodes": "1",
+            "lut-cache": str(root / "latency" / "cache"),
+            "bench-runs": "200",
+            "max-miou-drop": "0.05",
+        },
+    )
+    console.print(result.summary())
+    if not result.succeeded:
+        console.print(f"[red]workflow failed; step logs under {root / 'local-run'}")
+        return None
+    run = next(p for p in (root / "nas").iterdir() if p.is_dir())
+    console.print((run / "pareto" / "pareto.md").read_text())
+    doc = json.loads((run / "pareto" / "pareto.json").read_text())
+    cost = sum(c["search"]["process_hours"] for c in doc["candidates"])
+    console.print(
+        f"front: {', '.join(doc['front'])}; search cost {cost * 3600:.0f} CPU-seconds in all; "
+        f"pick one for a budget: avfleet nas pick --pareto {run / 'pareto' / 'pareto.json'} "
+        "--budget-ms X"
+    )
+    path = root / "report" / "nas_front.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / "pareto" / "pareto.png", path)
+    return path
 
 
 def _print_promotion(console, registry: pathlib.Path) -> dict:  # noqa: ANN001

@@ -231,3 +231,21 @@ def test_bench_resources_match_their_crds():
         "message": "p99 over",
     }
     jsonschema.validate({**validation, "status": status}, crd_schema("BenchValidation"))
+
+
+def test_map_job_templates_fan_out_and_in_and_item_stays_in_its_loop():
+    for rel in ("workflows/nas.yaml", "workflows/sweep.yaml"):
+        doc = rendered()[rel]
+        main = next(t for t in doc["spec"]["templates"] if t["name"] == "main")
+        assert main["parallelism"] >= 1
+        tasks = {t["name"]: t for t in main["dag"]["tasks"]}
+        assert tasks["candidates"]["withParam"] == "{{tasks.plan.outputs.parameters.items}}"
+        assert tasks["pareto"]["arguments"]["parameters"][0]["value"] == (
+            "{{tasks.candidates.outputs.parameters.result}}"
+        )
+        assert "budget-ms" in tasks["pick"]["when"]
+        assert reference_errors(doc) == []
+        broken = copy.deepcopy(doc)
+        main = next(t for t in broken["spec"]["templates"] if t["name"] == "main")
+        next(t for t in main["dag"]["tasks"] if t["name"] == "candidates").pop("withParam")
+        assert any("outside a loop" in e for e in reference_errors(broken))

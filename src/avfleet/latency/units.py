@@ -69,6 +69,7 @@ def block_steps(
     steps: list[Step] = []
     cin, hidden, cout = spec["in"], spec["hidden"], spec["out"]
     k, stride, dilation = spec["kernel"], spec["stride"], spec["dilation"]
+    groups = int(spec.get("groups", 1))
 
     def add(unit: dict, channels: int, at: tuple[int, int]) -> None:
         nonlocal previous
@@ -80,7 +81,7 @@ def block_steps(
     if spec.get("expand_rank"):
         add(conv(c, spec["expand_rank"], hw, act=False), c, hw)
         c = spec["expand_rank"]
-    add(conv(c, hidden, hw), c, hw)
+    add(conv(c, hidden, hw, groups=groups), c, hw)
     if spec.get("decompose"):
         add(
             conv(
@@ -109,7 +110,7 @@ def block_steps(
     if spec.get("project_rank"):
         add(conv(c, spec["project_rank"], hw, act=False), c, hw)
         c = spec["project_rank"]
-    add(conv(c, cout, hw, act=False), c, hw)
+    add(conv(c, cout, hw, act=False, groups=groups), c, hw)
     if stride == 1 and cin == cout:
         steps.append((part, {"op": "add", "channels": cout, "hw": list(hw)}, ("unfused", previous)))
     return steps, hw, previous

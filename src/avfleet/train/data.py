@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -88,7 +89,7 @@ class ShardedDataset:
         from petastorm import make_batch_reader
 
         data_dir = storage.join(self.uri, "data")  # Petastorm wants a folder of Parquet files only
-        url = data_dir if "://" in data_dir else f"file://{data_dir}"
+        url = data_dir if "://" in data_dir else f"file://{os.path.abspath(data_dir)}"
         rows: list[tuple] = []
         with make_batch_reader(
             url,
@@ -104,6 +105,18 @@ class ShardedDataset:
                     rows.append(tuple(getattr(chunk, c)[i] for c in COLUMNS))
         rows.sort(key=lambda r: r[0])  # reader threads may interleave row groups: fix the order
         return rows
+
+    def restrict(self, keep: Callable[[str], bool]) -> int:
+        """Keep only this rank's frames whose id passes `keep` (a split); returns how many.
+
+        Every rank must run as many steps as the others: the caller sets
+        `steps_per_epoch` from the smallest count over the ranks.
+        """
+        if self._rows is None:
+            self._rows = self._load_shard()
+        self._rows = [r for r in self._rows if keep(str(r[0]))]
+        self.steps_per_epoch = len(self._rows) // self.batch_size
+        return len(self._rows)
 
     def epoch(self, epoch: int, skip_steps: int = 0) -> Iterator[Batch]:
         if self._rows is None:

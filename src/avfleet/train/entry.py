@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--members", type=int, default=1, help="1: deployable net; E > 1: DPE ensemble"
     )
     parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument(
+        "--arch", default="", help="an arch.json to train (a searched net) instead of the family"
+    )
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=0.05)
@@ -61,6 +64,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         out_uri=args.out,
         members=args.members,
         width=args.width,
+        arch_uri=args.arch,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,

@@ -43,6 +43,9 @@ class TrainConfig:
     """Networks trained jointly: 1 for the deployable net, E > 1 for a DPE ensemble."""
     width: float = 1.0
     """Width multiplier of the architecture (over-parameterise, then prune)."""
+    arch_uri: str = ""
+    """An arch.json to train instead of the default family (a searched net, `avfleet nas
+    derive`); its widths are the ones trained, so `width` stays 1."""
     epochs: int = 4
     """Passes over the dataset."""
     batch_size: int = 8
@@ -105,6 +108,8 @@ class TrainConfig:
                 f"ExpandNets trains one compact net (members=1, no pruning or low rank); "
                 f"got {self.expand_ratio}",
             )
+        if self.arch_uri and self.width != 1.0:
+            raise ConfigError("width", "an arch file sets every width: leave width at 1")
         if not 0.0 < self.low_rank_energy <= 1.0:
             raise ConfigError("low_rank_energy", f"must be in (0, 1], got {self.low_rank_energy}")
 
@@ -129,7 +134,8 @@ class TrainResult:
     compression: dict | None = None
 
 
-def _setup(ctx: RunContext) -> torch.device:
+def setup_device(ctx: RunContext) -> torch.device:
+    """Deterministic kernels; the rank's device; the process group (gloo on CPU, NCCL on GPU)."""
     torch.use_deterministic_algorithms(True)
     if torch.cuda.is_available():
         device = torch.device("cuda", ctx.local_rank)
@@ -266,7 +272,7 @@ def _fit(
 
 def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
     """Main training; with group sparsity / low rank, then prune / factor and fine-tune the smaller net."""
-    device = _setup(ctx)
+    device = setup_device(ctx)
     if ctx.rank == 0:
         storage.atomic_write_text(
             storage.join(config.out_uri, "config.json"), config_lib.dumps(config)
@@ -279,7 +285,7 @@ def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
         seed=config.seed,
     )
     torch.manual_seed(config.seed)
-    arch = default_arch(width=config.width)
+    arch = read_arch(config.arch_uri) if config.arch_uri else default_arch(width=config.width)
     if config.expand_ratio > 1:
         arch["expand_ratio"] = config.expand_ratio
     model = build(arch, members=config.members).to(device)
@@ -438,6 +444,17 @@ def save_model(model: torch.nn.Module, uri: str, info: dict) -> None:
     storage.atomic_write_bytes(storage.join(uri, "weights.pt"), weights)
     doc = {"arch": model.arch, **info, "weights_sha256": hashlib.sha256(weights).hexdigest()}
     storage.atomic_write_text(storage.join(uri, "arch.json"), json.dumps(doc, indent=2))
+
+
+def read_arch(uri: str) -> dict:
+    """The arch dict of an arch.json (a saved model's, or a derived search's), checked by building it."""
+    try:
+        doc = json.loads(storage.read_bytes(uri))
+        arch = doc["arch"] if "arch" in doc else doc
+        build(arch)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise ConfigError("arch", f"{uri}: not a SegNet architecture: {e}") from e
+    return arch
 
 
 def load_model(uri: str) -> torch.nn.Module:

@@ -1,7 +1,10 @@
 """A small encoder-decoder segmentation family, described by a plain architecture dict.
 
-Blocks (reused by architecture search later): inverted residual with an
-expansion ratio, kernel k as k x 1 then 1 x k (DecomposeMe/ERFNet), dilation.
+Blocks (the candidates of architecture search, avfleet.nas): inverted residual
+with an expansion ratio, kernel k as k x k or as k x 1 then 1 x k
+(DecomposeMe/ERFNet), dilation, and grouped 1x1 convs ("groups": the expand and
+project convs split into g groups, ShuffleNet-style without the shuffle: the
+depthwise conv between them mixes nothing, the next block does).
 A block's 1x1 expand or project may be factored through a rank r
 ("expand_rank", "project_rank": a cin -> r conv, then r -> cout): what the
 low-rank reload (lowrank.py) leaves behind.
@@ -173,8 +176,11 @@ class InvertedResidual(nn.Module):
         cin, hidden, cout = spec["in"], spec["hidden"], spec["out"]
         k, stride, dilation = spec["kernel"], spec["stride"], spec["dilation"]
         # A factored 1x1 conv is `*_in` (cin -> rank, no BN) followed by the usual ConvBNAct.
+        groups = int(spec.get("groups", 1))
+        if groups > 1 and (spec.get("expand_rank") or spec.get("project_rank")):
+            raise ValueError("a block is either grouped or low-rank factored, not both")
         self.expand_in, expand_cin = _factor(cin, spec.get("expand_rank"), members)
-        self.expand = ConvBNAct(expand_cin, hidden, 1, members, expand=expand)
+        self.expand = ConvBNAct(expand_cin, hidden, 1, members, groups=groups, expand=expand)
         if spec.get("decompose"):
             self.depthwise = nn.Sequential(
                 ConvBNAct(
@@ -194,7 +200,9 @@ class InvertedResidual(nn.Module):
                 hidden, hidden, k, members, stride=stride, dilation=dilation, groups=hidden
             )
         self.project_in, project_cin = _factor(hidden, spec.get("project_rank"), members)
-        self.project = ConvBNAct(project_cin, cout, 1, members, act=False, expand=expand)
+        self.project = ConvBNAct(
+            project_cin, cout, 1, members, groups=groups, act=False, expand=expand
+        )
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -122,6 +122,11 @@ def channel_groups(model: SegNet) -> list[ChannelGroup]:
     arch = model.arch
     if any(b.get("expand_rank") or b.get("project_rank") for b in arch["blocks"]):
         raise ValueError("prune before the low-rank reload: this net has factored convolutions")
+    if any(b.get("groups", 1) > 1 for b in arch["blocks"]):
+        raise ValueError(
+            "pruning keeps no group structure: this net has grouped 1x1 convs "
+            "(search it at the smaller latency target instead)"
+        )
     if arch.get("expand_ratio", 1) > 1:
         raise ValueError("contract the ExpandNets net (expand.contracted_model) before pruning it")
     groups = []

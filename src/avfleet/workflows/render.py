@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import yaml
 
-from avfleet.workflows import deploy, fleet_index, mining, train
+from avfleet.workflows import deploy, fleet_index, mining, nas, train
 
 HEADER = (
     "# Rendered from src/avfleet/workflows by `avfleet workflows render --write`. Do not edit.\n"
@@ -23,6 +23,8 @@ BUILDERS: dict[str, Callable[[], object]] = {
     "workflows/nightly-mining.yaml": mining.build_nightly,
     "workflows/data-engine.yaml": mining.build_data_engine,
     "workflows/deploy.yaml": deploy.build,
+    "workflows/nas.yaml": nas.build_nas,
+    "workflows/sweep.yaml": nas.build_sweep,
 }
 
 

@@ -92,18 +92,18 @@ def dataset_template() -> Container:
     )
 
 
-def pytorchjob_manifest(kind: str, train_args: list[str]) -> str:
-    """A Kubeflow PyTorchJob (kubeflow.org/v1) running jobs/train.py under torchrun."""
+def pytorchjob_manifest(
+    kind: str, args: list[str], *, script: str = "train.py", run_label: str | None = None
+) -> str:
+    """A Kubeflow PyTorchJob (kubeflow.org/v1) running jobs/<script> under torchrun.
+
+    Its size comes from the workflow's `nodes` and `gpus-per-node` and the template's
+    `worker-replicas` input (plan-train), its image from `train-image`.
+    """
     w, i = c.workflow_parameter, c.input_parameter
-    args = [
-        "--dataset",
-        i("dataset-uri"),
-        "--out",
-        f"{w('runs')}/{w('run-name')}/{kind}",
-        *train_args,
-    ]
+    run_label = run_label or w("run-name")
     command = "\n".join(
-        f'                - "{a}"' for a in ["torchrun", f"{c.IMAGE_ROOT}/jobs/train.py", *args]
+        f'                - "{a}"' for a in ["torchrun", f"{c.IMAGE_ROOT}/jobs/{script}", *args]
     )
     replica = textwrap.dedent(
         f"""\
@@ -152,10 +152,10 @@ def pytorchjob_manifest(kind: str, train_args: list[str]) -> str:
             apiVersion: kubeflow.org/v1
             kind: PyTorchJob
             metadata:
-              generateName: train-{kind}-
+              generateName: {kind}-
               labels:
                 app.kubernetes.io/part-of: avfleet
-                avfleet.io/run: "{w("run-name")}"
+                avfleet.io/run: "{run_label}"
             spec:
               runPolicy:
                 cleanPodPolicy: Running
@@ -180,16 +180,26 @@ def pytorchjob_manifest(kind: str, train_args: list[str]) -> str:
     )
 
 
-def pytorchjob_template(kind: str, train_args: list[str]) -> Resource:
+def pytorchjob_resource(
+    name: str, manifest: str, inputs: tuple[str, ...] = ("dataset-uri", "worker-replicas")
+) -> Resource:
+    """A resource template that creates a PyTorchJob and waits for its Master to finish."""
     return Resource(
-        name=f"train-{kind}",
-        inputs=[Parameter(name="dataset-uri"), Parameter(name="worker-replicas")],
+        name=name,
+        inputs=[Parameter(name=n) for n in inputs],
         action="create",
         set_owner_reference=True,
-        manifest=pytorchjob_manifest(kind, train_args),
+        manifest=manifest,
         success_condition="status.replicaStatuses.Master.succeeded > 0",
         failure_condition="status.replicaStatuses.Master.failed > 0",
     )
+
+
+def pytorchjob_template(kind: str, train_args: list[str]) -> Resource:
+    w, i = c.workflow_parameter, c.input_parameter
+    out = f"{w('runs')}/{w('run-name')}/{kind}"
+    args = ["--dataset", i("dataset-uri"), "--out", out, *train_args]
+    return pytorchjob_resource(f"train-{kind}", pytorchjob_manifest(f"train-{kind}", args))
 
 
 def evaluate_template() -> Container:

@@ -1,0 +1,1 @@
+"""Latency-aware architecture search (FBNet / SqueezeNAS) over the segmentation family."""
