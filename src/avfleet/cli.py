@@ -300,7 +300,7 @@ def _workflow_parsers(sub: argparse._SubParsersAction) -> None:
         "--templates",
         action="append",
         default=[],
-        help="folder of WorkflowTemplates for templateRef (default: the manifest's own folder)",
+        help="a folder of WorkflowTemplates for templateRef (besides the manifest's own folder)",
     )
 
 

@@ -24,6 +24,13 @@ def rendered():
     return {rel: yaml.safe_load(text.split("\n", 1)[1]) for rel, text in render_all().items()}
 
 
+def library() -> dict:
+    """The WorkflowTemplates `kubectl apply -k manifests` installs: what templateRef can name."""
+    return {
+        d["metadata"]["name"]: d for d in rendered().values() if d["kind"] == "WorkflowTemplate"
+    }
+
+
 def test_committed_manifests_match_builders():
     drift = check_or_write(None, write=False)
     assert not drift, f"regenerate with `make render`: {drift}"
@@ -34,8 +41,39 @@ def test_rendered_manifest_is_valid(rel):
     shared_testdata("argo")
     doc = rendered()[rel]
     assert schema_errors(doc, str(CRDS)) == []
-    assert reference_errors(doc) == []
-    assert unused_parameters(doc) == []
+    assert reference_errors(doc, library()) == []
+    assert unused_parameters(doc, library()) == []
+
+
+def test_template_refs_resolve_and_the_caller_declares_what_they_read():
+    docs = rendered()
+    engine = docs["workflows/data-engine.yaml"]
+    refs = [
+        t["templateRef"]
+        for t in next(t for t in engine["spec"]["templates"] if t["name"] == "main")["dag"]["tasks"]
+        if "templateRef" in t
+    ]
+    assert {r["name"] for r in refs} == {"fleet-index", "train"}  # used, not copied
+    names = {t["name"] for t in engine["spec"]["templates"]}
+    assert not names & {"plan-index", "spark-index", "build-dataset", "train-ensemble"}
+    missing_param = copy.deepcopy(engine)
+    params = missing_param["spec"]["arguments"]["parameters"]
+    params[:] = [p for p in params if p["name"] != "recordings"]
+    assert any(
+        "fleet-index/plan-index uses workflow parameter 'recordings'" in e
+        for e in reference_errors(missing_param, library())
+    )
+    dangling = copy.deepcopy(engine)
+    main = next(t for t in dangling["spec"]["templates"] if t["name"] == "main")
+    next(t for t in main["dag"]["tasks"] if t["name"] == "index")["templateRef"]["template"] = "x"
+    assert any("fleet-index/x does not exist" in e for e in reference_errors(dangling, library()))
+    wrong_output = copy.deepcopy(engine)
+    main = next(t for t in wrong_output["spec"]["templates"] if t["name"] == "main")
+    task = next(t for t in main["dag"]["tasks"] if t["name"] == "train-ensemble")
+    task["arguments"]["parameters"][0]["value"] = "{{tasks.dataset.outputs.parameters.dataset}}"
+    assert any(
+        "no output parameter 'dataset'" in e for e in reference_errors(wrong_output, library())
+    )
 
 
 def test_validator_catches_typos_bad_enums_and_dangling_references():

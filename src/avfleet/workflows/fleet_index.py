@@ -3,6 +3,10 @@
 plan      counts the date's recordings and sizes the Spark job (output: executors)
 index     a SparkApplication for the spark-operator running jobs/index_recordings.py
 verify    checks the commit: every input indexed or quarantined exactly once
+
+The three run as the `index-date` template (input: date), which `main` calls
+with the workflow's date and other workflows call by
+`templateRef: {name: fleet-index, template: index-date}` (`index_task`).
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from hera.workflows import DAG, Container, Parameter, Resource, WorkflowTemplate
+from hera.workflows import DAG, Container, Parameter, Resource, Task, WorkflowTemplate
+from hera.workflows.models import TemplateRef, ValueFrom
 
 from avfleet.workflows import common as c
 
@@ -26,21 +31,17 @@ PARAMETERS = {
 }
 
 
-def _date(from_input: bool) -> tuple[str, list[str]]:
-    """(how a template reads the date, its extra inputs): the workflow's date, or an input."""
-    if from_input:
-        return c.input_parameter("date"), ["date"]
-    return c.workflow_parameter("date"), []
+INDEX_DATE = "index-date"
+"""The template other workflows reference: plan -> index -> verify for its `date` input."""
 
 
-def plan_template(date_from_input: bool = False) -> Container:
+def plan_template() -> Container:
     w = c.workflow_parameter
-    date, inputs = _date(date_from_input)
-    args = ["plan-index", "--recordings", w("recordings"), "--date", date]
+    args = ["plan-index", "--recordings", w("recordings"), "--date", c.input_parameter("date")]
     return c.cli_step(
         "plan-index",
         [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
-        inputs=inputs,
+        inputs=["date"],
         outputs=["num-files", "executors"],
     )
 
@@ -106,63 +107,74 @@ def spark_application_manifest(date: str) -> str:
     ).replace("{ARGS}", arg_lines)
 
 
-def spark_template(date_from_input: bool = False) -> Resource:
-    date, inputs = _date(date_from_input)
+def spark_template() -> Resource:
     return Resource(
         name="spark-index",
-        inputs=[Parameter(name=n) for n in ["executors", *inputs]],
+        inputs=[Parameter(name="executors"), Parameter(name="date")],
         action="create",
         set_owner_reference=True,
-        manifest=spark_application_manifest(date),
+        manifest=spark_application_manifest(c.input_parameter("date")),
         success_condition="status.applicationState.state == COMPLETED",
         failure_condition="status.applicationState.state in (FAILED, SUBMISSION_FAILED)",
     )
 
 
-def verify_template(date_from_input: bool = False) -> Container:
+def verify_template() -> Container:
     w = c.workflow_parameter
-    date, inputs = _date(date_from_input)
     args = [
         "verify-index",
         "--out",
         w("index"),
         "--date",
-        date,
+        c.input_parameter("date"),
         "--expect-files",
         c.input_parameter("num-files"),
     ]
     return c.cli_step(
         "verify-index",
         [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
-        inputs=["num-files", *inputs],
+        inputs=["num-files", "date"],
         outputs=["frames", "quarantined"],
     )
 
 
-class IndexTemplates:
-    """plan -> SparkApplication -> verify, for any workflow that indexes a date."""
-
-    def __init__(self, date_from_input: bool = False) -> None:
-        """Create the templates (inside a workflow's context)."""
-        self.date_from_input = date_from_input
-        self.plan = plan_template(date_from_input)
-        self.spark = spark_template(date_from_input)
-        self.verify = verify_template(date_from_input)
-
-    def tasks(self, prefix: str = "", date: str | None = None) -> tuple[Any, Any]:
-        """Add the three tasks to the DAG being built; (first, last) for chaining."""
-        extra = {"date": date} if self.date_from_input else {}
-        plan = self.plan(name=f"{prefix}plan", **({"arguments": extra} if extra else {}))
-        index = self.spark(
-            name=f"{prefix}index",
-            arguments={"executors": plan.get_parameter("executors"), **extra},
+def index_date_template() -> DAG:
+    """plan -> SparkApplication -> verify for the `date` input (created in a workflow's context)."""
+    plan, spark, verify = plan_template(), spark_template(), verify_template()
+    date = {"date": c.input_parameter("date")}
+    with DAG(
+        name=INDEX_DATE,
+        inputs=[Parameter(name="date")],
+        outputs=[
+            Parameter(
+                name=n,
+                value_from=ValueFrom(parameter=f"{{{{tasks.verify.outputs.parameters.{n}}}}}"),
+            )
+            for n in ("frames", "quarantined")
+        ],
+    ) as dag:
+        plan_task = plan(name="plan", arguments=date)
+        index = spark(
+            name="index", arguments={"executors": plan_task.get_parameter("executors"), **date}
         )
-        verify = self.verify(
-            name=f"{prefix}verify",
-            arguments={"num-files": plan.get_parameter("num-files"), **extra},
+        check = verify(
+            name="verify", arguments={"num-files": plan_task.get_parameter("num-files"), **date}
         )
-        plan >> index >> verify
-        return plan, verify
+        plan_task >> index >> check
+    return dag
+
+
+def index_task(name: str, date: str) -> Task:
+    """A task (in the DAG being built) that indexes `date` through fleet-index's template.
+
+    The calling workflow declares fleet-index's parameters (recordings, index, ...): a
+    referenced template reads the caller's workflow parameters.
+    """
+    return Task(
+        name=name,
+        template_ref=TemplateRef(name=NAME, template=INDEX_DATE),
+        arguments={"date": date},
+    )
 
 
 def build() -> WorkflowTemplate:
@@ -172,7 +184,7 @@ def build() -> WorkflowTemplate:
         PARAMETERS,
         6 * 3600,
     ) as wt:
-        templates = IndexTemplates()
+        index_date = index_date_template()
         with DAG(name="main"):
-            templates.tasks()
+            index_date(name="index", arguments={"date": c.workflow_parameter("date")})
     return wt

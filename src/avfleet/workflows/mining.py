@@ -2,19 +2,25 @@
 
 nightly-mining (every night, one run at a time):
     plan-mining     yesterday's date in the fleet's timezone, the run folder, the model version
-    index-*         plan -> SparkApplication -> verify for that date (fleet-index's templates)
+    index           plan -> SparkApplication -> verify for that date
+                    (templateRef: fleet-index/index-date)
     mine            score through Triton, select K frames, write the labeling queue
     publish-queue   the queue where labelers pick it up, and a `latest.json` pointer
 
 data-engine (on demand: one turn of the loop):
-    index-* -> dataset -> plan-train -> train-ensemble (PyTorchJob) -> evaluate
-            -> publish-model (the ensemble's scoring graph as a new repository version)
-            -> mine -> publish-queue
+    index -> dataset -> plan-train -> train-ensemble (PyTorchJob) -> evaluate
+          -> publish-model (the ensemble's scoring graph as a new repository version)
+          -> mine -> publish-queue
+    index, dataset, plan-train, train-ensemble and evaluate are the fleet-index and
+    train WorkflowTemplates' own templates (templateRef), not copies: both must be
+    installed (`kubectl apply -k manifests`), and these workflows declare the
+    parameters those templates read.
 """
 
 from __future__ import annotations
 
-from hera.workflows import DAG, Container, CronWorkflow, WorkflowTemplate
+from hera.workflows import DAG, Container, CronWorkflow, Task, WorkflowTemplate
+from hera.workflows.models import TemplateRef
 
 from avfleet.workflows import common as c
 from avfleet.workflows import fleet_index, train
@@ -84,6 +90,15 @@ def publish_model_template() -> Container:
     )
 
 
+def _train_ref(name: str, template: str, arguments: dict | None = None) -> Task:
+    """A task running one of the train WorkflowTemplate's templates (templateRef)."""
+    return Task(
+        name=name,
+        template_ref=TemplateRef(name=train.NAME, template=template),
+        arguments=arguments or {},
+    )
+
+
 def build_nightly() -> CronWorkflow:
     parameters = {
         **{k: fleet_index.PARAMETERS[k] for k in fleet_index.PARAMETERS if k != "date"},
@@ -106,12 +121,13 @@ def build_nightly() -> CronWorkflow:
         ),
     ) as cron:
         plan = plan_mining_template()
-        index = fleet_index.IndexTemplates(date_from_input=True)
         mine, publish = mine_template(), publish_queue_template()
         with DAG(name="main"):
             plan_task = plan(name="plan-mining")
             date = plan_task.get_parameter("date")
-            first, last = index.tasks("index-", date)
+            indexed = fleet_index.index_task(
+                "index", "{{tasks.plan-mining.outputs.parameters.date}}"
+            )
             mine_task = mine(
                 name="mine",
                 arguments={
@@ -124,8 +140,7 @@ def build_nightly() -> CronWorkflow:
                 name="publish-queue",
                 arguments={"queue": mine_task.get_parameter("queue"), "date": date},
             )
-            plan_task >> first
-            last >> mine_task >> publish_task
+            plan_task >> indexed >> mine_task >> publish_task
     return cron
 
 
@@ -143,10 +158,6 @@ def build_data_engine() -> WorkflowTemplate:
         parameters,
         48 * 3600,
     ) as wt:
-        index = fleet_index.IndexTemplates()
-        dataset, evaluate = train.dataset_template(), train.evaluate_template()
-        ensemble = train.pytorchjob_template("ensemble", train.ensemble_args())
-        plan_train = train.plan_train_template()
         publish_model, mine, publish = (
             publish_model_template(),
             mine_template(),
@@ -154,18 +165,19 @@ def build_data_engine() -> WorkflowTemplate:
         )
         run = f"{w('runs')}/{w('run-name')}"
         with DAG(name="main"):
-            _, indexed = index.tasks("index-")
-            data_task = dataset(name="dataset")
-            plan_task = plan_train(name="plan-train")
-            ens = ensemble(
-                name="train-ensemble",
-                arguments={
-                    "dataset-uri": data_task.get_parameter("dataset-uri"),
-                    "worker-replicas": plan_task.get_parameter("worker-replicas"),
+            indexed = fleet_index.index_task("index", w("date"))
+            data_task = _train_ref("dataset", "build-dataset")
+            plan_task = _train_ref("plan-train", "plan-train")
+            ens = _train_ref(
+                "train-ensemble",
+                "train-ensemble",
+                {
+                    "dataset-uri": "{{tasks.dataset.outputs.parameters.dataset-uri}}",
+                    "worker-replicas": "{{tasks.plan-train.outputs.parameters.worker-replicas}}",
                 },
             )
-            eval_task = evaluate(
-                name="evaluate-ensemble", arguments={"model-uri": f"{run}/ensemble/model"}
+            eval_task = _train_ref(
+                "evaluate-ensemble", "evaluate", {"model-uri": f"{run}/ensemble/model"}
             )
             pub_model = publish_model(
                 name="publish-model", arguments={"model-uri": f"{run}/ensemble/model"}

@@ -67,8 +67,55 @@ def workflow_spec(manifest: dict) -> dict:
     return spec.get("workflowSpec", spec) if manifest.get("kind") == "CronWorkflow" else spec
 
 
-def reference_errors(manifest: dict) -> list[str]:
-    """Template references, task dependencies and parameter references that do not resolve."""
+Library = dict[str, dict]
+"""WorkflowTemplate name -> its manifest: what `templateRef` can name (the cluster's templates)."""
+
+
+def _called(task: dict, templates: dict, library: Library | None) -> dict | None:
+    """The template a task calls: its own workflow's, or a templateRef's (None: not resolvable
+    here, a templateRef without a library)."""
+    ref = task.get("templateRef")
+    if ref is None:
+        return templates.get(task.get("template"), {})
+    if library is None or ref.get("name") not in library:
+        return None
+    own = {t["name"]: t for t in workflow_spec(library[ref["name"]]).get("templates", [])}
+    return own.get(ref.get("template"))
+
+
+def referenced_templates(manifest: dict, library: Library) -> list[tuple[str, dict]]:
+    """(WorkflowTemplate name, template) of every template reached through templateRef,
+    following the referenced templates' own calls."""
+    spec = workflow_spec(manifest)
+    queue = [(None, t) for t in spec.get("templates", [])]
+    seen: set[tuple[str, str]] = set()
+    out = []
+    while queue:
+        owner, template = queue.pop()
+        tasks = template.get("dag", {}).get("tasks", []) or [
+            s for group in template.get("steps", []) for s in group
+        ]
+        for task in tasks:
+            ref = task.get("templateRef")
+            where = ref.get("name") if ref else owner
+            name = ref.get("template") if ref else task.get("template")
+            if where is None or (where, name) in seen or where not in library:
+                continue
+            seen.add((where, name))
+            own = {t["name"]: t for t in workflow_spec(library[where]).get("templates", [])}
+            if name in own:
+                out.append((where, own[name]))
+                queue.append((where, own[name]))
+    return out
+
+
+def reference_errors(manifest: dict, library: Library | None = None) -> list[str]:
+    """Template references, task dependencies and parameter references that do not resolve.
+
+    With a library (the WorkflowTemplates of the cluster), templateRefs are checked too: the
+    template exists, gets its inputs, and every workflow parameter it uses is declared here
+    (a referenced template reads the *calling* workflow's parameters).
+    """
     spec = workflow_spec(manifest)
     templates = {t["name"]: t for t in spec.get("templates", [])}
     declared_params = spec.get("arguments", {}).get("parameters")
@@ -93,12 +140,18 @@ def reference_errors(manifest: dict) -> list[str]:
                 errors.append(
                     f"template {name!r} task {task['name']!r} calls unknown template {ref!r}"
                 )
+            tref = task.get("templateRef")
+            if tref and library is not None and _called(task, templates, library) is None:
+                errors.append(
+                    f"task {task['name']!r}: templateRef {tref.get('name')}/{tref.get('template')} "
+                    "does not exist"
+                )
             for dep in task_dependencies(task):
                 if dep not in task_names:
                     errors.append(
                         f"template {name!r} task {task['name']!r} depends on unknown task {dep!r}"
                     )
-            called = templates.get(ref, {})
+            called = _called(task, templates, library) or {}
             declared = {p["name"] for p in called.get("inputs", {}).get("parameters", [])}
             given = {p["name"] for p in task.get("arguments", {}).get("parameters", [])}
             for missing in declared - given:
@@ -107,7 +160,8 @@ def reference_errors(manifest: dict) -> list[str]:
                     for p in called.get("inputs", {}).get("parameters", [])
                 ):
                     errors.append(
-                        f"task {task['name']!r} does not pass input {missing!r} of template {ref!r}"
+                        f"task {task['name']!r} does not pass input {missing!r} of template "
+                        f"{ref or task.get('templateRef', {}).get('template')!r}"
                     )
             # Arguments the called template does not declare are ignored by Argo; not an error.
             task_fields = {
@@ -121,6 +175,7 @@ def reference_errors(manifest: dict) -> list[str]:
                 task_names,
                 templates,
                 tasks,
+                library,
             )
             if not any(k in task for k in ("withItems", "withParam", "withSequence")):
                 errors += _item_outside_loop(task_fields, f"task {task['name']!r}")
@@ -128,8 +183,25 @@ def reference_errors(manifest: dict) -> list[str]:
         body = {k: v for k, v in template.items() if k not in ("dag", "steps", "metrics")}
         errors += _item_outside_loop(body, f"template {name!r}")
         errors += _check_fields(
-            body, f"template {name!r}", workflow_params, inputs, task_names, templates, tasks
+            body,
+            f"template {name!r}",
+            workflow_params,
+            inputs,
+            task_names,
+            templates,
+            tasks,
+            library,
         )
+    if library is not None and workflow_params is not None:
+        for owner, template in referenced_templates(manifest, library):
+            for token in _TOKEN.findall(yaml.safe_dump(template)):
+                parts = token.split(".")
+                if parts[:2] == ["workflow", "parameters"] and len(parts) == 3:
+                    if parts[2] not in workflow_params:
+                        errors.append(
+                            f"templateRef {owner}/{template['name']} uses workflow parameter "
+                            f"{parts[2]!r}, which this workflow does not declare"
+                        )
     return errors
 
 
@@ -142,13 +214,15 @@ def _item_outside_loop(fields: dict, where: str) -> list[str]:
     ]
 
 
-def unused_parameters(manifest: dict) -> list[str]:
-    """Workflow parameters declared but referenced nowhere: a value the submitter sets in vain."""
+def unused_parameters(manifest: dict, library: Library | None = None) -> list[str]:
+    """Workflow parameters declared but referenced nowhere (here, or in a template it reaches
+    through templateRef): a value the submitter sets in vain."""
     spec = workflow_spec(manifest)
     declared = [p["name"] for p in spec.get("arguments", {}).get("parameters", [])]
+    reached = [t for _, t in referenced_templates(manifest, library or {})]
     used = {
         token.split(".")[2]
-        for token in _TOKEN.findall(yaml.safe_dump(spec.get("templates", [])))
+        for token in _TOKEN.findall(yaml.safe_dump([*spec.get("templates", []), *reached]))
         if token.startswith("workflow.parameters.") and token.count(".") == 2
     }
     return [name for name in declared if name not in used]
@@ -181,6 +255,7 @@ def _check_token(
     task_names: set[str],
     templates: dict,
     tasks: list,
+    library: Library | None,
     where: str,
 ) -> list[str]:
     parts = token.split(".")
@@ -199,20 +274,14 @@ def _check_token(
         if task is None:
             return [f"{where}: reference to unknown task {parts[1]!r}"]
         if len(parts) >= 5 and parts[2:4] == ["outputs", "parameters"]:
-            outputs = {
-                p["name"]
-                for p in templates.get(task.get("template"), {})
-                .get("outputs", {})
-                .get("parameters", [])
-            }
+            called = _called(task, templates, library)
+            if called is None:
+                return []  # a templateRef checked against its library elsewhere
+            outputs = {p["name"] for p in called.get("outputs", {}).get("parameters", [])}
             return (
                 []
                 if parts[4] in outputs or not outputs and not task.get("template")
-                else (
-                    []
-                    if parts[4] in outputs
-                    else [f"{where}: task {parts[1]!r} has no output parameter {parts[4]!r}"]
-                )
+                else [f"{where}: task {parts[1]!r} has no output parameter {parts[4]!r}"]
             )
         return []  # outputs.result, artifacts, exitCode, ip, status: Argo's own fields
     if parts[0] in (

@@ -149,7 +149,8 @@ class LocalExecutor:
         self._workflow_parallelism: int | None = None
 
     def load_library(self, folder: str) -> None:
-        """Every WorkflowTemplate in the folder's YAML files, as `argo template create` would."""
+        """Every WorkflowTemplate in the folder's YAML files, as `argo template create` would
+        (a name already loaded keeps its first definition)."""
         for path in sorted(pathlib.Path(folder).glob("*.y*ml")):
             try:
                 docs = list(yaml.safe_load_all(path.read_text()))
@@ -158,11 +159,13 @@ class LocalExecutor:
             for doc in docs:
                 if isinstance(doc, dict) and doc.get("kind") == "WorkflowTemplate":
                     name = doc.get("metadata", {}).get("name")
-                    if name:
+                    if name and name not in self.library:
                         templates = doc.get("spec", {}).get("templates", [])
                         self.library[name] = {t["name"]: t for t in templates}
 
     def run_file(self, path: str, parameters: dict[str, str]) -> RunResult:
+        """Run the file's workflow; the WorkflowTemplates beside it join the library first."""
+        self.load_library(str(pathlib.Path(path).resolve().parent))
         docs = [
             d for d in yaml.safe_load_all(pathlib.Path(path).read_text()) if isinstance(d, dict)
         ]
