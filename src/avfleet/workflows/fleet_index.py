@@ -12,7 +12,6 @@ with the workflow's date and other workflows call by
 from __future__ import annotations
 
 import textwrap
-from typing import Any
 
 from hera.workflows import DAG, Container, Parameter, Resource, Task, WorkflowTemplate
 from hera.workflows.models import TemplateRef, ValueFrom
