@@ -89,3 +89,34 @@ def plain_ensemble(train: str) -> str:
     run = str(RESULTS / "runs" / "ensemble-plain")
     torchrun(train, run, *ENSEMBLE_RECIPE)
     return run
+
+
+def measured_rows(models: dict, table, test: str) -> dict:  # noqa: ANN001
+    """(name, seed) -> {arm, seed, parameters, measured_ms, predicted_ms, miou, arch} for every
+    model: exported to ONNX and timed in one interleaved loop here (ONNX Runtime, one thread,
+    batch 1, best p50 of rounds), predicted by the bench's table, scored on the held-out set."""
+    import numpy as np
+    from _common import best_p50_ms
+
+    from avfleet.bench.engines import ort_runner
+    from avfleet.train.evaluate import evaluate
+    from avfleet.train.export import INPUT_HW, export_onnx
+    from avfleet.train.models import num_parameters
+
+    runners = {k: ort_runner(export_onnx(m, *INPUT_HW)) for k, m in models.items()}
+    frame = np.random.default_rng(0).random((1, 3, *INPUT_HW), dtype=np.float32)
+    latency = best_p50_ms(
+        runners, frame, warmup=20, runs=30 if SMOKE else 300, rounds=2 if SMOKE else 3
+    )
+    return {
+        (name, seed): {
+            "arm": name,
+            "seed": seed,
+            "parameters": num_parameters(model),
+            "measured_ms": latency[(name, seed)],
+            "predicted_ms": table.predict(model.arch).total_ms,
+            "miou": evaluate(model, test).miou,
+            "arch": model.arch,
+        }
+        for (name, seed), model in models.items()
+    }

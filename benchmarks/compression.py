@@ -28,15 +28,12 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-from _common import RESULTS, SMOKE, best_p50_ms, save  # noqa: E402
-from _train_common import datasets, torchrun  # noqa: E402
+from _common import RESULTS, SMOKE, save  # noqa: E402
+from _train_common import datasets, measured_rows, torchrun  # noqa: E402
 
-from avfleet.bench.engines import ort_runner  # noqa: E402
 from avfleet.latency.lut import build_table, load_table, local_profiler, pruning_units, save_table  # noqa: E402
 from avfleet.latency.units import net_units  # noqa: E402
-from avfleet.train.evaluate import evaluate  # noqa: E402
-from avfleet.train.export import INPUT_HW, export_onnx  # noqa: E402
+from avfleet.train.export import INPUT_HW  # noqa: E402
 from avfleet.train.loop import load_model  # noqa: E402
 from avfleet.train.models import build, default_arch, num_parameters  # noqa: E402
 
@@ -121,25 +118,11 @@ def main() -> None:
         INPUT_HW,
         local_profiler(str(RESULTS / "cache" / "latency")),
     )
-    runners = {k: ort_runner(export_onnx(m, *INPUT_HW)) for k, (m, _) in models.items()}
-    frame = np.random.default_rng(0).random((1, 3, *INPUT_HW), dtype=np.float32)
-    latency = best_p50_ms(
-        runners, frame, warmup=20, runs=30 if smoke else 300, rounds=2 if smoke else 3
-    )
-    rows = []
-    for (name, seed), (model, result) in models.items():
-        rows.append(
-            {
-                "arm": name,
-                "seed": seed,
-                "parameters": num_parameters(model),
-                "measured_ms": latency[(name, seed)],
-                "predicted_ms": table.predict(model.arch).total_ms,
-                "miou": evaluate(model, test).miou,
-                "budget": (result.get("compression") or {}).get("budget"),
-                "arch": model.arch,
-            }
-        )
+    measured = measured_rows({k: m for k, (m, _) in models.items()}, table, test)
+    rows = [
+        {**measured[key], "budget": (result.get("compression") or {}).get("budget")}
+        for key, (_, result) in models.items()
+    ]
     out = {"epochs": epochs, "bench": table.bench, "rows": rows}
     save("compression", out)
     if not smoke:

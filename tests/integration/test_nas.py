@@ -74,24 +74,33 @@ def test_search_under_torchrun_resumes_to_the_same_architecture_parameters(data,
     assert bad.returncode != 0 and "missing-lut.json" in bad.stderr
 
 
-def test_nas_workflow_fans_out_over_targets_and_draws_the_front(data, tmp_path):
+def map_job_parameters(data, out) -> dict:  # noqa: ANN001
+    """What both map jobs take here: tiny epochs and a short bench."""
     dataset, heldout, _ = data
-    out = tmp_path / "nas"
-    params = {
+    return {
         "dataset": dataset,
         "validation": heldout,
         "out": str(out),
-        "targets": "0.8,1.4",
-        "search-epochs": "2",
         "train-epochs": "1",
         "batch-size": "4",
         "nodes": "1",
-        "lut-cache": str(tmp_path / "latency-cache"),
         "bench-runs": "30",
         "bench-warmup": "5",
         "max-miou-drop": "1",
-        "budget-ms": "100",
     }
+
+
+def test_nas_workflow_fans_out_over_targets_and_draws_the_front(data, tmp_path):
+    out = tmp_path / "nas"
+    params = map_job_parameters(data, out)
+    params.update(
+        {
+            "targets": "0.8,1.4",
+            "search-epochs": "2",
+            "lut-cache": str(tmp_path / "latency-cache"),
+            "budget-ms": "100",
+        }
+    )
     run = local_run("workflows/nas.yaml", params, tmp_path / "wd")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     (folder,) = [p for p in out.iterdir() if p.is_dir()]
@@ -106,3 +115,17 @@ def test_nas_workflow_fans_out_over_targets_and_draws_the_front(data, tmp_path):
     assert (folder / "pareto" / "pareto.png").stat().st_size > 1000
     assert "| candidate |" in (folder / "pareto" / "pareto.md").read_text()
     assert "pick" in run.stdout and "candidates(0:name:t0.8ms,target_ms:0.8)" in run.stdout
+
+
+def test_sweep_is_the_same_fan_out_over_a_grid(data, tmp_path):
+    out = tmp_path / "sweep"
+    params = {**map_job_parameters(data, out), "grid": "lr=0.02,0.05"}
+    run = local_run("workflows/sweep.yaml", params, tmp_path / "wd")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    pareto = json.loads((folder / "pareto" / "pareto.json").read_text())
+    assert [c["name"] for c in pareto["candidates"]] == ["lr0.02", "lr0.05"]
+    assert [c["settings"]["lr"] for c in pareto["candidates"]] == ["0.02", "0.05"]
+    config = json.loads((folder / "lr0.05" / "train" / "config.json").read_text())
+    assert config["lr"] == 0.05 and config["group_sparsity"] == 0.0
+    assert "Skipped" in run.stdout  # no budget-ms: pick is skipped by its `when`

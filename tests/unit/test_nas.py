@@ -240,3 +240,38 @@ def test_front_and_pick_against_hand_worked_records():
     for bad in ("not json", "{}", json.dumps([json.dumps({"name": "x"})])):
         with pytest.raises(ConfigError):
             parse_results(bad)
+
+
+def test_derive_a_little_over_takes_the_least_likely_loss_not_the_biggest_saving():
+    space = default_space()
+    table = synthetic_table(space)
+    variables = space.variables()
+    rng = random.Random(1)
+    alpha = {k: [rng.uniform(0, 2) for _ in v] for k, v in variables.items()}
+    alpha["decoder"] = [0.0, 0.0, 0.3]  # the decoder: the most ms per nat of any variable
+    free = derive(space, alpha, table)
+    target = free.predicted_ms - 1e-3  # just over: one small change is enough
+    fixed = derive(space, alpha, table, target)
+    assert fixed.met
+    first = fixed.changes[0]
+    logp = {
+        k: torch.log_softmax(torch.tensor(v, dtype=torch.float64), 0).tolist()
+        for k, v in alpha.items()
+    }
+
+    def loss(name, value):
+        return (
+            logp[name][variables[name].index(free.choice[name])]
+            - logp[name][variables[name].index(value)]
+        )
+
+    reaching = [
+        (loss(n, v), n, v)
+        for n, vs in variables.items()
+        for v in vs
+        if v != free.choice[n]
+        and table.predict(to_arch(space, {**free.choice, n: v})).total_ms <= target
+    ]
+    best = min(reaching)
+    assert (first["variable"], first["to"]) == (best[1], best[2])
+    assert loss(first["variable"], first["to"]) == pytest.approx(best[0])
