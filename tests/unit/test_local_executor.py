@@ -654,3 +654,14 @@ def test_when_refuses_code():
     for bad in ('__import__("os").system("true")', "a.b == c"):
         with pytest.raises(PermanentError):
             evaluate_condition(bad)
+
+
+def test_an_optional_secret_is_absent_here_and_a_required_one_is_refused(tmp_path, executor):
+    secret = {"secretKeyRef": {"name": "avfleet-bench-token", "key": "token", "optional": True}}
+    container = py("import os, sys; sys.exit(0 if os.environ.get('ONLY_HERE') == 'x' else 3)")
+    container["env"] = [{"name": "TOKEN", "valueFrom": secret}, {"name": "ONLY_HERE", "value": "x"}]
+    wf = workflow([{"name": "main", "container": container}])
+    assert executor.run_manifest(wf, {}).succeeded
+    secret["secretKeyRef"]["optional"] = False
+    with pytest.raises(PermanentError, match="TOKEN.*only in a cluster"):
+        executor.run_manifest(wf, {})

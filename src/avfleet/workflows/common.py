@@ -13,8 +13,11 @@ from hera.workflows.models import (
     Backoff,
     Capabilities,
     EmptyDirVolumeSource,
+    EnvVar,
+    EnvVarSource,
     PodSecurityContext,
     ResourceRequirements,
+    SecretKeySelector,
     SecurityContext,
     ValueFrom,
     Volume,
@@ -86,8 +89,24 @@ def small_resources() -> ResourceRequirements:
     )
 
 
+def bench_token_env() -> EnvVar:
+    """$AVFLEET_BENCH_TOKEN from the benches' Secret, optional: a step that talks to a bench
+    agent itself (not through the operator) reads it; without the Secret it is unset."""
+    return EnvVar(
+        name="AVFLEET_BENCH_TOKEN",
+        value_from=EnvVarSource(
+            secret_key_ref=SecretKeySelector(name="avfleet-bench-token", key="token", optional=True)
+        ),
+    )
+
+
 def cli_step(
-    name: str, args: list[str], *, inputs: list[str] = (), outputs: list[str] = ()
+    name: str,
+    args: list[str],
+    *,
+    inputs: list[str] = (),
+    outputs: list[str] = (),
+    env: list[EnvVar] = (),
 ) -> Container:
     """A container template that runs one `avfleet` subcommand in the CLI image.
 
@@ -96,6 +115,7 @@ def cli_step(
     """
     volume, mount = scratch_volume()
     return Container(
+        env=list(env) or None,
         name=name,
         image=workflow_parameter("image"),
         inputs=[Parameter(name=n) for n in inputs] or None,

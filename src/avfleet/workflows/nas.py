@@ -72,19 +72,22 @@ def item_folder() -> str:
     return f"{run_folder()}/{c.input_parameter('name')}"
 
 
-def nas_cli(name: str, args: list[str], *, inputs=(), outputs=()) -> Container:
+def nas_cli(name: str, args: list[str], *, inputs=(), outputs=(), env=()) -> Container:
     return c.cli_step(
         name,
         ["nas", *args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
         inputs=list(inputs),
         outputs=list(outputs),
+        env=list(env),
     )
 
 
 def profile_template() -> Container:
     w = c.workflow_parameter
     args = ["profile", "--out", f"{run_folder()}/lut.json", "--cache", w("lut-cache")]
-    return nas_cli("profile", [*args, "--bench", w("bench")], outputs=["lut-uri"])
+    return nas_cli(
+        "profile", [*args, "--bench", w("bench")], outputs=["lut-uri"], env=[c.bench_token_env()]
+    )
 
 
 def plan_template(kind: str) -> Container:

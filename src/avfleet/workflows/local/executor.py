@@ -473,11 +473,14 @@ class LocalExecutor:
         if "container" in template:
             container = substitute_all(template["container"], scope, where)
             for var in container.get("env", []) or []:
-                if "value" not in var:
+                if "value" in var:
+                    env[var["name"]] = var["value"]
+                elif (var.get("valueFrom") or {}).get("secretKeyRef", {}).get("optional") is True:
+                    continue  # an optional Secret: here, as if absent (this process's env stays)
+                else:
                     raise PermanentError(
                         f"{where}: env {var.get('name')!r} uses valueFrom, which runs only in a cluster"
                     )
-                env[var["name"]] = var["value"]
             argv = list(container.get("command") or []) + list(container.get("args") or [])
             if not argv:
                 raise PermanentError(
