@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-TOKEN_ENV = "AVFLEET_BENCH_TOKEN"
+from avfleet.bench.client import TOKEN_ENV
+from avfleet.bench.client import token_from_env as bench_token
 
 
 def _gate_arguments(p: argparse.ArgumentParser) -> None:
@@ -161,15 +161,6 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
         print(
             f"promoted release {pointer['release_id']}; mining now scores with {pointer['model_ref']}"
         )
-
-
-def bench_token() -> str:
-    from avfleet.core.errors import ConfigError
-
-    token = os.environ.get(TOKEN_ENV, "")
-    if not token:
-        raise ConfigError("token", f"set ${TOKEN_ENV} to the benches' shared token")
-    return token
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -175,9 +175,9 @@ def _profile(args: argparse.Namespace) -> None:
         "profiling the search space", len(units) + 1, enabled=False if args.bench else None
     ) as bar:
         if args.bench:
-            from avfleet.cli_deploy import bench_token
+            from avfleet.bench.client import token_from_env
 
-            profiler = agent_profiler(args.bench, bench_token())
+            profiler = agent_profiler(args.bench, token_from_env())
         else:
             out_dir = args.out.rsplit("/", 1)[0] if "/" in args.out else "."
             profiler = local_profiler(

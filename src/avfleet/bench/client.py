@@ -9,10 +9,21 @@ request) is permanent, with the agent's own message.
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 
-from avfleet.core.errors import PermanentError, TransientError
+from avfleet.core.errors import ConfigError, PermanentError, TransientError
+
+TOKEN_ENV = "AVFLEET_BENCH_TOKEN"
+"""The benches' shared token (a Secret in the cluster)."""
+
+
+def token_from_env() -> str:
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise ConfigError("token", f"set ${TOKEN_ENV} to the benches' shared token")
+    return token
 
 
 class BenchUnavailable(TransientError):
