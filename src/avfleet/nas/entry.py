@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-weight", type=float, default=2.0)
     parser.add_argument("--warmup", type=float, default=0.2)
     parser.add_argument("--soft", action="store_true", help="FBNet's soft mix (every block runs)")
+    parser.add_argument(
+        "--arch-split", type=int, default=5, help="one frame in N trains alpha, the rest weights"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=20)
     parser.add_argument("--stop-after-steps", type=int, default=0)
@@ -39,6 +42,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         latency_weight=args.latency_weight,
         warmup=args.warmup,
         hard=not args.soft,
+        arch_split=args.arch_split,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         stop_after_steps=args.stop_after_steps,
