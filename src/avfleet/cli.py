@@ -476,7 +476,7 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--search",
         action="store_true",
-        help="also run the architecture search map job (nas.yaml: 3 targets, about 3 minutes)",
+        help="also run the architecture search map job (nas.yaml: 3 targets, about 2 minutes)",
     )
 
 

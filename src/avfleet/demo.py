@@ -70,7 +70,7 @@ class DemoConfig:
     """The deployable net's latency budget: the dense width-2 net's, as this machine's latency
     table predicts it, divided by this (and half its parameters)."""
     search: bool = False
-    """Run the architecture search map job too (about 3 more minutes here)."""
+    """Run the architecture search map job too (about 2 more minutes here)."""
     search_targets: str = "0.8,1.2,1.6"
     """Latency targets of the search, ms at batch 1 on this machine."""
     search_epochs: int = 2
@@ -205,7 +205,7 @@ def run_demo(config: DemoConfig) -> int:
     console.print("plots: " + ", ".join(str(p) for p in plots))
     if not config.search:
         console.print(
-            "architecture search (the nas map job, about 3 more minutes): avfleet demo --search"
+            "architecture search (the nas map job, about 2 more minutes): avfleet demo --search"
         )
     console.print(f"[green]demo finished in {time.time() - started:.0f} s[/]; outputs in {root}")
     return 0

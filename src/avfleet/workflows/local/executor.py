@@ -117,11 +117,16 @@ class RunResult:
     def summary(self) -> str:
         lines = [f"workflow {self.name}: {'Succeeded' if self.succeeded else 'Failed'}"]
         for n in self.nodes:
-            outs = " ".join(f"{k}={v}" for k, v in n.outputs.items())
+            outs = " ".join(f"{k}={_short(v)}" for k, v in n.outputs.items())
             lines.append(
                 f"  {n.name:<24} {n.phase:<10} attempts={n.attempts} exit={n.exit_code} {n.duration_s:6.1f}s {outs}"
             )
         return "\n".join(lines)
+
+
+def _short(value: str, limit: int = 100) -> str:
+    """An output as the summary shows it: long values (a JSON record) cut, the file has it all."""
+    return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
 class LocalExecutor:
