@@ -260,6 +260,10 @@ def search(config: SearchConfig, ctx: RunContext) -> dict:
             if step == stop_at:
                 break
     seconds = time.time() - started
+    # DDP's reducer holds the process group: free it while the group lives. Freed after
+    # destroy_process_group (when this function returned), gloo's destructor waited forever on
+    # its worker thread (seen once in CI, a rank hung after its last step).
+    del ddp
     if ctx.distributed:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
