@@ -306,6 +306,7 @@ def _print_rounds(console, root: pathlib.Path, rounds: list, fleet_frames: dict)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     from rich.table import Table
 
     from avfleet.train.evaluate import mean_by_time_of_day
@@ -361,6 +362,7 @@ def _print_rounds(console, root: pathlib.Path, rounds: list, fleet_frames: dict)
         label="all",
     )
     ax1.set_xlabel("round")
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
     ax1.set_ylabel("held-out mIoU (%)")
     ax1.set_title("DPE ensemble per round")
     ax1.legend()

@@ -15,6 +15,7 @@ def setup_logging(level: str = "INFO") -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
-    # py4j and botocore are chatty at INFO.
-    for noisy in ("py4j", "botocore", "s3fs", "aiobotocore", "urllib3", "matplotlib"):
+    # py4j and botocore are chatty at INFO; petastorm says at INFO, for every dataset it opens,
+    # that our plain Parquet datasets have no Unischema (they need none).
+    for noisy in ("py4j", "botocore", "s3fs", "aiobotocore", "urllib3", "matplotlib", "petastorm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

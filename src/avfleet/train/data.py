@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -85,24 +86,31 @@ class ShardedDataset:
         self._rows: list[tuple] | None = None
 
     def _load_shard(self) -> list[tuple]:
-        """This rank's rows, read through Petastorm once (datasets for one rank fit in memory)."""
+        """This rank's rows, read through Petastorm once (datasets for one rank fit in memory).
+
+        Petastorm 0.12 still calls pyarrow's legacy dataset API, and pyarrow warns
+        (FutureWarning) at each call, a dozen lines per rank per dataset: those
+        warnings, and only those, are silenced here.
+        """
         from petastorm import make_batch_reader
 
         data_dir = storage.join(self.uri, "data")  # Petastorm wants a folder of Parquet files only
         url = data_dir if "://" in data_dir else f"file://{os.path.abspath(data_dir)}"
         rows: list[tuple] = []
-        with make_batch_reader(
-            url,
-            schema_fields=COLUMNS,
-            cur_shard=self.rank,
-            shard_count=self.world_size,
-            shuffle_row_groups=False,
-            num_epochs=1,
-            workers_count=1,
-        ) as reader:
-            for chunk in reader:
-                for i in range(len(chunk.frame_id)):
-                    rows.append(tuple(getattr(chunk, c)[i] for c in COLUMNS))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
+            with make_batch_reader(
+                url,
+                schema_fields=COLUMNS,
+                cur_shard=self.rank,
+                shard_count=self.world_size,
+                shuffle_row_groups=False,
+                num_epochs=1,
+                workers_count=1,
+            ) as reader:
+                for chunk in reader:
+                    for i in range(len(chunk.frame_id)):
+                        rows.append(tuple(getattr(chunk, c)[i] for c in COLUMNS))
         rows.sort(key=lambda r: r[0])  # reader threads may interleave row groups: fix the order
         return rows
 
