@@ -12,8 +12,7 @@ import argparse
 import json
 import sys
 
-from avfleet.bench.client import TOKEN_ENV
-from avfleet.bench.client import token_from_env as bench_token
+from avfleet.bench.client import TOKEN_ENV, token_from_env
 
 
 def _gate_arguments(p: argparse.ArgumentParser) -> None:
@@ -171,7 +170,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         server = serve(
             AgentConfig(
-                token=bench_token(),
+                token=token_from_env(),
                 cache_uri=args.cache,
                 host=args.host,
                 port=args.port,
@@ -200,7 +199,7 @@ def _validate(args: argparse.Namespace, st) -> int:  # noqa: ANN001
     name, spec = manifest["metadata"]["name"], manifest["spec"]
     with contextlib.ExitStack() as stack:
         if args.bench:
-            token = bench_token()
+            token = token_from_env()
             benches = {}
             for item in args.bench:
                 bench_name, _, address = item.partition("=")
@@ -272,32 +271,16 @@ def _latency_parsers(sub: argparse._SubParsersAction) -> None:
 def _cmd_latency(args: argparse.Namespace) -> None:
     import time
 
-    from avfleet.core import storage
-    from avfleet.core.progress import progress
-    from avfleet.latency.lut import (
-        agent_profiler,
-        build_table,
-        local_profiler,
-        pruning_units,
-        save_table,
-    )
+    from avfleet.latency.lut import profile_to_file, pruning_units
     from avfleet.train.models import default_arch
     from avfleet.workflows.outputs import write_outputs
 
     arch = default_arch(width=args.width)
     input_hw = tuple(args.input_hw)
-    units = pruning_units(arch, input_hw)
     started = time.time()
-    with progress("profiling units", len(units) + 1, enabled=False if args.bench else None) as bar:
-        if args.bench:
-            profiler = agent_profiler(args.bench, bench_token())
-        else:
-            out_dir = args.out.rsplit("/", 1)[0] if "/" in args.out else "."
-            profiler = local_profiler(
-                args.cache or storage.join(out_dir, "latency-cache"), progress=bar
-            )
-        table = build_table(units, input_hw, profiler)
-    save_table(table, args.out)
+    table = profile_to_file(
+        pruning_units(arch, input_hw), input_hw, args.out, bench=args.bench, cache=args.cache
+    )
     write_outputs(args.outputs_dir, {"lut-uri": args.out})
     dense = table.predict(arch)
     print(

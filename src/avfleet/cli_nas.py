@@ -161,30 +161,20 @@ def _cmd_nas(args: argparse.Namespace) -> None:
 def _profile(args: argparse.Namespace) -> None:
     import time
 
-    from avfleet.core import storage
-    from avfleet.core.progress import progress
-    from avfleet.latency.lut import agent_profiler, build_table, local_profiler, save_table
+    from avfleet.latency.lut import profile_to_file
     from avfleet.nas.latency import search_units
     from avfleet.nas.space import default_space
     from avfleet.workflows.outputs import write_outputs
 
     input_hw = tuple(args.input_hw)
-    units = search_units(default_space(), input_hw)
     started = time.time()
-    with progress(
-        "profiling the search space", len(units) + 1, enabled=False if args.bench else None
-    ) as bar:
-        if args.bench:
-            from avfleet.bench.client import token_from_env
-
-            profiler = agent_profiler(args.bench, token_from_env())
-        else:
-            out_dir = args.out.rsplit("/", 1)[0] if "/" in args.out else "."
-            profiler = local_profiler(
-                args.cache or storage.join(out_dir, "latency-cache"), progress=bar
-            )
-        table = build_table(units, input_hw, profiler)
-    save_table(table, args.out)
+    table = profile_to_file(
+        search_units(default_space(), input_hw),
+        input_hw,
+        args.out,
+        bench=args.bench,
+        cache=args.cache,
+    )
     write_outputs(args.outputs_dir, {"lut-uri": args.out})
     print(
         f"{args.out}: {len(table.entries)} units of the search space on {table.bench} "

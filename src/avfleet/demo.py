@@ -391,19 +391,15 @@ def _latency_budget(root: pathlib.Path, config: DemoConfig, console) -> tuple[st
     """This machine's latency table for the width-2 net's pruning grid, and the budget from it."""
     import time
 
-    from avfleet.core.progress import progress
-    from avfleet.latency.lut import build_table, local_profiler, pruning_units, save_table
+    from avfleet.latency.lut import profile_to_file, pruning_units
     from avfleet.train.export import INPUT_HW
     from avfleet.train.models import build, default_arch, num_parameters
 
     arch = default_arch(width=2.0)
-    units = pruning_units(arch, INPUT_HW)
     started = time.time()
-    with progress("latency table: profiling units on ONNX Runtime", len(units) + 1) as bar:
-        profiler = local_profiler(str(root / "latency" / "cache"), progress=bar)
-        table = build_table(units, INPUT_HW, profiler)
     lut_uri = str(root / "latency" / "lut.json")
-    save_table(table, lut_uri)
+    cache = str(root / "latency" / "cache")  # the search (--search) shares it
+    table = profile_to_file(pruning_units(arch, INPUT_HW), INPUT_HW, lut_uri, cache=cache)
     dense_ms = table.predict(arch).total_ms
     target_ms = dense_ms / config.speedup
     target_params = num_parameters(build(arch)) // 2

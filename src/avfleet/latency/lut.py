@@ -240,3 +240,24 @@ def build_table(
         frozenset(k for k, e in found.items() if e["blocked_in"]),
         frozenset(k for k, e in found.items() if e["blocked_out"]),
     )
+
+
+def profile_to_file(
+    units: list[dict], input_hw: tuple[int, int], out_uri: str, *, bench: str = "", cache: str = ""
+) -> LatencyTable:
+    """The table of `units`, measured on a bench agent (`bench`: its address, the token from the
+    environment) or on this machine (unit cache `cache`, default beside the file), saved to
+    out_uri; a progress bar while this machine measures."""
+    from avfleet.core.progress import progress
+
+    with progress("profiling units", len(units) + 1, enabled=False if bench else None) as bar:
+        if bench:
+            from avfleet.bench.client import token_from_env
+
+            profiler = agent_profiler(bench, token_from_env())
+        else:
+            out_dir = out_uri.rsplit("/", 1)[0] if "/" in out_uri else "."
+            profiler = local_profiler(cache or storage.join(out_dir, "latency-cache"), progress=bar)
+        table = build_table(units, input_hw, profiler)
+    save_table(table, out_uri)
+    return table

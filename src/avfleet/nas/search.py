@@ -35,7 +35,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import time
 
 import torch
@@ -49,8 +48,8 @@ from avfleet.nas.space import default_space
 from avfleet.nas.supernet import SuperNet, annealed_tau, argmax_choice, gumbel_masks, init_alpha
 from avfleet.train import checkpoint
 from avfleet.train.context import RunContext
-from avfleet.train.data import ShardedDataset
-from avfleet.train.loop import loss_fn, setup_device
+from avfleet.train.data import Batch, ShardedDataset
+from avfleet.train.loop import cosine_lr, loss_fn, setup_device
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +127,37 @@ def _check_identical(alpha: dict[str, torch.Tensor], ctx: RunContext) -> None:
         )
 
 
+def _arch_step(
+    model: SuperNet,
+    alpha: dict[str, torch.Tensor],
+    adam: torch.optim.Optimizer,
+    masks: dict[str, torch.Tensor],
+    batch: Batch,
+    costs: list,
+    config: SearchConfig,
+    ctx: RunContext,
+) -> tuple[float, float]:
+    """One Adam step on alpha from an arch-split batch; (its cross-entropy, E[LAT] in ms).
+
+    The supernet runs outside DDP and only alpha's gradients are taken
+    (autograd.grad), so the weights' gradients and DDP's hooks stay untouched;
+    alpha's gradients are averaged over the ranks by hand.
+    """
+    device = next(model.parameters()).device
+    logits = model(batch.images.to(device), {n: m.to(device) for n, m in masks.items()})
+    ce = loss_fn(logits, batch.masks.to(device))
+    lat = expected_latency(masks, costs)
+    loss = ce.cpu() + config.latency_weight * torch.log(lat / config.target_latency_ms) ** 2
+    grads = torch.autograd.grad(loss, list(alpha.values()))
+    for a, g in zip(alpha.values(), grads, strict=True):
+        if ctx.distributed:
+            torch.distributed.all_reduce(g)
+            g /= ctx.world_size
+        a.grad = g
+    adam.step()
+    return float(ce.detach()), float(lat.detach())
+
+
 def search(config: SearchConfig, ctx: RunContext) -> dict:
     """Run (or resume) the search; rank 0 writes and returns search.json's content."""
     device = setup_device(ctx)
@@ -142,25 +172,24 @@ def search(config: SearchConfig, ctx: RunContext) -> dict:
             storage.join(config.out_uri, "config.json"), config_lib.dumps(config)
         )
 
-    def split(part: bool, seed: int) -> ShardedDataset:
-        data = ShardedDataset(
-            config.dataset_uri,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            batch_size=config.batch_size,
-            seed=seed,
-        )
-        data.restrict(lambda f: in_arch_split(f, config.arch_split) == part)
+    weights_data = ShardedDataset(
+        config.dataset_uri,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        batch_size=config.batch_size,
+        seed=config.seed,
+    )
+    arch_data = weights_data.split_off(
+        lambda f: in_arch_split(f, config.arch_split), config.seed + 1
+    )
+    for part, data in (("weights", weights_data), ("arch", arch_data)):
         data.steps_per_epoch = _min_over_ranks(data.steps_per_epoch, ctx)
         if data.steps_per_epoch == 0:
             raise ConfigError(
                 "dataset",
-                f"{config.dataset_uri}: too few frames for the {'arch' if part else 'weights'} "
-                f"split at batch size {config.batch_size} on {ctx.world_size} ranks",
+                f"{config.dataset_uri}: too few frames for the {part} split at batch size "
+                f"{config.batch_size} on {ctx.world_size} ranks",
             )
-        return data
-
-    weights_data, arch_data = split(False, config.seed), split(True, config.seed + 1)
     torch.manual_seed(config.seed)
     model = SuperNet(space, hard=config.hard).to(device)
     alpha = init_alpha(space)
@@ -179,9 +208,7 @@ def search(config: SearchConfig, ctx: RunContext) -> dict:
         with torch.no_grad():
             for name, value in start.optimizer["alpha"].items():
                 alpha[name].copy_(value)
-        history = json.loads(storage.read_bytes(storage.join(start.uri, "meta.json"))).get(
-            "history", []
-        )
+        history = start.meta.get("history", [])
         step = start.step
         log.info("rank %d resumes the search from %s (step %d)", ctx.rank, start.uri, step)
     ddp = (
@@ -191,15 +218,14 @@ def search(config: SearchConfig, ctx: RunContext) -> dict:
     )
     stop_at = min(config.stop_after_steps or total, total)
     started, frames = time.time(), 0
-    arch_steps = max(arch_data.steps_per_epoch, 1)
+    arch_steps = arch_data.steps_per_epoch
     while step < stop_at:
         epoch = step // weights_data.steps_per_epoch
         for batch in weights_data.epoch(epoch, skip_steps=step % weights_data.steps_per_epoch):
             tau = annealed_tau(step, total, config.tau_start, config.tau_end)
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-            lr = config.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
             for group in sgd.param_groups:
-                group["lr"] = lr
+                group["lr"] = cosine_lr(config.lr, step, total)
             fixed = gumbel_masks(
                 {k: a.detach() for k, a in alpha.items()}, tau, generator, hard=config.hard
             )
@@ -215,25 +241,8 @@ def search(config: SearchConfig, ctx: RunContext) -> dict:
                 k = step - warmup_steps
                 arch_batch = next(arch_data.epoch(k // arch_steps, skip_steps=k % arch_steps))
                 masks = gumbel_masks(alpha, tau, generator, hard=config.hard)
-                ce = loss_fn(
-                    model(
-                        arch_batch.images.to(device), {n: m.to(device) for n, m in masks.items()}
-                    ),
-                    arch_batch.masks.to(device),
-                )
-                lat = expected_latency({n: m.cpu() for n, m in masks.items()}, costs)
-                arch_loss = (
-                    ce.cpu()
-                    + config.latency_weight * torch.log(lat / config.target_latency_ms) ** 2
-                )
-                grads = torch.autograd.grad(arch_loss, list(alpha.values()))
-                for a, g in zip(alpha.values(), grads, strict=True):
-                    if ctx.distributed:
-                        torch.distributed.all_reduce(g)
-                        g /= ctx.world_size
-                    a.grad = g
-                adam.step()
-                record.update(arch_ce=float(ce.detach()), expected_ms=float(lat.detach()))
+                ce, lat = _arch_step(model, alpha, adam, masks, arch_batch, costs, config, ctx)
+                record.update(arch_ce=ce, expected_ms=lat)
             step += 1
             frames += len(batch.frame_ids) * ctx.world_size
             if step % 10 == 0 or step == stop_at:

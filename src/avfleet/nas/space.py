@@ -130,6 +130,20 @@ def check_choice(space: SearchSpace, choice: Choice) -> Choice:
     return choice
 
 
+def block_spec(op: dict, cin: int, cout: int, stride: int) -> dict:
+    """The arch dict's block for an op of `OPS` between widths cin and cout."""
+    return {
+        "in": cin,
+        "hidden": cin * op["expansion"],
+        "out": cout,
+        "stride": stride,
+        "dilation": op["dilation"],
+        "kernel": op["kernel"],
+        "decompose": op["decompose"],
+        "groups": op["groups"],
+    }
+
+
 def to_arch(space: SearchSpace, choice: Choice) -> Arch:
     """The arch dict of a point of the space (a skipped layer is simply not there)."""
     check_choice(space, choice)
@@ -138,19 +152,7 @@ def to_arch(space: SearchSpace, choice: Choice) -> Arch:
         op = OPS[choice[f"op.{i}"]]
         if op is None:
             continue
-        cin, cout = choice[layer.width_in], choice[layer.width_out]
-        blocks.append(
-            {
-                "in": cin,
-                "hidden": cin * op["expansion"],
-                "out": cout,
-                "stride": layer.stride,
-                "dilation": op["dilation"],
-                "kernel": op["kernel"],
-                "decompose": op["decompose"],
-                "groups": op["groups"],
-            }
-        )
+        blocks.append(block_spec(op, choice[layer.width_in], choice[layer.width_out], layer.stride))
     dec = choice["decoder"]
     return {
         "version": 1,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avfleet.nas.space import OPS, SearchSpace
+from avfleet.nas.space import OPS, SearchSpace, block_spec
 from avfleet.train.models import ConvBNAct, InvertedResidual
 
 
@@ -63,19 +63,6 @@ def annealed_tau(step: int, total: int, start: float, end: float) -> float:
     return start * (end / start) ** frac
 
 
-def _block_spec(op: dict, cin: int, cout: int, stride: int) -> dict:
-    return {
-        "in": cin,
-        "hidden": cin * op["expansion"],
-        "out": cout,
-        "stride": stride,
-        "dilation": op["dilation"],
-        "kernel": op["kernel"],
-        "decompose": op["decompose"],
-        "groups": op["groups"],
-    }
-
-
 class SuperNet(nn.Module):
     """Input (B, 3, H, W); output logits (B, 1, classes, H, W), as SegNet with one member."""
 
@@ -98,7 +85,7 @@ class SuperNet(nn.Module):
                 nn.ModuleList(
                     nn.Identity()
                     if OPS[op] is None
-                    else InvertedResidual(_block_spec(OPS[op], cin, cout, layer.stride), 1)
+                    else InvertedResidual(block_spec(OPS[op], cin, cout, layer.stride), 1)
                     for op in layer.ops
                 )
             )

@@ -34,6 +34,8 @@ class Checkpoint:
     model: dict[str, torch.Tensor]
     optimizer: dict
     uri: str
+    meta: dict = dataclasses.field(default_factory=dict)
+    """meta.json as saved: step, epoch, sha256, and the caller's `extra`."""
 
 
 def _bytes(obj: object) -> bytes:
@@ -81,6 +83,7 @@ def _load_verified(folder: str, storage_config: storage.StorageConfig | None) ->
         model=loaded["model.pt"],
         optimizer=loaded["optim.pt"],
         uri=folder,
+        meta=meta,
     )
 
 

@@ -10,6 +10,7 @@ resumed run end with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import os
@@ -114,17 +115,22 @@ class ShardedDataset:
         rows.sort(key=lambda r: r[0])  # reader threads may interleave row groups: fix the order
         return rows
 
-    def restrict(self, keep: Callable[[str], bool]) -> int:
-        """Keep only this rank's frames whose id passes `keep` (a split); returns how many.
+    def split_off(self, keep: Callable[[str], bool], seed: int) -> ShardedDataset:
+        """Move this rank's frames whose id passes `keep` into a dataset of their own (its own
+        seed); this one keeps the rest. Rows are read once for both.
 
-        Every rank must run as many steps as the others: the caller sets
-        `steps_per_epoch` from the smallest count over the ranks.
+        Every rank must run as many steps as the others: the caller sets each one's
+        `steps_per_epoch` from the smallest over the ranks.
         """
         if self._rows is None:
             self._rows = self._load_shard()
-        self._rows = [r for r in self._rows if keep(str(r[0]))]
-        self.steps_per_epoch = len(self._rows) // self.batch_size
-        return len(self._rows)
+        other = copy.copy(self)
+        other.seed = seed
+        other._rows = [r for r in self._rows if keep(str(r[0]))]
+        self._rows = [r for r in self._rows if not keep(str(r[0]))]
+        for data in (self, other):
+            data.steps_per_epoch = len(data._rows) // data.batch_size
+        return other
 
     def epoch(self, epoch: int, skip_steps: int = 0) -> Iterator[Batch]:
         if self._rows is None:

@@ -154,6 +154,11 @@ def setup_device(ctx: RunContext) -> torch.device:
     return device
 
 
+def cosine_lr(base: float, step: int, total: int) -> float:
+    """Cosine decay from `base` at step 0 to 0 at `total`."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
 def loss_fn(logits_BEKHW: torch.Tensor, masks_BHW: torch.Tensor) -> torch.Tensor:
     """Pixel cross-entropy of each member, summed over members.
 
@@ -197,10 +202,6 @@ def _fit(
     )
     total_steps = epochs * data.steps_per_epoch
 
-    def lr_at(step: int) -> float:
-        """Cosine decay from config.lr to 0 over the phase."""
-        return config.lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
-
     phase = _Phase(last_checkpoint_s=time.time())
     start = checkpoint.latest_complete(run_uri)
     if start is not None:
@@ -227,7 +228,7 @@ def _fit(
     while phase.steps < min(total_steps, stop_at):
         epoch = phase.steps // data.steps_per_epoch
         for batch in data.epoch(epoch, skip_steps=phase.steps % data.steps_per_epoch):
-            step_lr = lr_at(phase.steps)
+            step_lr = cosine_lr(config.lr, phase.steps, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = step_lr
             images, masks = batch.images.to(device), batch.masks.to(device)
