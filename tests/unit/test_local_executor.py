@@ -298,16 +298,15 @@ def test_pytorchjob_maps_to_local_torchrun():
 # --- loops, fan-in, when, templateRef (Argo's documented semantics, docs/walk-through/loops.md) --
 
 
-def record(folder: str, value: str, seconds: float = 0.0, fail: bool = False) -> dict:
-    """A leaf that notes when it ran (start and end times) and outputs `value` doubled."""
+def record(folder: str, seconds: float = 0.0) -> dict:
+    """A leaf that notes when it ran (start and end times) and outputs its input `v` doubled."""
     code = (
         "import json,pathlib,sys,time,os; t0=time.time(); "
         f"time.sleep({seconds}); "
         f"pathlib.Path({folder!r}).mkdir(parents=True, exist_ok=True); "
         f"pathlib.Path({folder!r}, str(os.getpid())).write_text(json.dumps([t0, time.time()])); "
         "pathlib.Path(sys.argv[2]).mkdir(parents=True, exist_ok=True); "
-        "pathlib.Path(sys.argv[2], 'doubled').write_text(sys.argv[1] * 2); "
-        f"sys.exit({1 if fail else 0} if sys.argv[1] == 'bad' else 0)"
+        "pathlib.Path(sys.argv[2], 'doubled').write_text(sys.argv[1] * 2)"
     )
     return {
         "name": "leaf",
@@ -322,17 +321,22 @@ def record(folder: str, value: str, seconds: float = 0.0, fail: bool = False) ->
     }
 
 
-def fan(tasks: list[dict], leaf: dict, parallelism: int | None = None) -> dict:
+def dag(tasks: list[dict], *templates: dict, parallelism: int | None = None, params=None) -> dict:
+    """A workflow whose entrypoint `main` is a dag of `tasks`, calling `templates`."""
     main = {"name": "main", "dag": {"tasks": tasks}}
     if parallelism:
         main["parallelism"] = parallelism
+    return workflow([main, *templates], params)
+
+
+def fan(tasks: list[dict], leaf: dict, parallelism: int | None = None) -> dict:
     collect = {
         "name": "collect",
         "inputs": {"parameters": [{"name": "all"}]},
         "container": py("import sys"),
         "outputs": {},
     }
-    return workflow([main, leaf, collect])
+    return dag(tasks, leaf, collect, parallelism=parallelism)
 
 
 def spans(folder) -> list[tuple[float, float]]:
@@ -361,7 +365,7 @@ def test_with_items_runs_each_item_and_aggregates_outputs_in_item_order(tmp_path
                 },
             },
         ],
-        record(str(tmp_path / "t"), "x", seconds=0.0),
+        record(str(tmp_path / "t")),
     )
     # One item per node, named as Argo names them; the fan-in sees values in item order.
     scope_capture = {}
@@ -406,7 +410,7 @@ def test_with_param_objects_expose_item_fields(tmp_path, executor):
                 "withParam": "{{tasks.plan.outputs.parameters.items}}",
             },
         ],
-        record(str(tmp_path / "t"), "x"),
+        record(str(tmp_path / "t")),
     )
     wf["spec"]["templates"].append(plan)
     result = executor.run_manifest(wf, {})
@@ -428,7 +432,7 @@ def test_parallelism_limits_concurrent_items(tmp_path, executor):
                 "withItems": ["1", "2", "3", "4", "5"],
             }
         ],
-        record(str(folder), "x", seconds=0.6),
+        record(str(folder), seconds=0.6),
         parallelism=2,
     )
     result = executor.run_manifest(wf, {})
@@ -451,30 +455,23 @@ def test_failed_item_retries_alone_then_fails_the_task_and_omits_the_fan_in(tmp_
         ),
         "retryStrategy": RETRY,
     }
-    wf = workflow(
+    wf = dag(
         [
             {
-                "name": "main",
-                "dag": {
-                    "tasks": [
-                        {
-                            "name": "each",
-                            "template": "leaf",
-                            "arguments": {"parameters": [{"name": "v", "value": "{{item}}"}]},
-                            "withItems": ["ok", "flaky", "bad"],
-                        },
-                        {
-                            "name": "after",
-                            "template": "leaf",
-                            "depends": "each",
-                            "arguments": {"parameters": [{"name": "v", "value": "ok"}]},
-                        },
-                    ]
-                },
-                "parallelism": 1,
+                "name": "each",
+                "template": "leaf",
+                "arguments": {"parameters": [{"name": "v", "value": "{{item}}"}]},
+                "withItems": ["ok", "flaky", "bad"],
             },
-            leaf,
-        ]
+            {
+                "name": "after",
+                "template": "leaf",
+                "depends": "each",
+                "arguments": {"parameters": [{"name": "v", "value": "ok"}]},
+            },
+        ],
+        leaf,
+        parallelism=1,
     )
     result = executor.run_manifest(wf, {})
     assert not result.succeeded
@@ -488,37 +485,29 @@ def test_failed_item_retries_alone_then_fails_the_task_and_omits_the_fan_in(tmp_
 
 
 def test_when_skips_and_skipped_satisfies_dependencies(tmp_path, executor):
-    leaf = record(str(tmp_path / "t"), "x")
-    wf = workflow(
+    wf = dag(
         [
             {
-                "name": "main",
-                "dag": {
-                    "tasks": [
-                        {
-                            "name": "maybe",
-                            "template": "leaf",
-                            "when": "'{{workflow.parameters.budget}}' != ''",
-                            "arguments": {"parameters": [{"name": "v", "value": "a"}]},
-                        },
-                        {
-                            "name": "none",
-                            "template": "leaf",
-                            "withParam": "[]",
-                            "arguments": {"parameters": [{"name": "v", "value": "{{item}}"}]},
-                        },
-                        {
-                            "name": "then",
-                            "template": "leaf",
-                            "depends": "maybe && none",
-                            "arguments": {"parameters": [{"name": "v", "value": "b"}]},
-                        },
-                    ]
-                },
+                "name": "maybe",
+                "template": "leaf",
+                "when": "'{{workflow.parameters.budget}}' != ''",
+                "arguments": {"parameters": [{"name": "v", "value": "a"}]},
             },
-            leaf,
+            {
+                "name": "none",
+                "template": "leaf",
+                "withParam": "[]",
+                "arguments": {"parameters": [{"name": "v", "value": "{{item}}"}]},
+            },
+            {
+                "name": "then",
+                "template": "leaf",
+                "depends": "maybe && none",
+                "arguments": {"parameters": [{"name": "v", "value": "b"}]},
+            },
         ],
-        {"budget": ""},
+        record(str(tmp_path / "t")),
+        params={"budget": ""},
     )
     result = executor.run_manifest(wf, {})
     assert result.succeeded
@@ -558,7 +547,7 @@ def test_template_ref_runs_the_referenced_template_in_its_own_namespace(tmp_path
                     ]
                 },
             },
-            record(str(tmp_path / "t"), "x"),
+            record(str(tmp_path / "t")),
         ]
     )
     shared["metadata"]["name"] = "shared"
@@ -604,24 +593,16 @@ def test_template_ref_runs_the_referenced_template_in_its_own_namespace(tmp_path
 
 
 def test_hostile_items_cannot_escape_the_sandbox_and_bad_with_param_is_named(tmp_path, executor):
-    leaf = record(str(tmp_path / "t"), "x")
-    wf = workflow(
+    wf = dag(
         [
             {
-                "name": "main",
-                "dag": {
-                    "tasks": [
-                        {
-                            "name": "each",
-                            "template": "leaf",
-                            "withItems": ["../../escape", "a/b"],
-                            "arguments": {"parameters": [{"name": "v", "value": "{{item}}"}]},
-                        }
-                    ]
-                },
-            },
-            leaf,
-        ]
+                "name": "each",
+                "template": "leaf",
+                "withItems": ["../../escape", "a/b"],
+                "arguments": {"parameters": [{"name": "v", "value": "{{item}}"}]},
+            }
+        ],
+        record(str(tmp_path / "t")),
     )
     result = executor.run_manifest(wf, {})
     assert result.succeeded

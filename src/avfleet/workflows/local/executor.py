@@ -211,12 +211,12 @@ class LocalExecutor:
             }
         )
         templates = {t["name"]: t for t in spec.get("templates", [])}
-        self._nodes = nodes = []
+        self._nodes = []
         self._workflow_parallelism = spec.get("parallelism")
         self._run_template(
-            templates, spec["entrypoint"], scope, {}, spec.get("retryStrategy"), nodes, run_name
+            templates, spec["entrypoint"], scope, {}, spec.get("retryStrategy"), run_name
         )
-        return RunResult(run_name, list(nodes))
+        return RunResult(run_name, list(self._nodes))
 
     # --- templates -------------------------------------------------------------------------
 
@@ -227,7 +227,6 @@ class LocalExecutor:
         scope: dict,
         inputs: dict,
         default_retry: dict | None,
-        nodes: list,
         node_name: str,
     ) -> NodeResult:
         template = templates.get(name)
@@ -245,7 +244,7 @@ class LocalExecutor:
                 raise PermanentError(f"template {name!r}: input {p['name']!r} was not passed")
         if "dag" in template or "steps" in template:
             run = self._run_dag if "dag" in template else self._run_steps
-            result = run(templates, template, local_scope, default_retry, nodes, node_name)
+            result = run(templates, template, local_scope, default_retry, node_name)
             if result.phase == "Succeeded":
                 result.outputs = _template_outputs(template, local_scope)
             return result
@@ -254,7 +253,6 @@ class LocalExecutor:
                 template,
                 local_scope,
                 template.get("retryStrategy") or default_retry,
-                nodes,
                 node_name,
             )
         kinds = [
@@ -286,7 +284,6 @@ class LocalExecutor:
         call: dict,
         scope: dict,
         default_retry: dict | None,
-        nodes: list,
         node_name: str,
     ) -> NodeResult:
         """One task or step (one item of an expanded one): its arguments, then its template."""
@@ -296,7 +293,7 @@ class LocalExecutor:
             for p in call.get("arguments", {}).get("parameters", [])
         }
         owner, name = self._resolve(templates, call, where)
-        return self._run_template(owner, name, scope, args, default_retry, nodes, node_name)
+        return self._run_template(owner, name, scope, args, default_retry, node_name)
 
     def _run_call(
         self,
@@ -304,7 +301,6 @@ class LocalExecutor:
         call: dict,
         scope: dict,
         default_retry: dict | None,
-        nodes: list,
         node_name: str,
         prefix: str,
         limit: int | None,
@@ -312,21 +308,19 @@ class LocalExecutor:
     ) -> str:
         """Run a task or step, expanded over its items if it has any; its outputs go into
         `scope` under `prefix` (tasks.NAME or steps.NAME). Returns its phase."""
-        where = f"{prefix.replace('.', ' ', 1)!s}"
+        where = node_name
         if "when" in call and not evaluate_condition(substitute(str(call["when"]), scope, where)):
-            self._add(NodeResult(name=node_name, template=_template_name(call), phase="Skipped"))
-            return "Skipped"
+            return self._mark(call, node_name, "Skipped")
         items = expand_items(call, scope, where)
         if items is None:
-            result = self._call(templates, call, scope, default_retry, nodes, node_name)
+            result = self._call(templates, call, scope, default_retry, node_name)
             for k, v in result.outputs.items():
                 scope[f"{prefix}.outputs.parameters.{k}"] = v
             return result.phase
         if not items:  # Argo: an expanded task with no items is Skipped
-            self._add(NodeResult(name=node_name, template=_template_name(call), phase="Skipped"))
-            return "Skipped"
+            return self._mark(call, node_name, "Skipped")
         results = self._fan_out(
-            templates, call, scope, items, default_retry, nodes, node_name, limit, fail_fast
+            templates, call, scope, items, default_retry, node_name, limit, fail_fast
         )
         names = list(dict.fromkeys(k for r in results if r for k in r.outputs))
         for k in names:  # one JSON list per output, in item order (Argo's aggregated outputs)
@@ -336,12 +330,8 @@ class LocalExecutor:
         scope[f"{prefix}.outputs.parameters"] = json.dumps(
             [r.outputs if r else {} for r in results]
         )
-        done = [r.phase for r in results if r is not None]
-        return (
-            "Succeeded"
-            if len(done) == len(items) and all(p == "Succeeded" for p in done)
-            else "Failed"
-        )
+        ok = all(r is not None and r.phase == "Succeeded" for r in results)
+        return "Succeeded" if ok else "Failed"
 
     def _fan_out(
         self,
@@ -350,7 +340,6 @@ class LocalExecutor:
         scope: dict,
         items: list,
         default_retry: dict | None,
-        nodes: list,
         node_name: str,
         limit: int | None,
         fail_fast: bool,
@@ -369,7 +358,6 @@ class LocalExecutor:
                 call,
                 item_scope,
                 default_retry,
-                nodes,
                 f"{node_name}({i}:{item_label(items[i])})",
             )
             results[i] = result
@@ -382,7 +370,7 @@ class LocalExecutor:
                 future.result()
         return results
 
-    def _run_dag(self, templates, template, scope, default_retry, nodes, node_name) -> NodeResult:
+    def _run_dag(self, templates, template, scope, default_retry, node_name) -> NodeResult:
         dag = template["dag"]
         tasks = {t["name"]: t for t in dag["tasks"]}
         deps = {n: task_dependencies(t) for n, t in tasks.items()}
@@ -400,19 +388,13 @@ class LocalExecutor:
             task = tasks[n]
             blocked = any(phases.get(d) not in ("Succeeded", "Skipped") for d in deps[n])
             if blocked or (fail_fast and "Failed" in phases.values()):
-                phases[n] = "Omitted"
-                self._add(
-                    NodeResult(
-                        name=f"{node_name}.{n}", template=_template_name(task), phase="Omitted"
-                    )
-                )
+                phases[n] = self._mark(task, f"{node_name}.{n}", "Omitted")
                 continue
             phases[n] = self._run_call(
                 templates,
                 task,
                 scope,
                 default_retry,
-                nodes,
                 f"{node_name}.{n}",
                 f"tasks.{n}",
                 limit,
@@ -426,7 +408,7 @@ class LocalExecutor:
             duration_s=time.time() - started,
         )
 
-    def _run_steps(self, templates, template, scope, default_retry, nodes, node_name) -> NodeResult:
+    def _run_steps(self, templates, template, scope, default_retry, node_name) -> NodeResult:
         started = time.time()
         limit = self._parallelism(template)
         for group in template["steps"]:
@@ -436,7 +418,6 @@ class LocalExecutor:
                     step,
                     scope,
                     default_retry,
-                    nodes,
                     f"{node_name}.{step['name']}",
                     f"steps.{step['name']}",
                     limit,
@@ -460,6 +441,11 @@ class LocalExecutor:
         """The tightest of the template's and the workflow's `parallelism` (None: no limit)."""
         limits = [int(x) for x in (template.get("parallelism"), self._workflow_parallelism) if x]
         return min(limits) if limits else None
+
+    def _mark(self, call: dict, node_name: str, phase: str) -> str:
+        """Record a task or step that did not run (Skipped, Omitted); returns the phase."""
+        self._add(NodeResult(name=node_name, template=_template_name(call), phase=phase))
+        return phase
 
     def _add(self, node: NodeResult) -> None:
         with self._lock:
@@ -499,7 +485,7 @@ class LocalExecutor:
         return argv, env
 
     def _run_leaf(
-        self, template: dict, scope: dict, retry: dict | None, nodes: list, node_name: str
+        self, template: dict, scope: dict, retry: dict | None, node_name: str
     ) -> NodeResult:
         sandbox = self.workdir / _safe_folder(node_name)
         sandbox.mkdir(parents=True, exist_ok=True)

@@ -75,16 +75,23 @@ def _to_python(expression: str) -> str:
     return re.sub(r"!(?!=)", " not ", text)
 
 
-def evaluate_retry_expression(expression: str, last_retry: dict[str, str]) -> bool:
+def _parse(expression: str, what: str, allowed: tuple[type, ...]) -> ast.Expression:
+    """The expression's Python AST, every node one of `allowed`; PermanentError naming `what`."""
     try:
         tree = ast.parse(_to_python(expression).strip(), mode="eval")
     except SyntaxError as e:
-        raise PermanentError(f"retryStrategy.expression {expression!r} does not parse") from e
+        raise PermanentError(f"{what} {expression!r} does not parse") from e
     for node in ast.walk(tree):
-        if not isinstance(node, _ALLOWED):
+        if not isinstance(node, allowed):
             raise PermanentError(
-                f"retryStrategy.expression {expression!r}: {type(node).__name__} is not supported locally"
+                f"{what} {expression!r}: {type(node).__name__} is not supported locally"
             )
+    return tree
+
+
+def evaluate_retry_expression(expression: str, last_retry: dict[str, str]) -> bool:
+    tree = _parse(expression, "retryStrategy.expression", _ALLOWED)
+    for node in ast.walk(tree):
         if isinstance(node, ast.Call) and not (
             isinstance(node.func, ast.Name) and node.func.id in ("asInt", "asFloat")
         ):
@@ -119,15 +126,7 @@ _CONDITION_NODES = tuple(
 
 def evaluate_condition(expression: str) -> bool:
     """A `when` (already substituted): true or false, or a PermanentError naming what is wrong."""
-    try:
-        tree = ast.parse(_to_python(expression).strip(), mode="eval")
-    except SyntaxError as e:
-        raise PermanentError(f"when {expression!r} does not parse") from e
-    for node in ast.walk(tree):
-        if not isinstance(node, _CONDITION_NODES):
-            raise PermanentError(
-                f"when {expression!r}: {type(node).__name__} is not supported locally"
-            )
+    tree = _parse(expression, "when", _CONDITION_NODES)
 
     def value(node: ast.AST) -> Any:
         if isinstance(node, ast.Constant):
