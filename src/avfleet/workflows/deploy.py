@@ -53,11 +53,24 @@ def report_uri() -> str:
     return f"{c.input_parameter('release-uri')}/bench/{{{{workflow.name}}}}.json"
 
 
-def export_template() -> Container:
-    w = c.workflow_parameter
-    args = ["deploy", "export", "--model", w("model-uri"), "--validation", w("validation")]
-    args += ["--releases", w("releases"), "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()]
-    return c.cli_step("export", args, outputs=["release-uri", "reference-miou"])
+def export_template(
+    name: str = "export",
+    model: str = c.workflow_parameter("model-uri"),
+    releases: str = c.workflow_parameter("releases"),
+    inputs: tuple[str, ...] = (),
+) -> Container:
+    """avfleet deploy export of `model` into a release under `releases` (the deploy workflow's
+    parameters by default; map jobs pass each item's folders)."""
+    args = [
+        "deploy",
+        "export",
+        "--model",
+        model,
+        "--validation",
+        c.workflow_parameter("validation"),
+    ]
+    args += ["--releases", releases, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()]
+    return c.cli_step(name, args, inputs=list(inputs), outputs=["release-uri", "reference-miou"])
 
 
 def build_template() -> Container:

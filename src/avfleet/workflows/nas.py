@@ -131,12 +131,11 @@ def train_candidate_template(kind: str) -> object:
 
 
 def export_template() -> Container:
-    w = c.workflow_parameter
-    args = ["deploy", "export", "--model", f"{item_folder()}/train/model"]
-    args += ["--validation", w("validation"), "--releases", f"{item_folder()}/releases"]
-    args += ["--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()]
-    return c.cli_step(
-        "export-candidate", args, inputs=["name"], outputs=["release-uri", "reference-miou"]
+    return deploy.export_template(
+        "export-candidate",
+        model=f"{item_folder()}/train/model",
+        releases=f"{item_folder()}/releases",
+        inputs=("name",),
     )
 
 

@@ -71,6 +71,10 @@ Library = dict[str, dict]
 """WorkflowTemplate name -> its manifest: what `templateRef` can name (the cluster's templates)."""
 
 
+def _templates_of(manifest: dict) -> dict:
+    return {t["name"]: t for t in workflow_spec(manifest).get("templates", [])}
+
+
 def _called(task: dict, templates: dict, library: Library | None) -> dict | None:
     """The template a task calls: its own workflow's, or a templateRef's (None: not resolvable
     here, a templateRef without a library)."""
@@ -79,8 +83,7 @@ def _called(task: dict, templates: dict, library: Library | None) -> dict | None
         return templates.get(task.get("template"), {})
     if library is None or ref.get("name") not in library:
         return None
-    own = {t["name"]: t for t in workflow_spec(library[ref["name"]]).get("templates", [])}
-    return own.get(ref.get("template"))
+    return _templates_of(library[ref["name"]]).get(ref.get("template"))
 
 
 def referenced_templates(manifest: dict, library: Library) -> list[tuple[str, dict]]:
@@ -102,7 +105,7 @@ def referenced_templates(manifest: dict, library: Library) -> list[tuple[str, di
             if where is None or (where, name) in seen or where not in library:
                 continue
             seen.add((where, name))
-            own = {t["name"]: t for t in workflow_spec(library[where]).get("templates", [])}
+            own = _templates_of(library[where])
             if name in own:
                 out.append((where, own[name]))
                 queue.append((where, own[name]))
@@ -117,7 +120,7 @@ def reference_errors(manifest: dict, library: Library | None = None) -> list[str
     (a referenced template reads the *calling* workflow's parameters).
     """
     spec = workflow_spec(manifest)
-    templates = {t["name"]: t for t in spec.get("templates", [])}
+    templates = _templates_of(manifest)
     declared_params = spec.get("arguments", {}).get("parameters")
     # With no declared arguments at all, parameters come from the submitter (or an event binding).
     workflow_params = {p["name"] for p in declared_params} if declared_params is not None else None
