@@ -8,6 +8,7 @@ avfleet local-run FILE -p k=v            run a rendered workflow on this machine
 avfleet deploy / bench / lineage         the deploy stage (avfleet.cli_deploy)
 avfleet nas ...                          architecture search and sweeps (avfleet.cli_nas)
 avfleet demo                             the whole loop on embedded engines
+avfleet report --run DIR                 a demo run's report/index.html and summary.json
 """
 
 from __future__ import annotations
@@ -173,8 +174,9 @@ def _dataset_parsers(sub: argparse._SubParsersAction) -> None:
     build.add_argument(
         "--labels",
         required=True,
-        metavar="oracle:FLEET_URI|URI",
-        help="the oracle of a synthetic fleet, or a labeling tool's export (frame_id, mask_png)",
+        metavar="oracle:FLEET_URI|pseudo:URI|URI",
+        help="the oracle of a synthetic fleet, an ensemble's pseudo-labels (avfleet pseudo-label; "
+        "extend a human-labeled --base with them), or a labeling tool's export (frame_id, mask_png)",
     )
     build.add_argument(
         "--engine",
@@ -205,15 +207,18 @@ def _dataset_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_dataset(args: argparse.Namespace) -> None:
     from avfleet.dataset.build import DatasetConfig, build_dataset, check_dataset
-    from avfleet.dataset.labels import OracleLabels, ToolLabels
+    from avfleet.dataset.labels import OracleLabels, PseudoLabels, ToolLabels
     from avfleet.index.entry import storage_from_args
     from avfleet.workflows.outputs import write_outputs
 
     st = storage_from_args(args)
     if args.ds_cmd == "check":
         manifest = check_dataset(args.dataset, st)
+        sources = manifest.get("frames_per_source", {})
         print(
-            f"{args.dataset}: {manifest['num_frames']} frames, labels {manifest['label_version']}: ok"
+            f"{args.dataset}: {manifest['num_frames']} frames, labels {manifest['label_version']}"
+            + (f" ({', '.join(f'{k} {v}' for k, v in sources.items())})" if sources else "")
+            + ": ok"
         )
         return
     config = DatasetConfig(
@@ -231,6 +236,8 @@ def _cmd_dataset(args: argparse.Namespace) -> None:
     )
     if args.labels.startswith("oracle:"):
         labeler = OracleLabels(args.labels.removeprefix("oracle:"), st)
+    elif args.labels.startswith("pseudo:"):
+        labeler = PseudoLabels(args.labels.removeprefix("pseudo:"), st)
     else:
         labeler = ToolLabels(args.labels, st)
     version = build_dataset(config, labeler)
@@ -337,6 +344,32 @@ def _mining_parsers(sub: argparse._SubParsersAction) -> None:
     label.add_argument("--out", required=True, help="labels export to write (.parquet)")
     label.add_argument("--outputs-dir", default=None)
     add_storage_arguments(label)
+    pseudo = sub.add_parser(
+        "pseudo-label",
+        help="label confident frames of under-represented domains with the ensemble's prediction",
+    )
+    pseudo.add_argument("--mining", required=True, help="a finished mining run folder")
+    pseudo.add_argument(
+        "--labeled", required=True, help="the human-labeled dataset version after this round"
+    )
+    pseudo.add_argument("--model", required=True, help="the ensemble's model folder (members >= 2)")
+    pseudo.add_argument("--index", required=True, help="frame index root")
+    pseudo.add_argument("--out", required=True, help="pseudo-labels to write (.parquet)")
+    pseudo.add_argument(
+        "--confidence-quantile",
+        type=float,
+        default=0.5,
+        help="confident: mutual information at most this quantile of the candidates'",
+    )
+    pseudo.add_argument(
+        "--min-labeled-fraction",
+        type=float,
+        default=0.6,
+        help="skip frames whose members agree on fewer pixels than this",
+    )
+    pseudo.add_argument("--max-frames", type=int, default=0, help="cap per run; 0: no cap")
+    pseudo.add_argument("--outputs-dir", default=None)
+    add_storage_arguments(pseudo)
 
 
 def _mining_plan_parsers(sub: argparse._SubParsersAction) -> None:
@@ -424,6 +457,25 @@ def _cmd_mine(args: argparse.Namespace) -> None:
     )
 
 
+def _cmd_pseudo_label(args: argparse.Namespace) -> None:
+    from avfleet.index.entry import storage_from_args
+    from avfleet.mining.pseudo import PseudoConfig, pseudo_label, write_pseudo_labels
+    from avfleet.train.loop import load_model
+    from avfleet.workflows.outputs import write_outputs
+
+    st = storage_from_args(args)
+    config = PseudoConfig(
+        confidence_quantile=args.confidence_quantile,
+        min_labeled_fraction=args.min_labeled_fraction,
+        max_frames=args.max_frames,
+    )
+    table = pseudo_label(args.mining, args.labeled, load_model(args.model), args.index, config, st)
+    write_pseudo_labels(table, args.out, st)
+    write_outputs(args.outputs_dir, {"pseudo-labels": args.out})
+    counts = table["domain"].value_counts().sort_index().to_dict()
+    print(f"{len(table)} frames pseudo-labeled -> {args.out}; per domain: {counts}")
+
+
 def _cmd_label(args: argparse.Namespace) -> None:
     from avfleet.index.entry import storage_from_args
     from avfleet.mining.entry import label_queue
@@ -464,20 +516,31 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
+    from avfleet.demo import DemoConfig
+
+    d = DemoConfig()
     demo = sub.add_parser("demo", help="the data-engine loop on embedded engines")
-    demo.add_argument("--out", default="demo-output", help="work folder (default ./demo-output)")
-    demo.add_argument("--vehicles", type=int, default=6)
-    demo.add_argument("--minutes-per-day", type=float, default=6.0)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default=d.out_dir, help=f"work folder (default ./{d.out_dir})")
+    demo.add_argument("--vehicles", type=int, default=d.vehicles)
+    demo.add_argument("--minutes-per-day", type=float, default=d.minutes_per_day)
+    demo.add_argument("--seed", type=int, default=d.seed, help=f"fleet seed (default {d.seed})")
     demo.add_argument(
-        "--rounds", type=int, default=2, help="mining rounds after the first training"
+        "--rounds", type=int, default=d.rounds, help="mining rounds after the first training"
     )
-    demo.add_argument("--budget", type=int, default=160, help="frames picked per round")
+    demo.add_argument("--budget", type=int, default=d.budget, help="frames picked per round")
+    demo.add_argument(
+        "--no-random-arm",
+        dest="random_arm",
+        action="store_false",
+        help="skip the baseline rounds with random picks",
+    )
     demo.add_argument(
         "--search",
         action="store_true",
         help="also run the architecture search map job (nas.yaml: 3 targets, about 2 minutes)",
     )
+    report = sub.add_parser("report", help="redraw a demo run's report/index.html and summary.json")
+    report.add_argument("--run", default=d.out_dir, help="the demo's work folder")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -491,9 +554,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             rounds=args.rounds,
             budget=args.budget,
+            random_arm=args.random_arm,
             search=args.search,
         )
     )
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from avfleet.report import write_report
+
+    page, summary = write_report(args.run)
+    print("\n".join(summary["story"]))
+    print(f"report: {page}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -531,8 +603,10 @@ COMMANDS = {
     "publish-queue": _cmd_publish_queue,
     "publish-model": _cmd_publish_model,
     "label": _cmd_label,
+    "pseudo-label": _cmd_pseudo_label,
     "serve": _cmd_serve,
     "demo": _cmd_demo,
+    "report": _cmd_report,
     **cli_deploy.COMMANDS,
     **cli_nas.COMMANDS,
 }

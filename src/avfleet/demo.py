@@ -19,8 +19,11 @@
    out (withParam, two at a time), each derived net trained from scratch,
    exported and benched, and the Pareto front drawn (measured latency vs
    held-out mIoU).
-It ends with a summary and plots (per-domain mIoU per round, the selections'
-domain mix against the fleet's, the search's front) and the promoted engine's figures.
+5b. the baseline: the same rounds with random picks at the same budget.
+It ends with the rounds in words and tables, and `demo-output/report/index.html`
+(avfleet.report): the rounds plot with both arms, the picks' domain mix against
+the fleet's, the first picks with their uncertainty maps and masks, the
+compression and search tables, and the promoted engine with its lineage.
 """
 
 from __future__ import annotations
@@ -50,8 +53,10 @@ class DemoConfig:
     """Vehicles in the synthetic fleet."""
     minutes_per_day: float = 6.0
     """Driving minutes per vehicle (one-minute recordings)."""
-    seed: int = 0
-    """Seed of the fleet."""
+    seed: int = 59
+    """Seed of the fleet (and of everything after it). 59 gives the 6 x 6-minute fleet the
+    generator's design rates of rare conditions: of 36 recordings, 2 night, 2 twilight,
+    4 fog, 3 rain, 1 snow."""
     date: str = "2026-11-20"
     """The day generated and indexed."""
     corrupt: tuple[tuple[str, int], ...] = (("truncated", 1), ("bitflip-summary", 1), ("bomb", 1))
@@ -66,6 +71,8 @@ class DemoConfig:
     """Mining rounds after the first training."""
     budget: int = 160
     """Frames selected for labeling per round."""
+    random_arm: bool = True
+    """Run the same rounds with random picks beside mining (the baseline the report shows)."""
     speedup: float = 2.0
     """The deployable net's latency budget: the dense width-2 net's, as this machine's latency
     table predicts it, divided by this (and half its parameters)."""
@@ -182,7 +189,9 @@ def run_demo(config: DemoConfig) -> int:
     promoted = _print_promotion(console, root / "registry")
 
     console.rule(f"[bold]5. mine: {config.rounds} rounds of mine -> label -> retrain")
-    rounds = _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri, promoted)
+    rounds, random_rounds = _mining_rounds(
+        console, root, config, fleet_uri, index_uri, heldout_uri, promoted
+    )
 
     front = None
     if config.search:
@@ -192,18 +201,22 @@ def run_demo(config: DemoConfig) -> int:
             return 1
 
     console.rule("[bold]summary")
-    plots = [_plot_domains(report.frames_per_domain, root / "report" / "domain_mix.png")]
-    if front is not None:
-        plots.append(front)
     if rounds:
-        plots += _print_rounds(console, root, rounds, report.frames_per_domain)
+        _print_rounds(console, root, rounds, random_rounds)
+    from avfleet.report import write_report
+
+    page, summary = write_report(str(root))
+    for line in summary["story"]:
+        console.print(line)
     console.print(
         f"promoted engine: release {promoted['release_id']}, p50 {promoted['latency']['p50_ms']:.2f} ms, "
         f"p99 {promoted['latency']['p99_ms']:.2f} ms (batch 1, 1 CPU thread), held-out mIoU "
         f"{100 * promoted['miou']:.1f}; lineage: avfleet lineage --registry {root / 'registry'}"
     )
-    console.print("plots: " + ", ".join(str(p) for p in plots))
-    if not config.search:
+    console.print(
+        f"report: {page} (summary.json beside it; avfleet report --run {root} redraws it)"
+    )
+    if front is None:
         console.print(
             "architecture search (the nas map job, about 2 more minutes): avfleet demo --search"
         )
@@ -212,7 +225,7 @@ def run_demo(config: DemoConfig) -> int:
 
 
 def _search(console, root, config, executor, dataset_uri: str, heldout_uri: str):  # noqa: ANN001
-    """The nas workflow on the round-0 dataset; its front's plot, copied into the report."""
+    """The nas workflow on the round-0 dataset; its front's plot (the report embeds it)."""
     import json
 
     result = executor.run_file(
@@ -244,10 +257,7 @@ def _search(console, root, config, executor, dataset_uri: str, heldout_uri: str)
         f"pick one for a budget: avfleet nas pick --pareto {run / 'pareto' / 'pareto.json'} "
         "--budget-ms X"
     )
-    path = root / "report" / "nas_front.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run / "pareto" / "pareto.png", path)
-    return path
+    return run / "pareto" / "pareto.png"
 
 
 def _print_promotion(console, registry: pathlib.Path) -> dict:  # noqa: ANN001
@@ -268,7 +278,8 @@ def _print_promotion(console, registry: pathlib.Path) -> dict:  # noqa: ANN001
     return record
 
 
-def _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri, promoted) -> list:  # noqa: ANN001
+def _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri, promoted):  # noqa: ANN001, ANN202
+    """The mined rounds (through Triton) and, with random_arm, the same rounds with random picks."""
     from avfleet.mining.rounds import RoundsConfig, run_rounds
     from avfleet.mining.select import SelectionConfig
 
@@ -281,34 +292,49 @@ def _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri, pro
             f" picked {picks}; dataset {r.dataset_frames} frames; held-out mIoU {100 * r.miou:.1f}"
         )
 
-    return run_rounds(
-        RoundsConfig(
-            root=str(root / "loop"),
-            fleet_uri=fleet_uri,
-            index_uri=index_uri,
-            date=config.date,
-            heldout_uri=heldout_uri,
-            first_run=str(root / "runs" / "round-0" / "ensemble"),
-            rounds=config.rounds,
-            selection=SelectionConfig(budget=config.budget),
-            members=config.members,
-            epochs=config.epochs,
-            seed=config.seed,
-        ),
-        on_round=show,
+    def show_random(r) -> None:  # noqa: ANN001
+        console.print(
+            f"random arm, round {r.round}: {r.mining.selected} random picks; dataset "
+            f"{r.dataset_frames} frames; held-out mIoU {100 * r.miou:.1f}"
+        )
+
+    base = RoundsConfig(
+        root=str(root / "loop"),
+        fleet_uri=fleet_uri,
+        index_uri=index_uri,
+        date=config.date,
+        heldout_uri=heldout_uri,
+        first_run=str(root / "runs" / "round-0" / "ensemble"),
+        rounds=config.rounds,
+        selection=SelectionConfig(budget=config.budget),
+        members=config.members,
+        epochs=config.epochs,
+        seed=config.seed,
     )
+    mined = run_rounds(base, on_round=show)
+    if not config.random_arm:
+        return mined, []
+    console.print(
+        f"the baseline: the same {config.rounds} rounds with {config.budget} random picks each"
+    )
+    random = run_rounds(
+        dataclasses.replace(
+            base,
+            root=str(root / "loop-random"),
+            selection=SelectionConfig(budget=config.budget, strategy="random", seed=config.seed),
+            triton=False,  # random picks ignore the scores: no server needed
+        ),
+        on_round=show_random,
+    )
+    return mined, random
 
 
-def _print_rounds(console, root: pathlib.Path, rounds: list, fleet_frames: dict) -> list:  # noqa: ANN001
+def _print_rounds(console, root: pathlib.Path, rounds: list, random_rounds: list) -> None:  # noqa: ANN001
     import json
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
     from rich.table import Table
 
+    from avfleet.report import is_rare
     from avfleet.train.evaluate import mean_by_time_of_day
 
     first = json.loads(
@@ -317,74 +343,40 @@ def _print_rounds(console, root: pathlib.Path, rounds: list, fleet_frames: dict)
     rows = [(0, first["miou"], first["miou_per_domain"])] + [
         (r.round, r.miou, r.miou_per_domain) for r in rounds
     ]
+    random_miou = {0: first["miou"], **{r.round: r.miou for r in random_rounds}}
     groups = list(mean_by_time_of_day(rows[0][2]))
     table = Table(title="DPE ensemble, held-out mIoU (%) per round")
-    for col in ["round", "all", *groups]:
+    for col in ["round", "all", *(["random picks"] if random_rounds else []), "rare", *groups]:
         table.add_column(col, justify="right")
     for r, miou, per_domain in rows:
         means = mean_by_time_of_day(per_domain)
-        table.add_row(str(r), f"{100 * miou:.1f}", *(f"{100 * means[g]:.1f}" for g in groups))
+        rare = [v for d, v in per_domain.items() if is_rare(d)]
+        table.add_row(
+            str(r),
+            f"{100 * miou:.1f}",
+            *([f"{100 * random_miou[r]:.1f}" if r in random_miou else ""] if random_rounds else []),
+            f"{100 * sum(rare) / max(len(rare), 1):.1f}",
+            *(f"{100 * means[g]:.1f}" for g in groups),
+        )
     console.print(table)
 
-    total = sum(fleet_frames.values())
+    fleet = rounds[0].mining.fleet_share_per_domain
     fleet_tod: dict[str, float] = {}
-    for domain, n in fleet_frames.items():
-        tod = domain.split("/")[0]
-        fleet_tod[tod] = fleet_tod.get(tod, 0) + n / total
+    for domain, share in fleet.items():
+        fleet_tod[domain.split("/")[0]] = fleet_tod.get(domain.split("/")[0], 0) + share
     mix = Table(title="selections vs the fleet, by time of day (%)")
     mix.add_column("time of day")
     mix.add_column("fleet", justify="right")
-    picked: dict[str, float] = {}
     for r in rounds:
         mix.add_column(f"round {r.round} picks", justify="right")
     for tod in sorted(fleet_tod):
-        shares = []
-        for r in rounds:
-            n = sum(v for d, v in r.mining.selected_per_domain.items() if d.startswith(tod + "/"))
-            shares.append(n / r.mining.selected)
-            picked[tod] = picked.get(tod, 0) + n
+        shares = [
+            sum(v for d, v in r.mining.selected_per_domain.items() if d.startswith(tod + "/"))
+            / r.mining.selected
+            for r in rounds
+        ]
         mix.add_row(tod, f"{100 * fleet_tod[tod]:.1f}", *(f"{100 * x:.1f}" for x in shares))
     console.print(mix)
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for g in groups:
-        ax1.plot(
-            [r for r, _, _ in rows],
-            [100 * mean_by_time_of_day(d)[g] for _, _, d in rows],
-            marker="o",
-            label=g,
-        )
-    ax1.plot(
-        [r for r, _, _ in rows],
-        [100 * m for _, m, _ in rows],
-        marker="s",
-        color="black",
-        label="all",
-    )
-    ax1.set_xlabel("round")
-    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
-    ax1.set_ylabel("held-out mIoU (%)")
-    ax1.set_title("DPE ensemble per round")
-    ax1.legend()
-    tods = sorted(fleet_tod)
-    total_picked = sum(picked.values()) or 1
-    x = range(len(tods))
-    ax2.bar([i - 0.2 for i in x], [100 * fleet_tod[t] for t in tods], width=0.4, label="fleet")
-    ax2.bar(
-        [i + 0.2 for i in x],
-        [100 * picked.get(t, 0) / total_picked for t in tods],
-        width=0.4,
-        label="selected",
-    )
-    ax2.set_xticks(list(x), tods)
-    ax2.set_ylabel("share of frames (%)")
-    ax2.set_title("what mining picked vs what the fleet recorded")
-    ax2.legend()
-    fig.tight_layout()
-    path = root / "report" / "rounds.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
 
 
 def _latency_budget(root: pathlib.Path, config: DemoConfig, console) -> tuple[str, dict]:  # noqa: ANN001
@@ -483,21 +475,3 @@ def _print_training(console, run: pathlib.Path) -> None:
     console.print(
         f"training throughput: ensemble {results['ensemble']['samples_per_s']:.0f} frames/s, deployable {dep['samples_per_s']:.0f} frames/s (2 CPU processes)"
     )
-
-
-def _plot_domains(frames_per_domain: dict[str, int], path: pathlib.Path) -> pathlib.Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    items = sorted(frames_per_domain.items(), key=lambda kv: kv[1])
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(items) + 1.2))
-    ax.barh([k for k, _ in items], [v for _, v in items], color="#4472c4")
-    ax.set_xlabel("frames")
-    ax.set_title("fleet frames per domain (time of day / weather / road)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

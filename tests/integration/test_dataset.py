@@ -178,3 +178,39 @@ def test_extending_a_version_keeps_its_labels_and_adds_the_new_frames(
     assert (rows.loc[old.index, "mask_png"] == old["mask_png"]).all()  # labels as they were
     assert all(decode_mask_png(rows.loc[f, "mask_png"]).max() == 3 for f in new)
     assert build_dataset(config, ToolLabels(str(export))).reused
+
+
+def test_pseudo_labels_are_a_third_source_and_never_score_a_model(index_uri, clean_fleet, tmp_path):
+    from avfleet.dataset.labels import IGNORE, PseudoLabels
+    from avfleet.train.data import ShardedDataset, read_rows
+
+    base = build_dataset(
+        DatasetConfig(index_uri=index_uri, selection="random:40", out_uri=str(tmp_path), seed=5),
+        OracleLabels(clean_fleet),
+    )
+    frames = IndexTable(index_uri).read("frames", [DATE])
+    labeled = set(read_manifest(base.uri)["frame_ids"])
+    new = [f for f in frames["frame_id"] if f not in labeled][:24]
+    mask = np.full((64, 128), 2, np.uint8)
+    mask[:, :16] = IGNORE
+    export = tmp_path / "pseudo.parquet"
+    pq.write_table(
+        pa.table({"frame_id": new, "mask_png": [encode_mask_png(mask)] * len(new)}), export
+    )
+    config = DatasetConfig(
+        index_uri=index_uri, selection=str(export), out_uri=str(tmp_path), base_uri=base.uri
+    )
+    grown = build_dataset(config, PseudoLabels(str(export)))
+    manifest = check_dataset(grown.uri)
+    assert manifest["frames_per_source"] == {"oracle": 40, "pseudo": 24}
+    assert manifest["label_versions"]["pseudo"][0].startswith("pseudo-")
+    assert manifest["label_versions"]["oracle"] == [read_manifest(base.uri)["label_version"]]
+    rows = pq.read_table(f"{grown.uri}/data").to_pandas().set_index("frame_id")
+    assert set(rows.loc[new, "label_source"]) == {"pseudo"}
+    assert set(rows.loc[sorted(labeled), "label_source"]) == {"oracle"}  # the base's, inferred
+    data = ShardedDataset(grown.uri, rank=0, world_size=1, batch_size=64, seed=0)
+    batch = next(data.epoch(0))
+    assert sorted(batch.sources) == sorted(["oracle"] * 40 + ["pseudo"] * 24)
+    with pytest.raises(PermanentError, match="24 frame.*pseudo-labels.*held-out"):
+        read_rows(grown.uri)
+    assert len(read_rows(base.uri)) == 40  # a human/oracle set still evaluates

@@ -3,8 +3,36 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
 
 from avfleet.demo import DemoConfig, run_demo
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def rendered_dom(page) -> str:  # noqa: ANN001
+    """The page's DOM after load, as headless Chromium (Debian's package) leaves it."""
+    out = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return out.stdout
 
 
 def test_demo_runs_the_loop(tmp_path):
@@ -24,7 +52,6 @@ def test_demo_runs_the_loop(tmp_path):
     assert report["num_quarantined"] == 3 and report["num_files"] == 6
     for kind in ("ensemble", "deployable"):
         assert (out / "runs" / "round-0" / kind / "model" / "evaluation.json").exists()
-    assert (out / "report" / "domain_mix.png").stat().st_size > 0
     # The deployable net trained against a budget from this machine's latency table; a run this
     # short (6 steps) cannot meet it, and says so rather than pretending.
     deployable = json.loads(
@@ -53,4 +80,36 @@ def test_demo_runs_the_loop(tmp_path):
     manifest = json.loads(open(grown["dataset_uri"] + "/manifest.json").read())
     assert manifest["base"] == first["dataset_uri"] and manifest["num_frames"] == 96 + 16
     assert (out / "loop" / "runs" / "round-1" / "ensemble" / "model" / "weights.pt").exists()
-    assert (out / "report" / "rounds.png").stat().st_size > 0
+    # The random arm: the same round from the same first model, random picks, same budget.
+    random = json.loads((out / "loop-random" / "rounds.json").read_text())
+    assert random["selection"]["strategy"] == "random"
+    assert random["rounds"][0]["dataset_frames"] == 96 + 16
+    # The report: summary.json with the rounds of both arms, compression, the promoted engine.
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    rounds = summary["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert rounds[1]["miou_random"] == pytest.approx(random["rounds"][0]["miou"])
+    assert sum(rounds[1]["picks_by_domain"].values()) == 16
+    assert abs(sum(rounds[1]["fleet_share_by_domain"].values()) - 1) < 1e-6
+    assert set(rounds[1]["miou_by_time_of_day"]) <= {"day", "twilight", "night"}
+    assert summary["compression"]["params_after"] <= summary["compression"]["params_before"]
+    assert summary["compression"]["miou_before"] is not None
+    assert summary["promoted"]["release"] == pointer["release_id"]
+    assert "search" not in summary and len(summary["story"]) == 3
+    page = out / "report" / "index.html"
+    html = page.read_text()
+    assert not re.search(r"(src|href)=[\"']?https?:", html)  # self-contained: no network
+    # `avfleet report --run` redraws both files from the run folder alone.
+    shutil.rmtree(out / "report")
+    subprocess.run(
+        [sys.executable, "-m", "avfleet", "report", "--run", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    assert json.loads((out / "report" / "summary.json").read_text())["rounds"] == rounds
+    if CHROMIUM is None:
+        pytest.skip("no chromium to render the report (.ci/run installs Debian's chromium)")
+    dom = rendered_dom(page)
+    images = int(re.search(r'data-images="(\d+)"', dom).group(1))
+    loaded = int(re.search(r'data-images-loaded="(\d+)"', dom).group(1))
+    assert images >= 3 and loaded == images, dom[:2000]

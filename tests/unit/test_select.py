@@ -87,3 +87,31 @@ def test_random_baseline_and_bad_config():
         SelectionConfig(budget=5, strategy="best")
     with pytest.raises(ConfigError, match="budget"):
         SelectionConfig(budget=0)
+
+
+def test_stratified_keeps_the_quotas_and_ignores_the_scores():
+    scores = fleet_scores()
+    ranked = select(scores, SelectionConfig(budget=60))
+    strat = select(scores, SelectionConfig(budget=60, strategy="stratified", seed=2))
+    assert strat["domain"].value_counts().to_dict() == ranked["domain"].value_counts().to_dict()
+    again = select(scores, SelectionConfig(budget=60, strategy="stratified", seed=2))
+    assert list(again["frame_id"]) == list(strat["frame_id"])
+    other = select(scores, SelectionConfig(budget=60, strategy="stratified", seed=3))
+    assert list(other["frame_id"]) != list(strat["frame_id"])
+    day = scores[scores["time_of_day"] == "day"]["mutual_information"]
+    picked_day = strat[strat["time_of_day"] == "day"]["mutual_information"]
+    assert picked_day.mean() < day.quantile(0.8)  # not the most uncertain: random inside
+    assert strat["reason"].str.contains("stratified").all()
+    for _, group in strat.groupby("recording_id"):
+        assert np.all(np.diff(np.sort(group["log_time_ns"].to_numpy())) >= 2_000_000_000)
+
+
+def test_without_diversity_each_domain_takes_its_most_uncertain_frames():
+    scores = fleet_scores()
+    picked = select(scores, SelectionConfig(budget=40, window_s=0.0, diversity=False))
+    for domain, group in picked.groupby("domain"):
+        pool = scores.assign(domain=lambda d: d["time_of_day"] + "/clear/" + d["road_type"])
+        top = pool[pool["domain"] == domain].nlargest(len(group), "mutual_information")
+        assert set(group["frame_id"]) == set(top["frame_id"])
+    with pytest.raises(ConfigError, match="pool_factor"):
+        SelectionConfig(budget=5, pool_factor=0)

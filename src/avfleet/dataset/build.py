@@ -1,7 +1,13 @@
 """`avfleet dataset build`: selection -> fetched, labeled frames -> a versioned training set.
 
-    <out>/<version>/data/part-00000.parquet ...   rows: image_jpeg, mask_png, tags, lineage
+    <out>/<version>/data/part-00000.parquet ...   rows: image_jpeg, mask_png, tags, lineage,
+                                                  label_version and label_source
     <out>/<version>/manifest.json                 written last: the dataset exists once it does
+
+Every row says where its label came from (`label_source`: human, oracle or
+pseudo; see avfleet.dataset.labels) and the manifest counts them
+(`frames_per_source`, `label_versions`): pseudo-labels extend a human-labeled
+version as a third source and are never mistaken for it.
 
 The version is content-addressed: a hash of the selected frame ids, their
 image bytes, their label bytes and the label version. Building the same
@@ -28,7 +34,7 @@ from avfleet.core import storage
 from avfleet.core.errors import ConfigError, PermanentError
 from avfleet.core.progress import progress
 from avfleet.dataset.fetch import fetch_frames
-from avfleet.dataset.labels import Labeler
+from avfleet.dataset.labels import SOURCES, Labeler
 from avfleet.index.table import IndexTable
 
 log = logging.getLogger(__name__)
@@ -165,8 +171,24 @@ def build_part(
     rows["image_jpeg"] = [images[f] for f in rows["frame_id"]]
     rows["mask_png"] = [masks[f] for f in rows["frame_id"]]
     rows["label_version"] = labeler.label_version
+    rows["label_source"] = source_of(labeler)
     _write_parquet(rows, part_uri, storage_config)
     return digest_rows(rows, part_uri, bytes_read)
+
+
+def source_of(labeler: Labeler) -> str:
+    source = getattr(labeler, "source", "")
+    if source not in SOURCES:
+        raise ConfigError("labels", f"labeler source {source!r}: expected one of {SOURCES}")
+    return source
+
+
+def _row_sources(rows: pd.DataFrame) -> pd.Series:
+    """Each row's label source; versions written before sources were recorded say it in the
+    label version's prefix (oracle-..., tool-...)."""
+    if "label_source" in rows:
+        return rows["label_source"]
+    return rows["label_version"].map(lambda v: "oracle" if v.startswith("oracle-") else "human")
 
 
 def digest_rows(rows: pd.DataFrame, part_uri: str, bytes_read: int) -> pd.DataFrame:
@@ -183,6 +205,7 @@ def digest_rows(rows: pd.DataFrame, part_uri: str, bytes_read: int) -> pd.DataFr
             "road_type": rows["road_type"],
             "recording_uri": rows["recording_uri"],
             "label_version": rows["label_version"],
+            "label_source": _row_sources(rows),
         }
     )
 
@@ -296,6 +319,8 @@ def _commit(
     root = storage.join(config.out_uri, version)
     counts = digests.groupby(["time_of_day", "weather", "road_type"]).size()
     per_domain = {"/".join(k): int(v) for k, v in counts.items()}
+    per_source = {k: int(v) for k, v in digests["label_source"].value_counts().sort_index().items()}
+    versions = {k: sorted(set(g)) for k, g in digests.groupby("label_source")["label_version"]}
     if storage.exists(storage.join(root, MANIFEST), config.storage):
         log.info("dataset %s already complete; reusing it", root)
         return DatasetVersion(root, version, len(digests), label_version, per_domain, reused=True)
@@ -314,6 +339,8 @@ def _commit(
         "frame_ids": list(digests["frame_id"]),
         "recordings": sorted(digests["recording_uri"].unique()),
         "frames_per_domain": per_domain,
+        "frames_per_source": per_source,
+        "label_versions": versions,
         "selection": config.selection,
         "base": config.base_uri,
         "index_uri": config.index_uri,

@@ -1,7 +1,10 @@
-"""Where labels come from: the oracle (demo) or a labeling tool's export.
+"""Where labels come from: the oracle (demo), a labeling tool's export, or the ensemble's pseudo-labels.
 
-Both answer `labels(frames)` with one PNG-encoded class mask per frame_id and
-carry a `label_version`, so every dataset records which labels it was built on.
+Each answers `labels(frames)` with one PNG-encoded class mask per frame_id and
+carries a `label_version` and a `source` (SOURCES), so every dataset records
+which labels it was built on and every row whether a person, the oracle or a
+model labeled it. Pseudo-label masks mark pixels the ensemble's members
+disagree on with IGNORE: training skips them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ import pandas as pd
 
 from avfleet.core import storage
 from avfleet.core.errors import PermanentError
+
+SOURCES = ("human", "oracle", "pseudo")
+"""Label sources: a labeling tool's export, the synthetic fleet's oracle, a model's prediction."""
+IGNORE = 255
+"""Mask value of a pixel without a label (pseudo-labels where the members disagree)."""
 
 
 def encode_mask_png(mask: np.ndarray) -> bytes:
@@ -33,6 +41,8 @@ def decode_mask_png(data: bytes) -> np.ndarray:
 
 class Labeler(Protocol):
     label_version: str
+    source: str
+    """One of SOURCES."""
 
     def labels(self, frames: pd.DataFrame) -> dict[str, bytes]:
         """frame_id -> PNG mask for every row of `frames` (frame_id, recording_id, frame_index)."""
@@ -41,6 +51,8 @@ class Labeler(Protocol):
 
 class OracleLabels:
     """The oracle labeler standing in for human labelers."""
+
+    source = "oracle"
 
     def __init__(self, fleet_uri: str, storage_config: storage.StorageConfig | None = None) -> None:
         from avfleet.fleet.oracle import OracleLabeler
@@ -62,6 +74,9 @@ class OracleLabels:
 class ToolLabels:
     """Labels exported by a labeling tool: Parquet with frame_id and mask_png columns."""
 
+    source = "human"
+    _prefix = "tool"
+
     def __init__(
         self, labels_uri: str, storage_config: storage.StorageConfig | None = None
     ) -> None:
@@ -75,7 +90,7 @@ class ToolLabels:
         self._masks = dict(
             zip(table["frame_id"].to_pylist(), table["mask_png"].to_pylist(), strict=True)
         )
-        self.label_version = "tool-" + hashlib.sha256(data).hexdigest()[:12]
+        self.label_version = f"{self._prefix}-" + hashlib.sha256(data).hexdigest()[:12]
         self.uri = labels_uri
 
     def labels(self, frames: pd.DataFrame) -> dict[str, bytes]:
@@ -85,3 +100,10 @@ class ToolLabels:
                 f"{self.uri}: no label for {len(missing)} selected frame(s), e.g. {missing[:3]}"
             )
         return {f: self._masks[f] for f in frames["frame_id"]}
+
+
+class PseudoLabels(ToolLabels):
+    """The ensemble's pseudo-labels (`avfleet.mining.pseudo`): the same table, another source."""
+
+    source = "pseudo"
+    _prefix = "pseudo"

@@ -8,7 +8,7 @@ import json
 from avfleet.core import storage
 from avfleet.core.metrics import MetricsConfig
 from avfleet.mining.job import InProcessScorer, MineConfig, MineReport, run_mine, write_parquet
-from avfleet.mining.select import SelectionConfig
+from avfleet.mining.select import STRATEGIES, SelectionConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--labeled", default=None, help="a dataset version whose frames are already labeled"
     )
     parser.add_argument("--score", default="mutual_information")
-    parser.add_argument("--strategy", default="uncertainty", choices=["uncertainty", "random"])
+    parser.add_argument(
+        "--strategy",
+        default="uncertainty",
+        choices=list(STRATEGIES),
+        help="uncertainty (scores, quotas, diversity), stratified (quotas, random inside a "
+        "domain) or random (uniform)",
+    )
+    parser.add_argument(
+        "--no-diversity",
+        dest="diversity",
+        action="store_false",
+        help="take each domain's most uncertain frames in order (no k-center)",
+    )
     parser.add_argument("--window-s", type=float, default=2.0, help="de-duplication window")
     parser.add_argument("--alpha", type=float, default=0.5, help="domain quota exponent")
     parser.add_argument("--shard-recordings", type=int, default=8)
@@ -59,6 +71,7 @@ def run(args: argparse.Namespace) -> MineReport:
             strategy=args.strategy,
             window_s=args.window_s,
             alpha=args.alpha,
+            diversity=args.diversity,
             seed=args.seed,
         ),
         labeled_uri=args.labeled,

@@ -174,10 +174,12 @@ def run_mine(
         raise PermanentError(f"{config.index_uri}: no indexed frames on {config.date}")
     _claim_folder(config)
     indexed = frames
+    # De-dup first, then drop what is labeled: the candidates are one fixed grid per date, and
+    # a labeled frame's near-duplicates in time do not come back as candidates.
+    candidates = temporal_dedup(frames, config.selection.window_s)
     if config.labeled_uri:
         labeled = read_manifest(config.labeled_uri, st)["frame_ids"]
-        frames = frames[~frames["frame_id"].isin(labeled)].reset_index(drop=True)
-    candidates = temporal_dedup(frames, config.selection.window_s)
+        candidates = candidates[~candidates["frame_id"].isin(labeled)].reset_index(drop=True)
     recordings = sorted(candidates["recording_id"].unique())
     shards = [
         recordings[i : i + config.shard_recordings]

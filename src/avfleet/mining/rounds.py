@@ -8,7 +8,14 @@ benchmark runs per strategy. Each round:
    index date through it (or scores in process, `triton=False`);
 3. answers the labeling queue with the oracle (`avfleet label --oracle`);
 4. extends the previous dataset version with the labeled picks (`--base`);
-5. retrains the ensemble on it under torchrun and evaluates it on the held-out set.
+5. with `pseudo`, pseudo-labels confident frames of under-represented domains
+   with the mining model (`avfleet pseudo-label`) and adds them to a training
+   version of their own (the labeled chain stays human/oracle only);
+6. retrains the ensemble on it under torchrun and evaluates it on the held-out set.
+
+With `scorer_members` set, a separate net of that many members is trained
+beside the ensemble on the same data and mines instead of it (the
+single-model entropy ablation); the ensemble is what every arm evaluates.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ import subprocess
 import sys
 
 from avfleet.dataset.build import DatasetConfig, build_dataset
-from avfleet.dataset.labels import ToolLabels
+from avfleet.dataset.labels import PseudoLabels, ToolLabels
 from avfleet.mining.entry import label_queue
 from avfleet.mining.job import InProcessScorer, MineConfig, MineReport, run_mine
+from avfleet.mining.pseudo import PseudoConfig, pseudo_label, write_pseudo_labels
 from avfleet.mining.select import SelectionConfig
 from avfleet.serve.local import local_triton
 from avfleet.serve.publish import publish_model
@@ -42,12 +50,22 @@ class RoundsConfig:
     heldout_uri: str
     first_run: str
     """The round-0 ensemble's run folder (its model/ and config.json with the dataset)."""
+    first_scorer_run: str = ""
+    """With scorer_members: the round-0 scorer's run folder (trained on the same dataset)."""
     rounds: int = 2
     selection: SelectionConfig = SelectionConfig(budget=240)
     members: int = 4
     dpe_strength: float = 0.02
     """The DPE regulariser's weight (members > 1), as the train workflow's default."""
+    scorer_members: int = 0
+    """0: the ensemble mines; N: a separate N-member net mines (trained beside it)."""
+    pseudo: PseudoConfig | None = None
+    """Pseudo-label under-represented domains each round (None: human/oracle labels only)."""
+    pseudo_label_weight: float = 0.5
+    """Their loss weight in training."""
     epochs: int = 3
+    steps: int = 0
+    """Train every round for exactly this many steps (equal compute per round); 0: `epochs`."""
     batch_size: int = 16
     seed: int = 0
     triton: bool = True
@@ -60,21 +78,33 @@ class RoundResult:
     round: int
     model_ref: str
     dataset_uri: str
+    """The labeled chain's version (human/oracle labels): what mining skips next round."""
     dataset_frames: int
     run: str
     miou: float
     miou_per_domain: dict[str, float]
     mining: MineReport
+    pseudo_per_domain: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Frames pseudo-labeled this round, per domain (in the training set, not the chain)."""
+    training_uri: str = ""
+    """What the round's ensemble trained on: dataset_uri, plus the pseudo-labels if any."""
+    mined_with: str = ""
+    """The run folder of the model that mined this round (the previous round's)."""
 
 
-def train_ensemble(dataset_uri: str, run: str, config: RoundsConfig) -> None:
+def train_ensemble(
+    dataset_uri: str, run: str, config: RoundsConfig, members: int | None = None
+) -> None:
     """The ensemble's training job under real torchrun (2 CPU processes)."""
+    members = members or config.members
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     cmd = [torchrun, "--standalone", "--nproc_per_node=2", str(REPO_ROOT / "jobs" / "train.py")]
-    cmd += ["--dataset", dataset_uri, "--out", run, "--members", str(config.members)]
-    cmd += ["--epochs", str(config.epochs), "--batch-size", str(config.batch_size)]
+    cmd += ["--dataset", dataset_uri, "--out", run, "--members", str(members)]
+    cmd += ["--epochs", str(config.epochs), "--steps", str(config.steps)]
+    cmd += ["--batch-size", str(config.batch_size)]
     cmd += ["--seed", str(config.seed), "--checkpoint-every", "100"]
-    if config.members > 1:
+    cmd += ["--pseudo-label-weight", str(config.pseudo_label_weight)]
+    if members > 1:
         cmd += ["--dpe-strength", str(config.dpe_strength)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -86,10 +116,16 @@ def run_rounds(config: RoundsConfig, on_round=None) -> list[RoundResult]:  # noq
     root = pathlib.Path(config.root)
     repo = str(root / "repo")
     run = config.first_run
+    scorer_run = config.first_scorer_run or run
+    if config.scorer_members and not config.first_scorer_run:
+        raise ValueError("scorer_members needs first_scorer_run (round 0's scorer)")
     dataset = json.loads((pathlib.Path(run) / "config.json").read_text())["dataset_uri"]
+    if config.pseudo:  # round 0 may have trained on pseudo-labels: the chain is its base
+        dataset = _labeled_chain(dataset)
     results = []
     for r in range(1, config.rounds + 1):
-        ref = publish_model(f"{run}/model", repo, config.model_name)
+        mined_with = scorer_run
+        ref = publish_model(f"{scorer_run}/model", repo, config.model_name)
         out = str(root / "mining" / f"round-{r}")
         mine_config = MineConfig(
             index_uri=config.index_uri,
@@ -116,8 +152,17 @@ def run_rounds(config: RoundsConfig, on_round=None) -> list[RoundResult]:  # noq
             ToolLabels(labels),
             show_progress=False,
         )
-        dataset, run = grown.uri, str(root / "runs" / f"round-{r}" / "ensemble")
-        train_ensemble(dataset, run, config)
+        dataset, training = grown.uri, grown.uri
+        pseudo_counts: dict[str, int] = {}
+        if config.pseudo:
+            training, pseudo_counts = _add_pseudo_labels(config, root, r, out, dataset, run)
+        run = str(root / "runs" / f"round-{r}" / "ensemble")
+        train_ensemble(training, run, config)
+        if config.scorer_members:
+            scorer_run = str(root / "runs" / f"round-{r}" / "scorer")
+            train_ensemble(training, scorer_run, config, members=config.scorer_members)
+        else:
+            scorer_run = run
         evaluation = evaluate(load_model(f"{run}/model"), config.heldout_uri)
         result = RoundResult(
             r,
@@ -128,8 +173,75 @@ def run_rounds(config: RoundsConfig, on_round=None) -> list[RoundResult]:  # noq
             evaluation.miou,
             evaluation.miou_per_domain,
             report,
+            pseudo_counts,
+            training,
+            mined_with,
         )
         results.append(result)
+        _write_results(root, config, results)
         if on_round:
             on_round(result)
     return results
+
+
+ROUNDS_FILE = "rounds.json"
+"""<root>/rounds.json: the selection and every finished round, rewritten after each (the report
+reads it)."""
+
+
+def _write_results(root: pathlib.Path, config: RoundsConfig, results: list[RoundResult]) -> None:
+    from avfleet.core import storage
+
+    doc = {
+        "selection": dataclasses.asdict(config.selection),
+        "members": config.members,
+        "dpe_strength": config.dpe_strength,
+        "pseudo": dataclasses.asdict(config.pseudo) if config.pseudo else None,
+        "first_run": config.first_run,
+        "rounds": [dataclasses.asdict(r) for r in results],
+    }
+    storage.atomic_write_text(str(root / ROUNDS_FILE), json.dumps(doc, indent=2))
+
+
+def read_results(root: str) -> dict:
+    """A rounds folder's rounds.json (see ROUNDS_FILE)."""
+    return json.loads((pathlib.Path(root) / ROUNDS_FILE).read_text())
+
+
+def _labeled_chain(dataset_uri: str) -> str:
+    """The version without pseudo-labels under `dataset_uri` (itself, or its base)."""
+    from avfleet.dataset.build import read_manifest
+
+    manifest = read_manifest(dataset_uri)
+    if manifest.get("frames_per_source", {}).get("pseudo") and manifest.get("base"):
+        return _labeled_chain(manifest["base"])
+    return dataset_uri
+
+
+def _add_pseudo_labels(
+    config: RoundsConfig, root: pathlib.Path, r: int, mining: str, labeled: str, model_run: str
+) -> tuple[str, dict[str, int]]:
+    """Pseudo-label with the model that mined this round; (training version, count per domain).
+
+    Nothing qualifying leaves the labeled version as the training set."""
+    from avfleet.train.loop import load_model
+
+    assert config.pseudo is not None
+    table = pseudo_label(
+        mining, labeled, load_model(f"{model_run}/model"), config.index_uri, config.pseudo
+    )
+    if table.empty:
+        return labeled, {}
+    uri = str(root / "pseudo" / f"round-{r}.parquet")
+    write_pseudo_labels(table, uri)
+    version = build_dataset(
+        DatasetConfig(
+            index_uri=config.index_uri,
+            selection=uri,
+            out_uri=str(root / "datasets"),
+            base_uri=labeled,
+        ),
+        PseudoLabels(uri),
+        show_progress=False,
+    )
+    return version.uri, {k: int(v) for k, v in table["domain"].value_counts().sort_index().items()}

@@ -14,7 +14,12 @@ Three forces (ALGORITHMS.md, Mining):
   embeddings, starting from the most uncertain one, so the picks are
   uncertain and unlike each other.
 
-Strategy "random" ignores scores and quotas (the baseline every report shows).
+Strategies, for the ablations that say which force does the work:
+"uncertainty" all three; "stratified" the same de-dup and quotas with a seeded
+random order inside each domain (scores ignored: the baseline that isolates the
+quotas); "random" de-dup only, uniform over the candidates. `diversity=False`
+keeps the quotas and the ranking but takes each domain's top candidates in
+score order (no k-center).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import pandas as pd
 from avfleet.core.errors import ConfigError
 
 DOMAIN_COLUMNS = ["time_of_day", "weather", "road_type"]
-STRATEGIES = ("uncertainty", "random")
+STRATEGIES = ("uncertainty", "stratified", "random")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,13 +42,16 @@ class SelectionConfig:
     score: str = "mutual_information"
     """Which score ranks frames: mutual_information, predictive_entropy or variation_ratio."""
     strategy: str = "uncertainty"
-    """uncertainty (scores, quotas, diversity) or random (the baseline)."""
+    """uncertainty (scores, quotas, diversity), stratified (quotas, random inside a domain) or
+    random (uniform over the candidates)."""
     window_s: float = 2.0
     """Temporal de-duplication window, seconds."""
     alpha: float = 0.5
     """Quota exponent: quota_d proportional to share_d ** alpha."""
     pool_factor: int = 4
     """k-center runs over the pool_factor x quota most uncertain candidates of a domain."""
+    diversity: bool = True
+    """k-center inside a domain's pool; False takes the pool in score order."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -55,6 +63,8 @@ class SelectionConfig:
             raise ConfigError("alpha", f"must be in [0, 1], got {self.alpha}")
         if self.window_s < 0:
             raise ConfigError("window_s", f"must be >= 0, got {self.window_s}")
+        if self.pool_factor < 1:
+            raise ConfigError("pool_factor", f"must be >= 1, got {self.pool_factor}")
 
 
 def temporal_dedup(frames: pd.DataFrame, window_s: float) -> pd.DataFrame:
@@ -131,38 +141,45 @@ def select(scores: pd.DataFrame, config: SelectionConfig) -> pd.DataFrame:
     quota = quotas(counts, config.budget, config.alpha)
     total = len(frames)
     window_ns = int(config.window_s * 1e9)
+    rng = np.random.default_rng(config.seed)
     chosen: dict[str, list[int]] = {}
     picks = []
     for domain in sorted(quota, key=lambda d: (counts[d], d)):  # rare domains first
         if quota[domain] == 0:
             continue
-        candidates = (
-            frames[frames["domain"] == domain]
-            .sort_values([config.score, "frame_id"], ascending=[False, True])
-            .reset_index(drop=True)
-        )
-        pool = candidates.head(config.pool_factor * quota[domain])
-        embeddings = np.stack([np.asarray(e, dtype=np.float64) for e in pool["class_probability"]])
+        candidates = frames[frames["domain"] == domain].sort_values("frame_id")
+        if config.strategy == "stratified":
+            candidates = candidates.iloc[rng.permutation(len(candidates))].reset_index(drop=True)
+            order = [(i, float("nan")) for i in range(len(candidates))]
+            why = f"random inside the domain (stratified baseline), seed {config.seed}"
+        else:
+            candidates = candidates.sort_values(
+                [config.score, "frame_id"], ascending=[False, True]
+            ).reset_index(drop=True)
+            pool = candidates.head(config.pool_factor * quota[domain])
+            if config.diversity:
+                embeddings = np.stack(
+                    [np.asarray(e, dtype=np.float64) for e in pool["class_probability"]]
+                )
+                order = k_center_greedy(embeddings, len(pool))
+            else:
+                order = [(i, float("nan")) for i in range(len(candidates))]
+            why = ""
         taken = 0
-        for i, spread in k_center_greedy(embeddings, len(pool)):
+        for i, spread in order:
             if taken == quota[domain]:
                 break
-            row = pool.iloc[i]
+            row = candidates.iloc[i]
             if _too_close(row, chosen, window_ns):
                 continue
             chosen.setdefault(row.recording_id, []).append(int(row.log_time_ns))
             taken += 1
             share = counts[domain] / total
-            picks.append(
-                {
-                    **row.to_dict(),
-                    "quota": quota[domain],
-                    "reason": (
-                        f"{domain}: {share:.1%} of candidates, quota {quota[domain]}; "
-                        f"{config.score} {row[config.score]:.4g} is #{i + 1} of {len(candidates)}"
-                        + (f"; k-center distance {spread:.3f}" if np.isfinite(spread) else "")
-                    ),
-                }
+            reason = f"{domain}: {share:.1%} of candidates, quota {quota[domain]}; " + (
+                why
+                or f"{config.score} {row[config.score]:.4g} is #{i + 1} of {len(candidates)}"
+                + (f"; k-center distance {spread:.3f}" if np.isfinite(spread) else "")
             )
+            picks.append({**row.to_dict(), "quota": quota[domain], "reason": reason})
     out = pd.DataFrame(picks)
     return out.assign(rank=np.arange(len(out)))

@@ -21,9 +21,12 @@ import numpy as np
 import torch
 
 from avfleet.core import storage
+from avfleet.core.errors import PermanentError
 from avfleet.dataset.build import check_dataset
 
 COLUMNS = ["frame_id", "image_jpeg", "mask_png", "time_of_day", "weather", "road_type"]
+SOURCE_COLUMN = "label_source"
+"""Read too where the dataset records it (its manifest counts frames per source)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +35,8 @@ class Batch:
     masks: torch.Tensor  # (B, H, W) int64 class ids
     frame_ids: list[str]
     domains: list[str]
+    sources: list[str]
+    """Each frame's label source (human, oracle, pseudo; '' for datasets before sources)."""
 
 
 def _row_group_sizes(
@@ -76,6 +81,7 @@ class ShardedDataset:
         self.manifest = check_dataset(dataset_uri, storage_config)
         self.rank, self.world_size, self.batch_size, self.seed = rank, world_size, batch_size, seed
         self.storage = storage_config
+        self.columns = COLUMNS + ([SOURCE_COLUMN] if "frames_per_source" in self.manifest else [])
         sizes = _row_group_sizes(dataset_uri, self.manifest, storage_config)
         if len(sizes) < world_size:
             raise ValueError(
@@ -102,7 +108,7 @@ class ShardedDataset:
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
             with make_batch_reader(
                 url,
-                schema_fields=COLUMNS,
+                schema_fields=self.columns,
                 cur_shard=self.rank,
                 shard_count=self.world_size,
                 shuffle_row_groups=False,
@@ -111,7 +117,7 @@ class ShardedDataset:
             ) as reader:
                 for chunk in reader:
                     for i in range(len(chunk.frame_id)):
-                        rows.append(tuple(getattr(chunk, c)[i] for c in COLUMNS))
+                        rows.append(tuple(getattr(chunk, c)[i] for c in self.columns))
         rows.sort(key=lambda r: r[0])  # reader threads may interleave row groups: fix the order
         return rows
 
@@ -153,16 +159,26 @@ def collate(rows: list[tuple]) -> Batch:
         masks=torch.from_numpy(np.stack(masks).astype(np.int64)),
         frame_ids=[r[0] for r in rows],
         domains=[domain_of(r) for r in rows],
+        sources=[str(r[6]) if len(r) > 6 else "" for r in rows],
     )
 
 
 def read_rows(
     dataset_uri: str, count: int | None = None, storage_config: storage.StorageConfig | None = None
 ) -> list[tuple]:
-    """Every row (or `count` spread evenly over them), in frame_id order, still encoded."""
+    """Every row (or `count` spread evenly over them), in frame_id order, still encoded.
+
+    What evaluation and validation read: a dataset holding pseudo-labels is refused, a
+    model's own predictions never score a model."""
     data = ShardedDataset(
         dataset_uri, rank=0, world_size=1, batch_size=1, seed=0, storage_config=storage_config
     )
+    pseudo = data.manifest.get("frames_per_source", {}).get("pseudo", 0)
+    if pseudo:
+        raise PermanentError(
+            f"{dataset_uri}: {pseudo} frame(s) carry pseudo-labels; a held-out or validation set "
+            "holds human or oracle labels only"
+        )
     rows = data._load_shard()
     if count is not None and count < len(rows):
         rows = [rows[i] for i in np.unique(np.linspace(0, len(rows) - 1, count).astype(int))]

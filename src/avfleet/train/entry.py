@@ -19,6 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--arch", default="", help="an arch.json to train (a searched net) instead of the family"
     )
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="train exactly this many steps instead of --epochs (same compute for any set size)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--dpe-strength", type=float, default=0.0)
@@ -52,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="ExpandNets: train dense convs expanded r times, contract exactly after (1: off)",
     )
+    parser.add_argument(
+        "--pseudo-label-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of pseudo-labeled frames against human/oracle ones, in [0, 1]",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=20)
     parser.add_argument("--stop-after-steps", type=int, default=0)
@@ -66,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         width=args.width,
         arch_uri=args.arch,
         epochs=args.epochs,
+        steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
         dpe_strength=args.dpe_strength,
@@ -77,6 +90,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         target_params=args.target_params,
         latency_lut_uri=args.latency_lut,
         expand_ratio=args.expand_ratio,
+        pseudo_label_weight=args.pseudo_label_weight,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         stop_after_steps=args.stop_after_steps,

@@ -24,6 +24,7 @@ from avfleet.core import config as config_lib
 from avfleet.core import storage
 from avfleet.core.errors import ConfigError, PermanentError
 from avfleet.core.metrics import JobMetrics, MetricsConfig
+from avfleet.dataset.labels import IGNORE
 from avfleet.latency.lut import LatencyTable, MissingUnits, load_table
 from avfleet.train import checkpoint, compress, lowrank, prune, regularizers
 from avfleet.train.context import RunContext
@@ -48,6 +49,9 @@ class TrainConfig:
     derive`); its widths are the ones trained, so `width` stays 1."""
     epochs: int = 4
     """Passes over the dataset."""
+    steps: int = 0
+    """Train for exactly this many optimizer steps instead (epochs follow from the dataset's
+    size), so that sets of different sizes get the same compute; 0: `epochs` passes."""
     batch_size: int = 8
     """Frames per rank per step."""
     lr: float = 0.05
@@ -74,6 +78,8 @@ class TrainConfig:
     """At the SVD reload, the share of each matrix's spectral energy its factors keep."""
     finetune_epochs: int = 0
     """After pruning / the SVD reload, epochs of training the smaller net without the penalties."""
+    pseudo_label_weight: float = 1.0
+    """Loss weight of frames labeled by a model (label source pseudo) against human/oracle ones."""
     seed: int = 0
     """Seed of initialisation and data order."""
     checkpoint_every: int = 20
@@ -93,6 +99,8 @@ class TrainConfig:
         budget = self.target_latency_ms or self.target_params
         if budget and self.members > 1:
             raise ConfigError("members", "a latency or parameter budget prunes a single network")
+        if self.steps < 0:
+            raise ConfigError("steps", f"must be >= 0 (0: train by epochs), got {self.steps}")
         if self.target_latency_ms < 0 or self.target_params < 0:
             raise ConfigError("target_latency_ms", "budgets are positive (0: none)")
         if self.target_latency_ms and not self.latency_lut_uri:
@@ -110,6 +118,10 @@ class TrainConfig:
             )
         if self.arch_uri and self.width != 1.0:
             raise ConfigError("width", "an arch file sets every width: leave width at 1")
+        if not 0.0 <= self.pseudo_label_weight <= 1.0:
+            raise ConfigError(
+                "pseudo_label_weight", f"must be in [0, 1], got {self.pseudo_label_weight}"
+            )
         if not 0.0 < self.low_rank_energy <= 1.0:
             raise ConfigError("low_rank_energy", f"must be in (0, 1], got {self.low_rank_energy}")
 
@@ -159,16 +171,34 @@ def cosine_lr(base: float, step: int, total: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
-def loss_fn(logits_BEKHW: torch.Tensor, masks_BHW: torch.Tensor) -> torch.Tensor:
+def loss_fn(
+    logits_BEKHW: torch.Tensor, masks_BHW: torch.Tensor, weights_B: torch.Tensor | None = None
+) -> torch.Tensor:
     """Pixel cross-entropy of each member, summed over members.
 
     A sum, not a mean: every member gets the gradient it would get trained alone.
     Averaging would divide each member's effective learning rate by E (with SGD),
     so an ensemble would train E times slower than the single net it stacks.
+    Pixels marked IGNORE (pseudo-labels where the members disagreed) count for
+    nothing; `weights_B` scales each frame's pixels (pseudo-labels' weight) and
+    the sum is divided by the labeled pixels, so all-ones weights give the mean.
     """
     b, e, k, h, w = logits_BEKHW.shape
     target = masks_BHW.unsqueeze(1).expand(b, e, h, w).reshape(b * e, h, w)
-    return e * F.cross_entropy(logits_BEKHW.reshape(b * e, k, h, w), target)
+    logits = logits_BEKHW.reshape(b * e, k, h, w)
+    if weights_B is None:
+        return e * F.cross_entropy(logits, target, ignore_index=IGNORE)
+    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
+    weights = weights_B.repeat_interleave(e).view(b * e, 1, 1)
+    labeled = (target != IGNORE).sum().clamp(min=1)
+    return e * (per_pixel * weights).sum() / labeled
+
+
+def frame_weights(sources: list[str], pseudo_weight: float) -> torch.Tensor | None:
+    """Per-frame loss weights: `pseudo_weight` for pseudo-labels, 1 otherwise (None: all 1)."""
+    if pseudo_weight == 1.0 or "pseudo" not in sources:
+        return None
+    return torch.tensor([pseudo_weight if s == "pseudo" else 1.0 for s in sources])
 
 
 @dataclasses.dataclass
@@ -195,12 +225,14 @@ def _fit(
     epochs: int,
     proximal: bool,
     controller: compress.Controller | None = None,
+    steps: int = 0,
 ) -> _Phase:
-    """SGD (momentum, cosine decay) over `epochs`, resuming from run_uri's newest complete checkpoint."""
+    """SGD (momentum, cosine decay) over `epochs` (or exactly `steps`), resuming from run_uri's
+    newest complete checkpoint."""
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
     )
-    total_steps = epochs * data.steps_per_epoch
+    total_steps = steps or epochs * data.steps_per_epoch
 
     phase = _Phase(last_checkpoint_s=time.time())
     start = checkpoint.latest_complete(run_uri)
@@ -233,7 +265,10 @@ def _fit(
                 group["lr"] = step_lr
             images, masks = batch.images.to(device), batch.masks.to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = loss_fn(ddp(images), masks)
+                weights = frame_weights(batch.sources, config.pseudo_label_weight)
+                if weights is not None:
+                    weights = weights.to(device)
+                loss = loss_fn(ddp(images), masks, weights)
                 if config.dpe_strength and members > 1:
                     kl = regularizers.ensemble_kl(model, members)
                     loss = loss + config.dpe_strength / data.manifest["num_frames"] * kl
@@ -301,7 +336,7 @@ def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
                 target_latency_ms=config.target_latency_ms or None,
                 target_params=config.target_params or None,
             ),
-            total_steps=config.epochs * data.steps_per_epoch,
+            total_steps=config.steps or config.epochs * data.steps_per_epoch,
         )
     main = _fit(
         model,
@@ -313,6 +348,7 @@ def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
         epochs=config.epochs,
         proximal=True,
         controller=controller,
+        steps=config.steps,
     )
     phases, final, dense = [main], model, model
     report = None
