@@ -11,6 +11,9 @@ data-engine (on demand: one turn of the loop):
     index -> dataset -> plan-train -> train-ensemble (PyTorchJob) -> evaluate
           -> publish-model (the ensemble's scoring graph as a new repository version)
           -> mine -> publish-queue
+                  -> pseudo-label (when pseudo-labels is 'true': the ensemble labels confident
+                     frames of under-represented domains; the next turn's dataset build adds
+                     them with --labels pseudo:URI --base <its human-labeled version>)
     index, dataset, plan-train, train-ensemble and evaluate are the fleet-index and
     train WorkflowTemplates' own templates (templateRef), not copies: both must be
     installed (`kubectl apply -k manifests`), and these workflows declare the
@@ -75,6 +78,18 @@ def publish_queue_template() -> Container:
         [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
         inputs=["queue", "date"],
         outputs=["published"],
+    )
+
+
+def pseudo_label_template() -> Container:
+    w, i = c.workflow_parameter, c.input_parameter
+    args = ["pseudo-label", "--mining", i("mining"), "--labeled", i("labeled")]
+    args += ["--model", i("model-uri"), "--index", w("index"), "--out", i("out")]
+    return c.cli_step(
+        "pseudo-label",
+        [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
+        inputs=["mining", "labeled", "model-uri", "out"],
+        outputs=["pseudo-labels"],
     )
 
 
@@ -149,6 +164,10 @@ def build_data_engine() -> WorkflowTemplate:
         **fleet_index.PARAMETERS,
         **{k: v for k, v in train.PARAMETERS.items() if k not in train.DEPLOYABLE_ONLY},
         **MINING_PARAMETERS,
+        "pseudo-labels": (
+            "false",
+            "'true': pseudo-label confident frames of under-represented domains after mining",
+        ),
     }
     w = c.workflow_parameter
     with c.workflow_template(
@@ -158,10 +177,11 @@ def build_data_engine() -> WorkflowTemplate:
         parameters,
         48 * 3600,
     ) as wt:
-        publish_model, mine, publish = (
+        publish_model, mine, publish, pseudo = (
             publish_model_template(),
             mine_template(),
             publish_queue_template(),
+            pseudo_label_template(),
         )
         run = f"{w('runs')}/{w('run-name')}"
         with DAG(name="main"):
@@ -194,7 +214,18 @@ def build_data_engine() -> WorkflowTemplate:
                 name="publish-queue",
                 arguments={"queue": mine_task.get_parameter("queue"), "date": w("date")},
             )
+            out = f"{w('mining-root')}/{w('date')}/{w('run-name')}"
+            pseudo_task = pseudo(
+                name="pseudo-label",
+                arguments={
+                    "mining": out,
+                    "labeled": "{{tasks.dataset.outputs.parameters.dataset-uri}}",
+                    "model-uri": f"{run}/ensemble/model",
+                    "out": f"{out}/pseudo-labels.parquet",
+                },
+                when=f"'{w('pseudo-labels')}' == 'true'",
+            )
             indexed >> data_task
             [data_task, plan_task] >> ens >> [eval_task, pub_model]
-            pub_model >> mine_task >> publish_task
+            pub_model >> mine_task >> [publish_task, pseudo_task]
     return wt

@@ -38,6 +38,10 @@ PARAMETERS = {
     "gpus-per-node": ("8", "GPUs per node (processes per node)"),
     "group-sparsity": ("0.05", "lambda of the group-sparsity proximal step (deployable net)"),
     "dpe-strength": ("0.02", "weight of the DPE KL-to-prior term per training frame (ensemble)"),
+    "pseudo-label-weight": (
+        "0.5",
+        "loss weight of pseudo-labeled frames (label source pseudo) in the ensemble's training",
+    ),
     "low-rank": ("0", "strength of the nuclear-norm proximal step (0: no SVD reload)"),
     "finetune-epochs": ("4", "epochs fine-tuning the pruned net without the penalty"),
     "target-latency-ms": (
@@ -218,7 +222,10 @@ def evaluate_template() -> Container:
 
 def ensemble_args() -> list[str]:
     w = c.workflow_parameter
-    return ["--members", w("members"), "--dpe-strength", w("dpe-strength"), "--epochs", w("epochs")]
+    return [
+        *("--members", w("members"), "--dpe-strength", w("dpe-strength")),
+        *("--pseudo-label-weight", w("pseudo-label-weight"), "--epochs", w("epochs")),
+    ]
 
 
 def plan_train_template() -> Container:
