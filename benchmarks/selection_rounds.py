@@ -15,9 +15,12 @@ has and scores it on the domain-balanced held-out set:
   dpe_mi_diversity_pseudo  the default plus pseudo-labels for under-represented domains
   dpe_mi@S             dpe_mi at DPE strength S (the strength sweep; 0 is ensemble_mi)
 
-Every training (round 0, each round, the whole pool) runs the same STEPS optimizer
-steps from scratch, so a bigger labeled set gets the same compute and a curve
-measures what the labels are worth, not how long the net trained.
+Every training (round 0, each round, the whole pool) runs the same EPOCHS from
+scratch with the trainer's batch size, as the demo's rounds do: a bigger set
+also gets more steps, the same for every arm at a round. (Equal steps instead,
+`RoundsConfig.steps`, was tried: at the 48 steps this machine affords per
+training the nets are compute-bound, and 100 labeled frames scored as well as
+the whole pool of 960: the curves measured nothing.)
 The evaluated model is the arm's own ensemble: the DPE recipe (strength 0.02)
 except where the arm changes the strength; its round-0 mIoU on the same data
 shows the strength's direct effect, so the sweep compares gains over round 0.
@@ -63,10 +66,10 @@ ARGS = [int(a) for a in sys.argv[1:]]
 SEEDS = 1 if SMOKE else ARGS[0] if ARGS else 3
 ROUNDS = 1 if SMOKE else ARGS[1] if len(ARGS) > 1 else 3
 BUDGET = 8 if SMOKE else ARGS[2] if len(ARGS) > 2 else 100
-INITIAL, EPOCHS, STEPS = (48, 1, 0) if SMOKE else (100, 4, 48)
+INITIAL, EPOCHS = (48, 1) if SMOKE else (200, 3)
 POOL_SPEC = FleetSpec(seed=55, vehicles=8, minutes_per_day=4.0)
 DPE = 0.02
-SWEEP = (0.2, 1.0)
+SWEEP = (1.0,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +173,6 @@ def run_seed(seed: int, fleet: str, index: str, heldout: str, pool: list[str]) -
         rounds=ROUNDS,
         selection=SelectionConfig(budget=BUDGET),
         epochs=EPOCHS,
-        steps=STEPS,
         seed=seed,
         triton=False,
     )
@@ -286,6 +288,46 @@ def summarize(per_seed: list[dict], pool_size: int) -> dict:
     }
 
 
+def table_md(summary: dict) -> str:
+    """The ablation as a markdown table: mean ± std over seeds per round, final groups, labels."""
+
+    def f(m: dict) -> str:
+        return f"{m['mean']:.1f} ± {m['std']:.1f}" if m["n"] > 1 else f"{m['mean']:.1f}"
+
+    arms = summary["arms"]
+    rounds = len(next(iter(arms.values()))["miou"])
+    head = ["arm", *(f"round {i}" for i in range(rounds)), "gain", "rare", "night"]
+    head += ["labels to whole pool"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, arm in arms.items():
+        reach = arm["labels_to_full_pool"]
+        share = arm["labels_to_full_pool_share"]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    *(f(m) for m in arm["miou"]),
+                    f(arm["gain_over_round_0"]),
+                    f(arm["groups_final"]["rare"]),
+                    f(arm["groups_final"]["night"]) if "night" in arm["groups_final"] else "",
+                    f"> {arm['labels'][-1]} (> {arm['labels'][-1] / summary['pool_frames']:.0%})"
+                    if reach is None
+                    else f"{reach:.0f} ({share:.0%})",
+                ]
+            )
+            + " |"
+        )
+    lines.append(f"\nwhole pool ({summary['pool_frames']} frames): {f(summary['full_pool_miou'])}")
+    for key, value in summary.items():
+        if isinstance(value, dict) and "beyond_2_std" in value:
+            lines.append(
+                f"- {key}: {value['mean']:+.1f} ± {value['std']:.1f} points"
+                + (" (beyond 2 std)" if value["beyond_2_std"] else " (within 2 std)")
+            )
+    return "\n".join(lines)
+
+
 def plot(summary: dict, path: pathlib.Path) -> None:
     import matplotlib
 
@@ -330,7 +372,7 @@ def main() -> None:
                 "rounds": ROUNDS,
                 "budget_per_round": BUDGET,
                 "initial_frames": INITIAL,
-                "steps_per_training": STEPS,
+                "epochs": EPOCHS,
                 "pool_spec": json.loads(POOL_SPEC.to_json()),
                 "summary": summary,
                 "per_seed": per_seed,
@@ -339,6 +381,8 @@ def main() -> None:
             },
         )
         plot(summary, RESULTS / f"{name}{'-smoke' if SMOKE else ''}.png")
+        (RESULTS / f"{name}{'-smoke' if SMOKE else ''}.md").write_text(table_md(summary) + "\n")
+    print(table_md(summary))
 
 
 if __name__ == "__main__":

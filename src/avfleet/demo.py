@@ -73,6 +73,9 @@ class DemoConfig:
     """Frames selected for labeling per round."""
     random_arm: bool = True
     """Run the same rounds with random picks beside mining (the baseline the report shows)."""
+    warm_start: bool = True
+    """Each round fine-tunes the last round's ensemble on the grown set (both arms alike);
+    False retrains from scratch, as benchmarks/selection_rounds.py does."""
     speedup: float = 2.0
     """The deployable net's latency budget: the dense width-2 net's, as this machine's latency
     table predicts it, divided by this (and half its parameters)."""
@@ -310,6 +313,7 @@ def _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri, pro
         members=config.members,
         epochs=config.epochs,
         seed=config.seed,
+        warm_start=config.warm_start,
     )
     mined = run_rounds(base, on_round=show)
     if not config.random_arm:

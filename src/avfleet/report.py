@@ -96,6 +96,7 @@ def build_summary(run: pathlib.Path) -> dict:
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "rare_domains": RARE_NOTE,
         "selection": mined.get("selection"),
+        "training": {k: mined.get(k) for k in ("epochs", "steps", "warm_start", "dpe_strength")},
         "rounds": rounds,
     }
     compression = _compression(run)
@@ -226,6 +227,17 @@ def story(summary: dict) -> list[str]:
         if r.get("pseudo_by_domain"):
             line += f"; {sum(r['pseudo_by_domain'].values())} frames pseudo-labeled"
         lines.append(line + ".")
+    training = summary.get("training") or {}
+    if training.get("epochs"):
+        how = (
+            "fine-tunes the last round's ensemble"
+            if training.get("warm_start")
+            else "retrains the ensemble from scratch"
+        )
+        lines.append(
+            f"Each round {how} for {training['epochs']} epochs on its grown set (both arms alike, "
+            "so a round's difference between them is the picks')."
+        )
     last, first = rounds[-1], rounds[0]
     summary_line = (
         f"After {last['round']} rounds: mined {100 * (last['miou'] - first['miou']):+.1f} mIoU "

@@ -95,7 +95,7 @@ def test_demo_runs_the_loop(tmp_path):
     assert summary["compression"]["params_after"] <= summary["compression"]["params_before"]
     assert summary["compression"]["miou_before"] is not None
     assert summary["promoted"]["release"] == pointer["release_id"]
-    assert "search" not in summary and len(summary["story"]) == 3
+    assert "search" not in summary and len(summary["story"]) == 4
     page = out / "report" / "index.html"
     html = page.read_text()
     assert not re.search(r"(src|href)=[\"']?https?:", html)  # self-contained: no network

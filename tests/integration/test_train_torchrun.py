@@ -150,3 +150,35 @@ def test_a_latency_budget_no_pruning_can_meet_exits_78_naming_it(dataset, tmp_pa
     assert proc.returncode != 0
     assert "below the fastest net pruning can reach" in proc.stdout + proc.stderr
     assert not os.path.exists(os.path.join(tmp_path, "run", "checkpoints"))
+
+
+def test_steps_fix_the_compute_whatever_the_epochs(dataset, tmp_path):
+    out = str(tmp_path / "steps")
+    # 192 frames, 2 ranks, batch 8: 12 steps per epoch; --steps 15 runs into a second epoch
+    subprocess.run(
+        torchrun_cmd(dataset, out, "--steps", "15"), check=True, capture_output=True, timeout=600
+    )
+    assert json.loads(open(os.path.join(out, "result.json")).read())["steps"] == 15
+
+
+def test_a_warm_start_begins_at_the_given_weights_and_refuses_another_net(dataset, tmp_path):
+    first, again = str(tmp_path / "first"), str(tmp_path / "again")
+    subprocess.run(
+        torchrun_cmd(dataset, first, "--steps", "3"), check=True, capture_output=True, timeout=600
+    )
+    # lr 0: the warm-started run's weights are exactly where it started
+    subprocess.run(
+        torchrun_cmd(dataset, again, "--steps", "2", "--lr", "0", "--init", f"{first}/model"),
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    a, b = final_weights(first), final_weights(again)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = subprocess.run(
+        torchrun_cmd(dataset, str(tmp_path / "x"), "--members", "2", "--init", f"{first}/model"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert other.returncode != 0 and "warm starts need the same architecture" in other.stderr

@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument(
+        "--init", default="", help="a model folder whose weights start training (warm start)"
+    )
+    parser.add_argument(
         "--steps",
         type=int,
         default=0,
@@ -79,6 +82,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         arch_uri=args.arch,
         epochs=args.epochs,
         steps=args.steps,
+        init_uri=args.init,
         batch_size=args.batch_size,
         lr=args.lr,
         dpe_strength=args.dpe_strength,

@@ -49,6 +49,9 @@ class TrainConfig:
     derive`); its widths are the ones trained, so `width` stays 1."""
     epochs: int = 4
     """Passes over the dataset."""
+    init_uri: str = ""
+    """A model folder (same architecture and members) whose weights start the training, as a
+    round of the loop fine-tunes the last round's ensemble; '' starts from scratch."""
     steps: int = 0
     """Train for exactly this many optimizer steps instead (epochs follow from the dataset's
     size), so that sets of different sizes get the same compute; 0: `epochs` passes."""
@@ -325,6 +328,8 @@ def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
     if config.expand_ratio > 1:
         arch["expand_ratio"] = config.expand_ratio
     model = build(arch, members=config.members).to(device)
+    if config.init_uri:  # a checkpoint of this run, if any, still wins (_fit resumes from it)
+        _init_from(model, config.init_uri)
     table = load_table(config.latency_lut_uri) if config.latency_lut_uri else None
     controller = None
     if config.pruning:
@@ -481,6 +486,18 @@ def save_model(model: torch.nn.Module, uri: str, info: dict) -> None:
     storage.atomic_write_bytes(storage.join(uri, "weights.pt"), weights)
     doc = {"arch": model.arch, **info, "weights_sha256": hashlib.sha256(weights).hexdigest()}
     storage.atomic_write_text(storage.join(uri, "arch.json"), json.dumps(doc, indent=2))
+
+
+def _init_from(model: torch.nn.Module, uri: str) -> None:
+    """Start from a saved model's weights: the same architecture and members, or a clear error."""
+    start = load_model(uri)
+    if start.arch != model.arch or getattr(start, "members", 1) != getattr(model, "members", 1):
+        raise ConfigError(
+            "init_uri",
+            f"{uri}: its net ({getattr(start, 'members', 1)} members) is not the one this run "
+            "trains: warm starts need the same architecture and members",
+        )
+    model.load_state_dict(start.state_dict())
 
 
 def read_arch(uri: str) -> dict:
