@@ -173,3 +173,58 @@ def read_parquet_list(out: str) -> list:
 
 def all_scores(out: str) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in read_parquet_list(out)], ignore_index=True)
+
+
+def test_pseudo_labels_fill_short_domains_with_confident_unlabeled_frames(
+    setup, in_process, clean_fleet, tmp_path
+):
+    from avfleet.dataset.build import DatasetConfig, build_dataset, read_manifest
+    from avfleet.dataset.labels import IGNORE, OracleLabels, decode_mask_png
+    from avfleet.mining.pseudo import PseudoConfig, pseudo_label, shortfall
+    from avfleet.mining.select import domain_of
+
+    index, _ = setup
+    out, _ = in_process
+    labeled = build_dataset(
+        DatasetConfig(index_uri=index, selection="random:40", out_uri=str(tmp_path), seed=2),
+        OracleLabels(clean_fleet),
+    ).uri
+    torch.manual_seed(0)  # the very ensemble the repository's graph was exported from
+    model = build(default_arch(), members=2)
+    table = pseudo_label(out, labeled, model, index, PseudoConfig(min_labeled_fraction=0.0))
+    manifest = read_manifest(labeled)
+    scores = all_scores(out)
+    short = shortfall(manifest["frames_per_domain"], sorted(set(domain_of(scores))))
+    assert len(table) > 0 and set(table["domain"]) <= set(short)
+    for domain, n in table["domain"].value_counts().items():
+        assert n <= short[domain]
+    picked = set(read_parquet(f"{out}/selection.parquet")["frame_id"])
+    assert not set(table["frame_id"]) & (picked | set(manifest["frame_ids"]))
+    for row in table.itertuples():
+        mask = decode_mask_png(row.mask_png)
+        assert mask.shape == (64, 128)
+        assert abs((mask != IGNORE).mean() - row.labeled_fraction) < 1e-6
+        assert "short of the mean labeled per domain" in row.reason
+    # a model folder that is not there: a clear error naming it, nothing written
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "avfleet",
+            "pseudo-label",
+            "--mining",
+            out,
+            "--labeled",
+            labeled,
+            "--model",
+            str(tmp_path / "no-model"),
+            "--index",
+            index,
+            "--out",
+            str(tmp_path / "p.parquet"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode != 0 and "no-model" in cli.stderr
+    assert not (tmp_path / "p.parquet").exists()
