@@ -529,6 +529,15 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--budget", type=int, default=d.budget, help="frames picked per round")
     demo.add_argument(
+        "--epochs", type=int, default=d.epochs, help=f"first training's epochs (default {d.epochs})"
+    )
+    demo.add_argument(
+        "--round-epochs",
+        type=int,
+        default=d.round_epochs,
+        help=f"epochs of each round's fine-tune (default {d.round_epochs})",
+    )
+    demo.add_argument(
         "--no-random-arm",
         dest="random_arm",
         action="store_false",
@@ -554,6 +563,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             rounds=args.rounds,
             budget=args.budget,
+            epochs=args.epochs,
+            round_epochs=args.round_epochs,
             random_arm=args.random_arm,
             search=args.search,
         )

@@ -39,8 +39,6 @@ from avfleet.fleet.generate import generate_fleet
 from avfleet.fleet.world import FleetSpec
 from avfleet.index.summary import print_index_report
 from avfleet.index.table import IndexTable
-from avfleet.workflows.local.executor import LocalExecutor
-from avfleet.workflows.render import default_manifests_dir
 
 MARKER = ".avfleet-demo"
 
@@ -69,6 +67,9 @@ class DemoConfig:
     """DPE ensemble members."""
     rounds: int = 2
     """Mining rounds after the first training."""
+    round_epochs: int = 2
+    """Epochs of each round's training (a fine-tune of the last round's ensemble when
+    warm_start; both arms alike)."""
     budget: int = 160
     """Frames selected for labeling per round."""
     random_arm: bool = True
@@ -99,7 +100,12 @@ def _fresh_folder(path: pathlib.Path) -> None:
 
 
 def run_demo(config: DemoConfig) -> int:
+    # Imported here, not at the top: the CLI builds its parser from DemoConfig, and every
+    # workflow step is a CLI process that should not pay for loading the workflow models.
     from rich.console import Console
+
+    from avfleet.workflows.local.executor import LocalExecutor
+    from avfleet.workflows.render import default_manifests_dir
 
     console = Console()
     started = time.time()
@@ -228,6 +234,8 @@ def run_demo(config: DemoConfig) -> int:
 
 
 def _search(console, root, config, executor, dataset_uri: str, heldout_uri: str):  # noqa: ANN001
+    from avfleet.workflows.render import default_manifests_dir
+
     """The nas workflow on the round-0 dataset; its front's plot (the report embeds it)."""
     import json
 
@@ -311,7 +319,7 @@ def _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri, pro
         rounds=config.rounds,
         selection=SelectionConfig(budget=config.budget),
         members=config.members,
-        epochs=config.epochs,
+        epochs=config.round_epochs,
         seed=config.seed,
         warm_start=config.warm_start,
     )

@@ -34,7 +34,7 @@ from avfleet.dataset.build import LINEAGE_COLUMNS, read_manifest
 from avfleet.dataset.fetch import fetch_frames
 from avfleet.index.table import IndexTable
 from avfleet.mining.select import SelectionConfig, domain_of, select, temporal_dedup
-from avfleet.serve.graph import OUTPUTS, SCORES
+from avfleet.serve.outputs import OUTPUTS, SCORES
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from avfleet.core.errors import ConfigError, PermanentError, TransientError
-from avfleet.serve.graph import OUTPUTS, SCORES
+from avfleet.serve.outputs import OUTPUTS, SCORES
 from avfleet.serve.repository import parse_ref
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ import dataclasses
 import torch
 
 from avfleet import uncertainty
+from avfleet.serve.outputs import OUTPUTS, SCORES
 
-SCORES = ("predictive_entropy", "mutual_information", "variation_ratio")
-OUTPUTS = (*SCORES, "class_probability")
+__all__ = ["OUTPUTS", "SCORES", "Reduction", "ScoringGraph", "export_onnx", "score_in_process"]
 
 
 @dataclasses.dataclass(frozen=True)

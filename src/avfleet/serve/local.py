@@ -24,7 +24,7 @@ import numpy as np
 
 from avfleet.core.net import free_port
 from avfleet.serve.client import TritonClientConfig, TritonScorer
-from avfleet.serve.graph import OUTPUTS, SCORES
+from avfleet.serve.outputs import OUTPUTS, SCORES
 from avfleet.serve.repository import ModelVersion, ServingConfig, load_version
 
 log = logging.getLogger(__name__)

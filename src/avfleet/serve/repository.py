@@ -19,7 +19,7 @@ import re
 
 from avfleet.core import storage
 from avfleet.core.errors import ConfigError, PermanentError
-from avfleet.serve.graph import OUTPUTS, SCORES
+from avfleet.serve.outputs import OUTPUTS, SCORES
 
 MODEL_FILE = "model.onnx"
 INFO_FILE = "avfleet.json"
