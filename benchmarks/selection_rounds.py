@@ -34,7 +34,10 @@ and snow). Mining scores in process with ONNX Runtime (the served path is
 benchmarks/mining_serving.py). Results are saved after every seed; a rerun
 keeps every arm that finished all its rounds.
 
-    python benchmarks/selection_rounds.py [SEEDS [ROUNDS [BUDGET]]]
+    python benchmarks/selection_rounds.py [--only ARM,ARM...] [SEEDS [ROUNDS [BUDGET]]]
+
+--only runs just the named arms; every other arm is reported for the seeds where an earlier
+run finished it (and left out where none did), so a long ablation can be run in parts.
 """
 
 from __future__ import annotations
@@ -62,6 +65,11 @@ from avfleet.mining.select import SelectionConfig, temporal_dedup  # noqa: E402
 from avfleet.train.evaluate import evaluate, mean_by_time_of_day  # noqa: E402
 from avfleet.train.loop import load_model  # noqa: E402
 
+ONLY: set[str] | None = None
+if "--only" in sys.argv:
+    at = sys.argv.index("--only")
+    ONLY = set(sys.argv[at + 1].split(","))
+    del sys.argv[at : at + 2]
 ARGS = [int(a) for a in sys.argv[1:]]
 SEEDS = 1 if SMOKE else ARGS[0] if ARGS else 3
 ROUNDS = 1 if SMOKE else ARGS[1] if len(ARGS) > 1 else 3
@@ -181,6 +189,8 @@ def run_seed(seed: int, fleet: str, index: str, heldout: str, pool: list[str]) -
     out = {"full_pool": {"miou": 100 * full.miou, **groups(full.miou_per_domain)}, "arms": {}}
     print(f"seed {seed}: whole pool ({len(pool)} frames) mIoU {100 * full.miou:.1f}", flush=True)
     for name, arm in ARMS.items():
+        if ONLY is not None and name not in ONLY and not finished(work / name):
+            continue  # not run now, and no earlier run finished it for this seed
         first = trained(
             initial, work / f"round-0-dpe-{arm.dpe_strength:g}", base, dpe_strength=arm.dpe_strength
         )
@@ -244,8 +254,9 @@ def summarize(per_seed: list[dict], pool_size: int) -> dict:
 
     full = [s["full_pool"]["miou"] for s in per_seed]
     table = {}
-    for name in per_seed[0]["arms"]:
-        runs = [s["arms"][name] for s in per_seed]
+    names = [n for n in ARMS if any(n in s["arms"] for s in per_seed)]
+    for name in names:  # each arm over the seeds that ran it (its n says how many)
+        runs = [s["arms"][name] for s in per_seed if name in s["arms"]]
         rounds = len(runs[0]["miou"])
         group_names = list(runs[0]["groups"][0])
         mean_curve = [float(np.mean([r["miou"][i] for r in runs])) for i in range(rounds)]
@@ -260,14 +271,13 @@ def summarize(per_seed: list[dict], pool_size: int) -> dict:
         }
 
     def diff(a: str, b: str, key: str = "miou") -> dict | None:
-        if a not in table or b not in table:
+        both = [s["arms"] for s in per_seed if a in s["arms"] and b in s["arms"]]
+        if not both:
             return None
         if key == "miou":
-            d = [s["arms"][a]["miou"][-1] - s["arms"][b]["miou"][-1] for s in per_seed]
+            d = [arms[a]["miou"][-1] - arms[b]["miou"][-1] for arms in both]
         else:
-            d = [
-                s["arms"][a]["groups"][-1][key] - s["arms"][b]["groups"][-1][key] for s in per_seed
-            ]
+            d = [arms[a]["groups"][-1][key] - arms[b]["groups"][-1][key] for arms in both]
         out = ms(d)
         out["beyond_2_std"] = bool(len(d) > 1 and out["mean"] > 2 * out["std"])
         return out
@@ -296,7 +306,7 @@ def table_md(summary: dict) -> str:
 
     arms = summary["arms"]
     rounds = len(next(iter(arms.values()))["miou"])
-    head = ["arm", *(f"round {i}" for i in range(rounds)), "gain", "rare", "night"]
+    head = ["arm", "seeds", *(f"round {i}" for i in range(rounds)), "gain", "rare", "night"]
     head += ["labels to whole pool"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, arm in arms.items():
@@ -307,6 +317,7 @@ def table_md(summary: dict) -> str:
             + " | ".join(
                 [
                     name,
+                    str(arm["miou"][0]["n"]),
                     *(f(m) for m in arm["miou"]),
                     f(arm["gain_over_round_0"]),
                     f(arm["groups_final"]["rare"]),
@@ -322,7 +333,7 @@ def table_md(summary: dict) -> str:
     for key, value in summary.items():
         if isinstance(value, dict) and "beyond_2_std" in value:
             lines.append(
-                f"- {key}: {value['mean']:+.1f} ± {value['std']:.1f} points"
+                f"- {key}: {value['mean']:+.1f} ± {value['std']:.1f} points over {value['n']} seeds"
                 + (" (beyond 2 std)" if value["beyond_2_std"] else " (within 2 std)")
             )
     return "\n".join(lines)
