@@ -99,9 +99,10 @@ class RoundResult:
 
 
 def train_ensemble(
-    dataset_uri: str, run: str, config: RoundsConfig, members: int | None = None, init: str = ""
+    dataset_uri: str, run: str, config: RoundsConfig, members: int | None = None, last: str = ""
 ) -> None:
-    """The ensemble's training job under real torchrun (2 CPU processes); `init`: warm start."""
+    """The ensemble's training job under real torchrun (2 CPU processes); with
+    `config.warm_start`, it starts from the model of the run folder `last`."""
     members = members or config.members
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     cmd = [torchrun, "--standalone", "--nproc_per_node=2", str(REPO_ROOT / "jobs" / "train.py")]
@@ -110,8 +111,8 @@ def train_ensemble(
     cmd += ["--batch-size", str(config.batch_size)]
     cmd += ["--seed", str(config.seed), "--checkpoint-every", "100"]
     cmd += ["--pseudo-label-weight", str(config.pseudo_label_weight)]
-    if init:
-        cmd += ["--init", init]
+    if config.warm_start and last:
+        cmd += ["--init", f"{last}/model"]
     if members > 1:
         cmd += ["--dpe-strength", str(config.dpe_strength)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -165,16 +166,12 @@ def run_rounds(config: RoundsConfig, on_round=None) -> list[RoundResult]:  # noq
         if config.pseudo:
             training, pseudo_counts = _add_pseudo_labels(config, root, r, out, dataset, run)
         last, run = run, str(root / "runs" / f"round-{r}" / "ensemble")
-        train_ensemble(training, run, config, init=f"{last}/model" if config.warm_start else "")
+        train_ensemble(training, run, config, last=last)
         if config.scorer_members:
             last_scorer = scorer_run
             scorer_run = str(root / "runs" / f"round-{r}" / "scorer")
             train_ensemble(
-                training,
-                scorer_run,
-                config,
-                members=config.scorer_members,
-                init=f"{last_scorer}/model" if config.warm_start else "",
+                training, scorer_run, config, members=config.scorer_members, last=last_scorer
             )
         else:
             scorer_run = run
