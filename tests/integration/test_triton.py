@@ -67,9 +67,11 @@ def test_served_scores_match_in_process_and_rank_the_same(served, protocol):
         ref = score_in_process(graph, batch)
         for name in OUTPUTS:
             assert np.allclose(out[name], ref[name], atol=1e-5, rtol=1e-5), name
-        assert list(np.argsort(-out["mutual_information"])) == list(
-            np.argsort(-ref["mutual_information"])
-        )
+        # Same ranking, up to ties: the served order, read off the in-process
+        # scores, never goes up by more than the float tolerance.
+        order = np.argsort(-out["mutual_information"], kind="stable")
+        ranked = ref["mutual_information"][order]
+        assert np.all(np.diff(ranked) <= 1e-5), ranked
     assert scorer.requests == 6 and scorer.retried == 0
 
 
