@@ -12,7 +12,11 @@ same request.
 - every 5 s per unfinished BenchValidation: one transition (assign a free healthy
   bench, poll the job, move it off a dead bench, write the report and verdict)
 
-The benches' token comes from $AVFLEET_BENCH_TOKEN (a Secret in the Deployment).
+Each bench has its own token: its XavierBench names a Secret (spec.tokenSecret,
+key `token`) in its namespace, read through the API server and sent only to that
+bench's address. Reports are written only under $AVFLEET_REPORTS_PREFIX. No lock
+is held across an HTTP call: the agent's own one-job-at-a-time check settles two
+validations racing for one bench.
 Tested without a cluster: the pure steps in tests/unit/test_bench_scheduler.py,
 the same steps over real agents (one killed) in tests/integration/test_deploy.py,
 and these handlers called as kopf calls them, over in-memory indices, in
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 import kopf
@@ -32,16 +37,52 @@ from avfleet.bench.client import BenchClient
 
 GROUP, VERSION = "avfleet.dev", "v1alpha1"
 BENCHES, VALIDATIONS = "xavierbenches", "benchvalidations"
+REPORTS_PREFIX_ENV = "AVFLEET_REPORTS_PREFIX"
+TOKEN_TTL_S = 60.0
 
 # Between a validation's assignment and kopf's index seeing its new status, the bench it
 # took must not be handed out again: claims ((namespace, bench) -> validation) bridge that gap,
 # passed to the scheduler as benches also leased.
 _lock = threading.Lock()
 _claims: dict[tuple[str, str], str] = {}
+_tokens: dict[tuple[str, str], tuple[float, str]] = {}
 
 
-def client_for(bench_spec: dict) -> BenchClient:
-    return BenchClient(bench_spec["address"], os.environ["AVFLEET_BENCH_TOKEN"])
+def read_secret_token(namespace: str, secret: str) -> str:
+    """The `token` key of Secret `secret` (the operator's ServiceAccount may get Secrets here)."""
+    import base64
+
+    import kubernetes
+
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    doc = kubernetes.client.CoreV1Api().read_namespaced_secret(secret, namespace)
+    return base64.b64decode((doc.data or {})["token"]).decode()
+
+
+def token_for(namespace: str, bench_spec: dict) -> str:
+    """The bench's own token, cached for TOKEN_TTL_S (a rotated Secret is picked up after it)."""
+    secret = bench_spec.get("tokenSecret") or ""
+    if not secret:
+        raise kopf.PermanentError("the XavierBench names no tokenSecret")
+    key = (namespace, secret)
+    with _lock:
+        cached = _tokens.get(key)
+    if cached and time.monotonic() - cached[0] < TOKEN_TTL_S:
+        return cached[1]
+    token = read_secret_token(namespace, secret)
+    with _lock:
+        _tokens[key] = (time.monotonic(), token)
+    return token
+
+
+def clients_in(namespace: str):  # noqa: ANN201
+    def client_for(bench_spec: dict) -> BenchClient:
+        return BenchClient(bench_spec["address"], token_for(namespace, bench_spec))
+
+    return client_for
 
 
 def _in_namespace(index: Any, namespace: str) -> dict[str, dict]:
@@ -69,8 +110,9 @@ def validation_index(namespace: str, name: str, spec: Any, status: Any, **_: Any
 
 
 @kopf.timer(GROUP, VERSION, BENCHES, interval=15.0)
-def probe_bench(spec: Any, patch: kopf.Patch, **_: Any) -> None:
-    patch.status.update(scheduler.probe(dict(spec), client_for(dict(spec))))
+def probe_bench(namespace: str, spec: Any, patch: kopf.Patch, **_: Any) -> None:
+    spec = dict(spec)
+    patch.status.update(scheduler.probe(spec, clients_in(namespace)(spec)))
 
 
 def _unfinished(status: Any, **_: Any) -> bool:
@@ -89,25 +131,31 @@ def reconcile_validation(
     **_: Any,
 ) -> None:
     status = dict(status or {})
-    with _lock:
+    with _lock:  # a snapshot only: the step below calls benches over HTTP, without the lock
         benches = _in_namespace(bench_index, namespace)
         validations = _in_namespace(validation_index, namespace)
         claimed_by_others = [
             bench for (ns, bench), holder in _claims.items() if ns == namespace and holder != name
         ]
-        change = scheduler.step(
-            name,
-            dict(spec),
-            status,
-            benches,
-            validations,
-            client_for,
-            also_leased=claimed_by_others,
-        )
-        after = {**status, **change}
-        _claims.pop(
-            next((k for k, v in _claims.items() if k[0] == namespace and v == name), None), None
-        )
+    change = scheduler.step(
+        name,
+        dict(spec),
+        status,
+        benches,
+        validations,
+        clients_in(namespace),
+        also_leased=claimed_by_others,
+        reports_prefix=os.environ.get(REPORTS_PREFIX_ENV, ""),
+    )
+    after = {**status, **change}
+    with _lock:
+        mine = next((k for k, v in _claims.items() if k[0] == namespace and v == name), None)
+        taken = after.get("phase") == scheduler.RUNNING and _claims.get(
+            (namespace, after["bench"]), name
+        ) not in (name,)
+        if taken:  # another validation claimed this bench while we talked to it: keep its claim
+            return
+        _claims.pop(mine, None)
         if after.get("phase") == scheduler.RUNNING:
             _claims[(namespace, after["bench"])] = name
     if change:

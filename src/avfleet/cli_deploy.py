@@ -76,6 +76,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     agent.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
     agent.add_argument("--target", default="")
     agent.add_argument("--threads", type=int, default=1)
+    agent.add_argument(
+        "--allow",
+        action="append",
+        required=True,
+        metavar="PREFIX",
+        help="a location models and bundles may be read from (repeatable); nothing else is read",
+    )
+    agent.add_argument("--job-timeout", type=float, default=1800.0, help="seconds a job may run")
+    agent.add_argument("--tls-cert", default="", help="PEM certificate: serve HTTPS")
+    agent.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
     validate = bench.add_parser("validate", help="run a BenchValidation manifest to its verdict")
     validate.add_argument("--manifest-json", required=True, help="the BenchValidation resource")
     validate.add_argument(
@@ -178,9 +188,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 target=args.target,
                 threads=args.threads,
                 storage=storage_from_args(args),
+                read_prefixes=tuple(args.allow),
+                job_timeout_s=args.job_timeout,
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
             )
         )
-        print(f"bench agent on {args.host}:{args.port} ({args.runtime})", flush=True)
+        scheme = "https" if args.tls_cert else "http"
+        print(f"bench agent on {scheme}://{args.host}:{args.port} ({args.runtime})", flush=True)
         server.serve_forever()
         return 0
     return _validate(args, storage_from_args(args))
@@ -214,7 +229,16 @@ def _validate(args: argparse.Namespace, st) -> int:  # noqa: ANN001
                 spec = {**spec, "precision": "fp32"}
             cache = args.cache or spec["reportUri"].rsplit("/", 1)[0] + "/engine-cache"
             local = stack.enter_context(
-                local_agent(cache, target=spec.get("target", ""), storage_config=st)
+                local_agent(
+                    cache,
+                    # this run's own release: the folders of its model and bundle
+                    read_prefixes=(
+                        spec["modelUri"].rsplit("/", 1)[0],
+                        spec["bundleUri"].rsplit("/", 1)[0],
+                    ),
+                    target=spec.get("target", ""),
+                    storage_config=st,
+                )
             )
             benches = {"local-bench": local}
 

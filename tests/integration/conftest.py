@@ -73,3 +73,26 @@ def local_run(manifest: str, params: dict, workdir) -> subprocess.CompletedProce
     for k, v in params.items():
         cmd += ["-p", f"{k}={v}"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture
+def release(tmp_path):
+    """A small release folder: model.onnx (a quarter-width net) and bundle.npz whose labels
+    are the model's own argmax (an engine must match it exactly)."""
+    import numpy as np
+    import torch
+
+    from avfleet.bench.measure import Bundle, to_input
+    from avfleet.train.export import export_onnx
+    from avfleet.train.models import build, default_arch
+
+    torch.manual_seed(0)
+    net = build(default_arch(width=0.25)).eval()
+    (tmp_path / "model.onnx").write_bytes(export_onnx(net, 32, 64))
+    frames = np.random.default_rng(0).integers(0, 256, (8, 32, 64, 3), dtype=np.uint8)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(to_input(frames[:4]))).numpy()
+    masks = ref.argmax(2)[:, 0].astype(np.uint8)
+    bundle = Bundle(frames[:4], masks, np.array(["day/clear/urban"] * 4), ref, frames)
+    (tmp_path / "bundle.npz").write_bytes(bundle.to_bytes())
+    return tmp_path

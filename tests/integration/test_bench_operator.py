@@ -11,34 +11,16 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import time
 
 import kopf
-import numpy as np
 import pytest
-import torch
 
 from avfleet.bench.local import local_agent
-from avfleet.bench.measure import Bundle, to_input
-from avfleet.train.export import export_onnx
-from avfleet.train.models import build, default_arch
 from operators import bench_operator
 
 NS = "avfleet"
 TOKEN = "operator-test-token-0123456789"
-
-
-@pytest.fixture
-def release(tmp_path):
-    torch.manual_seed(0)
-    net = build(default_arch(width=0.25)).eval()
-    (tmp_path / "model.onnx").write_bytes(export_onnx(net, 32, 64))
-    frames = np.random.default_rng(0).integers(0, 256, (8, 32, 64, 3), dtype=np.uint8)
-    with torch.no_grad():
-        ref = net(torch.from_numpy(to_input(frames[:4]))).numpy()
-    masks = ref.argmax(2)[:, 0].astype(np.uint8)
-    bundle = Bundle(frames[:4], masks, np.array(["day/clear/urban"] * 4), ref, frames)
-    (tmp_path / "bundle.npz").write_bytes(bundle.to_bytes())
-    return tmp_path
 
 
 class Cluster:
@@ -55,7 +37,7 @@ class Cluster:
         lags the patches: only the operator's own claims keep a bench from being leased twice."""
         for bench in self.objects["benches"].values():
             patch = kopf.Patch()
-            bench_operator.probe_bench(spec=bench["spec"], patch=patch)
+            bench_operator.probe_bench(namespace=NS, spec=bench["spec"], patch=patch)
             bench["status"].update(patch.status)
         benches, validations = self.index("benches"), self.index("validations")
         for name, v in self.objects["validations"].items():
@@ -89,16 +71,43 @@ def validation(release, name: str, **gates) -> dict:
     }
 
 
-def test_the_operator_leases_each_bench_to_one_validation_and_finishes_all(
-    release, tmp_path, monkeypatch
-):
-    monkeypatch.setenv("AVFLEET_BENCH_TOKEN", TOKEN)
+@pytest.fixture
+def secrets(release, monkeypatch):
+    """Each bench's Secret, as the API server would hand them to the operator."""
+    tokens = {}
+    asked = []
+
+    def read_secret_token(namespace: str, secret: str) -> str:
+        asked.append((namespace, secret))
+        return tokens[(namespace, secret)]
+
+    monkeypatch.setattr(bench_operator, "read_secret_token", read_secret_token)
+    monkeypatch.setenv(bench_operator.REPORTS_PREFIX_ENV, str(release))
     bench_operator._claims.clear()
+    bench_operator._tokens.clear()
+    return tokens
+
+
+def add_bench(stack, cluster, secrets, release, tmp_path, name: str) -> None:
+    """A real agent with its own token, its XavierBench naming the Secret that holds it."""
+    token = f"{name}-token-{'x' * 16}"
+    secrets[(NS, f"{name}-token")] = token
+    agent = stack.enter_context(
+        local_agent(str(tmp_path / name), read_prefixes=(str(release),), token=token)
+    )
+    cluster.objects["benches"][name] = {
+        "spec": {"address": agent["address"], "tokenSecret": f"{name}-token"},
+        "status": {},
+    }
+
+
+def test_the_operator_leases_each_bench_to_one_validation_and_finishes_all(
+    release, tmp_path, secrets
+):
     cluster = Cluster()
     with contextlib.ExitStack() as stack:
         for name in ("xavier-1", "xavier-2"):
-            agent = stack.enter_context(local_agent(str(tmp_path / name), token=TOKEN))
-            cluster.objects["benches"][name] = {"spec": {"address": agent["address"]}, "status": {}}
+            add_bench(stack, cluster, secrets, release, tmp_path, name)
         for name, gates in (("v1", {}), ("v2", {}), ("v3", {"latency_p99_ms": 0.0001})):
             cluster.objects["validations"][name] = validation(release, name, **gates)
         cluster.tick()
@@ -121,3 +130,57 @@ def test_the_operator_leases_each_bench_to_one_validation_and_finishes_all(
     assert os.path.exists(release / "v3.json") and not bench_operator._claims
     bench = cluster.objects["benches"]["xavier-1"]["status"]
     assert bench["health"] == "Healthy" and bench["runtime"] == "onnxruntime"
+
+
+def run_until_done(cluster: Cluster, ticks: int = 200) -> dict:
+    for _ in range(ticks):
+        cluster.tick()
+        if not any(
+            bench_operator._unfinished(v["status"]) for v in cluster.objects["validations"].values()
+        ):
+            break
+    return {n: v["status"] for n, v in cluster.objects["validations"].items()}
+
+
+def test_each_bench_gets_only_its_own_token_and_reports_stay_under_the_prefix(
+    release, tmp_path, secrets
+):
+    cluster = Cluster()
+    with contextlib.ExitStack() as stack:
+        add_bench(stack, cluster, secrets, release, tmp_path, "xavier-1")
+        add_bench(stack, cluster, secrets, release, tmp_path, "xavier-2")
+        # Swap the Secrets: each agent now sees the other's token and refuses it.
+        secrets[(NS, "xavier-1-token")], secrets[(NS, "xavier-2-token")] = (
+            secrets[(NS, "xavier-2-token")],
+            secrets[(NS, "xavier-1-token")],
+        )
+        cluster.tick()
+        for bench in cluster.objects["benches"].values():
+            assert bench["status"]["health"] == "Healthy"  # /healthz needs no token
+        cluster.objects["validations"]["v1"] = validation(release, "v1")
+        statuses = run_until_done(cluster, ticks=3)
+        assert statuses["v1"]["phase"] == "Failed" and "401" in statuses["v1"]["message"]
+        # A reportUri outside the prefix fails before any bench is used.
+        cluster.objects["validations"]["v2"] = v2 = validation(release, "v2")
+        elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"  # release is tmp_path
+        v2["spec"]["reportUri"] = str(elsewhere / "v2.json")
+        statuses = run_until_done(cluster, ticks=2)
+        assert statuses["v2"]["phase"] == "Failed" and "reports prefix" in statuses["v2"]["message"]
+        assert not elsewhere.exists()
+
+
+def test_a_validation_stuck_running_times_out_and_fails_with_the_reason(release, tmp_path, secrets):
+    cluster = Cluster()
+    with contextlib.ExitStack() as stack:
+        add_bench(stack, cluster, secrets, release, tmp_path, "xavier-1")
+        cluster.objects["validations"]["v1"] = v1 = validation(release, "v1")
+        v1["spec"].update(runs=10_000, warmup=1000, batch=64, timeoutSeconds=1, maxAttempts=1)
+        cluster.tick()
+        assert v1["status"]["phase"] == "Running"
+        time.sleep(2.5)  # startedAt has whole seconds
+        statuses = run_until_done(cluster, ticks=20)
+        assert statuses["v1"]["phase"] == "Failed"
+        assert "timeoutSeconds=1" in str(statuses["v1"])  # why, in the benches lost
+        # The job was cancelled: the bench is free for the next validation.
+        cluster.tick()
+        assert cluster.objects["benches"]["xavier-1"]["status"]["busy"] is False

@@ -82,7 +82,7 @@ def validation_spec(release: str, report: str, **gates) -> dict:
 
 
 def validate(release: str, report: str, cache: str, **gates) -> dict:
-    with local_agent(cache) as bench:
+    with local_agent(cache, read_prefixes=(release,)) as bench:
         return run_validation(
             "v", validation_spec(release, report, **gates), {"b": bench}, poll_s=0.1
         )
@@ -232,9 +232,13 @@ def test_broken_models_are_rejected_and_the_promotion_stays(trained, promoted_re
     assert versions(config.model_repo_uri, "dpe-scorer") == [1]
 
 
-def start_agent(cache: str, port: int) -> subprocess.Popen:
+def start_agent(cache: str, port: int, *allow: str) -> subprocess.Popen:
+    """A bench agent in its own process, reading models under `allow` (default: nowhere useful)."""
+    cmd = [sys.executable, "-m", "avfleet", "bench", "agent", "--cache", cache, "--port", str(port)]
+    for prefix in allow or (cache,):
+        cmd += ["--allow", prefix]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "avfleet", "bench", "agent", "--cache", cache, "--port", str(port)],
+        cmd,
         env={**os.environ, "AVFLEET_BENCH_TOKEN": TOKEN},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -264,7 +268,7 @@ def call(port: int, method: str, path: str, body: bytes | None = None, token: st
 def test_the_agent_refuses_strangers_and_bad_models_and_keeps_serving(promoted_release, tmp_path):
     release = promoted_release["release"]
     port = free_port()
-    agent = start_agent(str(tmp_path / "cache"), port)
+    agent = start_agent(str(tmp_path / "cache"), port, release, str(tmp_path))
     try:
         job = {
             "model_uri": f"{release}/model.onnx",
@@ -318,7 +322,9 @@ def test_the_agent_refuses_strangers_and_bad_models_and_keeps_serving(promoted_r
 def test_a_validation_moves_to_another_bench_when_its_bench_dies(promoted_release, tmp_path):
     release = promoted_release["release"]
     ports = {"bench-a": free_port(), "bench-b": free_port()}
-    agents = {name: start_agent(str(tmp_path / name), port) for name, port in ports.items()}
+    agents = {
+        name: start_agent(str(tmp_path / name), port, release) for name, port in ports.items()
+    }
     benches = {
         n: {"address": f"127.0.0.1:{p}", "target": "", "token": TOKEN} for n, p in ports.items()
     }

@@ -71,7 +71,15 @@ def cluster(fakes: dict[str, FakeBench]):
 
 
 def advance(name, s, status, benches, validations, client_for):
-    patch = scheduler.step(name, s, status, benches, validations, client_for)
+    patch = scheduler.step(
+        name,
+        s,
+        status,
+        benches,
+        validations,
+        client_for,
+        reports_prefix=s["reportUri"].rsplit("/", 1)[0],
+    )
     return {**status, **patch}
 
 
@@ -119,7 +127,12 @@ def test_a_bench_that_dies_loses_the_validation_to_another(tmp_path):
     assert status["phase"] == "Succeeded" and status["summary"]["p99Ms"] == 4.0
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["verdict"]["passed"] and written["latency"]["p99_ms"] == 4.0
-    assert scheduler.step("v1", spec(tmp_path), status, benches, {}, client_for) == {}
+    assert (
+        scheduler.step(
+            "v1", spec(tmp_path), status, benches, {}, client_for, reports_prefix=str(tmp_path)
+        )
+        == {}
+    )
 
 
 def test_a_gate_missed_is_rejected_with_the_reason(tmp_path):

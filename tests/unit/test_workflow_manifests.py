@@ -147,6 +147,8 @@ def test_kustomize_renders_all_resources():
         "ServiceAccount",
         "Role",
         "RoleBinding",
+        "ClusterRole",  # kopf's discovery: CRDs and namespaces, read-only
+        "ClusterRoleBinding",
         "Deployment",
         "XavierBench",
         "XavierBench",

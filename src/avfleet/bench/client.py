@@ -16,13 +16,13 @@ import urllib.request
 from avfleet.core.errors import ConfigError, PermanentError, TransientError
 
 TOKEN_ENV = "AVFLEET_BENCH_TOKEN"
-"""The benches' shared token (a Secret in the cluster)."""
+"""A bench agent's own token (in the cluster: the Secret its XavierBench names)."""
 
 
 def token_from_env() -> str:
     token = os.environ.get(TOKEN_ENV, "")
     if not token:
-        raise ConfigError("token", f"set ${TOKEN_ENV} to the benches' shared token")
+        raise ConfigError("token", f"set ${TOKEN_ENV} to the bench's token")
     return token
 
 
@@ -34,13 +34,29 @@ class BenchBusy(TransientError):
     """The bench runs another job (one at a time)."""
 
 
+CA_ENV = "AVFLEET_BENCH_CA"
+"""PEM file of the CA that signed the benches' certificates (https:// addresses)."""
+
+
 class BenchClient:
-    def __init__(self, address: str, token: str, timeout_s: float = 10.0) -> None:
+    """One bench's agent. Its token goes only to its own address; https:// verifies the
+    agent's certificate against $AVFLEET_BENCH_CA (or the system's CAs)."""
+
+    def __init__(
+        self, address: str, token: str, timeout_s: float = 10.0, ca_file: str | None = None
+    ) -> None:
         self.address = address.rstrip("/")
         if not self.address.startswith(("http://", "https://")):
             self.address = f"http://{self.address}"
         self.token = token
         self.timeout_s = timeout_s
+        self.context = None
+        if self.address.startswith("https://"):
+            import ssl
+
+            self.context = ssl.create_default_context(
+                cafile=ca_file or os.environ.get(CA_ENV) or None
+            )
 
     def _call(self, method: str, path: str, doc: dict | None = None) -> tuple[int, dict]:
         data = None if doc is None else json.dumps(doc).encode()
@@ -49,7 +65,9 @@ class BenchClient:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with urllib.request.urlopen(
+                request, timeout=self.timeout_s, context=self.context
+            ) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as e:
             try:
@@ -80,6 +98,10 @@ class BenchClient:
 
     def job(self, job_id: str) -> dict:
         return self._checked("GET", f"/v1/jobs/{job_id}")
+
+    def cancel(self, job_id: str) -> dict:
+        """Stop a running job (the agent frees the bench at the job's next check)."""
+        return self._checked("DELETE", f"/v1/jobs/{job_id}")
 
     def submit_profile(self, units: list[dict]) -> str:
         """A profiling job's id: measure operator units on this bench (avfleet.bench.profile)."""

@@ -24,15 +24,19 @@ from avfleet.core.net import free_port
 @contextlib.contextmanager
 def local_agent(
     cache_uri: str,
+    read_prefixes: tuple[str, ...],
     token: str | None = None,
     target: str = "",
     threads: int = 1,
     storage_config: storage.StorageConfig | None = None,
 ) -> Iterator[dict]:
-    """A bench agent on localhost (ONNX Runtime) in this process; yields its XavierBench spec."""
+    """A bench agent on localhost (ONNX Runtime) in this process; yields its XavierBench spec.
+
+    `read_prefixes`: where it may read models and bundles from (the releases' folder)."""
     config = AgentConfig(
         token=token or secrets.token_hex(16),
         cache_uri=cache_uri,
+        read_prefixes=tuple(read_prefixes),
         port=free_port(),
         target=target,
         threads=threads,
@@ -60,9 +64,15 @@ def run_validation(
     poll_s: float = 0.5,
     timeout_s: float = 1800.0,
     storage_config: storage.StorageConfig | None = None,
+    reports_prefix: str | None = None,
     on_status=None,  # noqa: ANN001 - a callback for progress lines
 ) -> dict:
-    """Drive validation `name` to a terminal phase over `benches` (name -> spec with a token)."""
+    """Drive validation `name` to a terminal phase over `benches` (name -> spec with a token).
+
+    `reports_prefix`: where reports may go (default: the folder of the spec's reportUri,
+    as the local executor writes its own manifest)."""
+    if reports_prefix is None:
+        reports_prefix = spec["reportUri"].rsplit("/", 1)[0]
 
     def client_for(bench_spec: dict) -> BenchClient:
         return BenchClient(bench_spec["address"], bench_spec["token"])
@@ -81,6 +91,7 @@ def run_validation(
             {name: validation},
             client_for,
             storage_config,
+            reports_prefix=reports_prefix,
         )
         if patch:
             validation["status"] = {**validation["status"], **patch}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
+import zipfile
 from collections.abc import Callable
 
 import numpy as np
@@ -39,7 +40,25 @@ class Bundle:
         return buf.getvalue()
 
 
-def load_bundle(data: bytes) -> Bundle:
+def unpacked_bytes(data: bytes) -> int:
+    """What an .npz's arrays take once decompressed, from its zip directory (nothing inflated)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise PermanentError(f"the validation bundle is not a readable .npz: {e}") from e
+
+
+def load_bundle(data: bytes, max_unpacked_bytes: int | None = None) -> Bundle:
+    """The bundle in `data`; with `max_unpacked_bytes`, refused before inflating beyond it.
+
+    (zipfile never inflates a member past its declared size, so the directory's
+    sizes bound what np.load allocates.)
+    """
+    if max_unpacked_bytes is not None and unpacked_bytes(data) > max_unpacked_bytes:
+        raise PermanentError(
+            f"the validation bundle unpacks to more than {max_unpacked_bytes} bytes"
+        )
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as doc:
             missing = [k for k in BUNDLE_KEYS if k not in doc]
@@ -62,21 +81,39 @@ def to_input(frames_NHWC: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames_NHWC.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
-def call_times_ms(call: Callable[[], object], warmup: int, runs: int) -> np.ndarray:
-    """Milliseconds of each of `runs` timed calls after `warmup` untimed ones."""
+def _go_on() -> None:
+    pass
+
+
+def call_times_ms(
+    call: Callable[[], object], warmup: int, runs: int, check: Callable[[], None] = _go_on
+) -> np.ndarray:
+    """Milliseconds of each of `runs` timed calls after `warmup` untimed ones.
+
+    `check` runs between calls: it raises to stop the measurement (a job's
+    time limit or a cancel), so no measurement holds a bench beyond its bound.
+    """
     for _ in range(warmup):
+        check()
         call()
     times = np.empty(runs)
     for i in range(runs):
+        check()
         started = time.perf_counter()
         call()
         times[i] = (time.perf_counter() - started) * 1000.0
     return times
 
 
-def latency_ms(runner: Runner, images_NCHW: np.ndarray, warmup: int, runs: int) -> dict:
+def latency_ms(
+    runner: Runner,
+    images_NCHW: np.ndarray,
+    warmup: int,
+    runs: int,
+    check: Callable[[], None] = _go_on,
+) -> dict:
     """p50/p99/mean of `runs` timed calls after `warmup` untimed ones."""
-    times = call_times_ms(lambda: runner(images_NCHW), warmup, runs)
+    times = call_times_ms(lambda: runner(images_NCHW), warmup, runs, check)
     return {
         "p50_ms": float(np.percentile(times, 50)),
         "p99_ms": float(np.percentile(times, 99)),
@@ -100,11 +137,18 @@ def parity(reference_logits: np.ndarray, logits: np.ndarray) -> dict:
     }
 
 
-def accuracy(runner: Runner, bundle: Bundle, num_classes: int, batch: int = 16) -> dict:
+def accuracy(
+    runner: Runner,
+    bundle: Bundle,
+    num_classes: int,
+    batch: int = 16,
+    check: Callable[[], None] = _go_on,
+) -> dict:
     """mIoU of the engine's predictions (ensemble mean, when E > 1) overall and per domain."""
     total = np.zeros((num_classes, num_classes), dtype=np.int64)
     per_domain: dict[str, np.ndarray] = {}
     for start in range(0, len(bundle.frames_NHWC), batch):
+        check()
         logits = runner(to_input(bundle.frames_NHWC[start : start + batch]))
         pred = softmax(logits, axis=2).mean(1).argmax(1)
         for i, target in enumerate(bundle.masks_NHW[start : start + batch]):
@@ -125,16 +169,23 @@ def softmax(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 def measure(
-    runner: Runner, bundle: Bundle, *, warmup: int = 20, runs: int = 200, batch: int = 1
+    runner: Runner,
+    bundle: Bundle,
+    *,
+    warmup: int = 20,
+    runs: int = 200,
+    batch: int = 1,
+    check: Callable[[], None] = _go_on,
 ) -> dict:
     """The bench report's measurements: latency (batch `batch`), parity, accuracy."""
     reference = bundle.reference_logits
-    logits = np.concatenate(
-        [runner(to_input(bundle.frames_NHWC[i : i + 1])) for i in range(len(reference))]
-    )
+    logits = []
+    for i in range(len(reference)):
+        check()
+        logits.append(runner(to_input(bundle.frames_NHWC[i : i + 1])))
     num_classes = int(reference.shape[2])
     return {
-        "latency": latency_ms(runner, to_input(bundle.frames_NHWC[:batch]), warmup, runs),
-        "parity": parity(reference, logits),
-        "accuracy": accuracy(runner, bundle, num_classes),
+        "latency": latency_ms(runner, to_input(bundle.frames_NHWC[:batch]), warmup, runs, check),
+        "parity": parity(reference, np.concatenate(logits)),
+        "accuracy": accuracy(runner, bundle, num_classes, check=check),
     }

@@ -16,7 +16,9 @@ validation (for the leases):
     Running  --job succeeded, gates pass-->  Succeeded   (report written to reportUri)
     Running  --job succeeded, a gate missed-->  Rejected (the verdict names the misses)
     Running  --job failed on the device (model does not build)-->  Failed
+    Running  --still running after timeoutSeconds-->  Pending (job cancelled; another bench next)
     Pending  --the agent refuses the model, or maxAttempts reached-->  Failed
+    Pending  --reportUri outside the operator's reports prefix-->  Failed
 
 A bench holds one validation at a time: it is leased while a validation is
 Running on it. The kopf handlers (operators/bench_operator.py) and the local
@@ -32,6 +34,7 @@ from collections.abc import Callable, Collection
 
 from avfleet.bench.client import BenchBusy, BenchClient, BenchUnavailable
 from avfleet.bench.gates import Gates, judge
+from avfleet.bench.policy import Forbidden, ReadPolicy
 from avfleet.core import storage
 from avfleet.core.errors import PermanentError
 
@@ -97,6 +100,9 @@ def free_benches(
     )
 
 
+DEFAULT_TIMEOUT_S = 1800
+
+
 def job_request(spec: dict) -> dict:
     return {
         "model_uri": spec["modelUri"],
@@ -117,11 +123,24 @@ def step(
     client_for: ClientFor,
     storage_config: storage.StorageConfig | None = None,
     also_leased: Collection[str] = (),
+    *,
+    reports_prefix: str,
 ) -> dict:
-    """The status patch of validation `name` ({} = nothing to change); see `free_benches`."""
+    """The status patch of validation `name` ({} = nothing to change); see `free_benches`.
+
+    `reports_prefix`: the only place reports may be written (a validation naming
+    another `reportUri` fails before any bench is used).
+    """
     phase = status.get("phase") or PENDING
     if phase in TERMINAL:
         return {}
+    try:
+        ReadPolicy(prefixes=(reports_prefix,)).check("reportUri", spec.get("reportUri") or "")
+    except (Forbidden, ValueError):
+        return {
+            "phase": FAILED,
+            "message": f"reportUri is not under the reports prefix {reports_prefix!r}",
+        }
     if phase == RUNNING:
         return _check_running(spec, status, benches, client_for, storage_config)
     return _assign(name, spec, status, benches, validations, client_for, also_leased)
@@ -142,7 +161,7 @@ def _assign(
         return {
             "phase": FAILED,
             "message": f"no bench finished the validation in {attempts} attempts "
-            f"(benches lost: {status.get('benchesLost') or []})",
+            f"(benches lost: {status.get('benchesLost') or []}; last: {status.get('message')})",
         }
     others = {k: v for k, v in validations.items() if k != name}
     candidates = free_benches(benches, others, spec.get("target", ""), also_leased)
@@ -200,6 +219,14 @@ def _check_running(
     except PermanentError as e:  # e.g. 404: the agent restarted and forgot the job
         return _lost(status, str(e))
     if job["state"] == "running":
+        limit = int(spec.get("timeoutSeconds", DEFAULT_TIMEOUT_S))
+        started = dt.datetime.fromisoformat(status.get("startedAt") or now())
+        if (dt.datetime.now(dt.UTC) - started).total_seconds() > limit:
+            try:
+                client_for(bench["spec"]).cancel(status["jobId"])
+            except (BenchUnavailable, PermanentError):
+                pass  # the agent's own time limit ends it anyway
+            return _lost(status, f"still running after timeoutSeconds={limit}")
         return {}
     if job["state"] == "failed":
         return {"phase": FAILED, "message": f"on {status['bench']}: {job['error']}"}

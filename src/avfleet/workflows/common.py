@@ -90,12 +90,16 @@ def small_resources() -> ResourceRequirements:
 
 
 def bench_token_env() -> EnvVar:
-    """$AVFLEET_BENCH_TOKEN from the benches' Secret, optional: a step that talks to a bench
-    agent itself (not through the operator) reads it; without the Secret it is unset."""
+    """$AVFLEET_BENCH_TOKEN for a step that talks to a bench agent itself (not through the
+    operator): the token of the one bench such steps use, in the fixed Secret
+    avfleet-profile-bench-token (never a parameter: a submitter must not pick which Secret a
+    pod reads). Optional: without the Secret it is unset and the step measures in its pod."""
     return EnvVar(
         name="AVFLEET_BENCH_TOKEN",
         value_from=EnvVarSource(
-            secret_key_ref=SecretKeySelector(name="avfleet-bench-token", key="token", optional=True)
+            secret_key_ref=SecretKeySelector(
+                name="avfleet-profile-bench-token", key="token", optional=True
+            )
         ),
     )
 
