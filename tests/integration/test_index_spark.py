@@ -69,7 +69,9 @@ def test_memory_stays_under_the_cap(first_run):
 
 def test_reads_a_small_fraction_of_the_bytes(first_run):
     _, report = first_run
-    assert report.read_fraction < 0.02
+    # Signals plus each frame's recorded sha256 (~35 incompressible bytes per frame: ~1% of
+    # these 3 KB test frames, ~0.03% of a real 100 KB+ camera frame); never a camera byte.
+    assert report.read_fraction < 0.03
 
 
 def test_rerun_gives_the_same_rows_without_duplicates(spark, first_run):

@@ -17,7 +17,7 @@ def test_library_reads_what_we_write():
     reader = make_reader(io.BytesIO(data))
     summary = reader.get_summary()
     topics = {c.topic for c in summary.channels.values()}
-    assert topics == {layout.CAMERA_TOPIC, layout.GPS_TOPIC, layout.CAN_TOPIC}
+    assert topics == {layout.CAMERA_TOPIC, layout.GPS_TOPIC, layout.CAN_TOPIC, layout.DIGEST_TOPIC}
     counts = {}
     for _, channel, _message in reader.iter_messages(log_time_order=True):
         counts[channel.topic] = counts.get(channel.topic, 0) + 1
@@ -26,6 +26,7 @@ def test_library_reads_what_we_write():
         layout.CAMERA_TOPIC: frames,
         layout.GPS_TOPIC: int(TINY.segment_s * TINY.gps_hz),
         layout.CAN_TOPIC: int(TINY.segment_s * TINY.can_hz),
+        layout.DIGEST_TOPIC: frames,  # one sha256 per camera frame
     }
     metadata = {m.name: m.metadata for m in reader.iter_metadata()}
     assert metadata[layout.RECORDING_METADATA]["recording_id"] == plan.recording_id

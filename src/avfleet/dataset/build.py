@@ -160,12 +160,15 @@ def build_part(
     """
     images: dict[str, bytes] = {}
     bytes_read = 0
+    rejected: list[dict] = []  # frames whose bytes fail a check: reported, left out
     for _, group in frames.groupby("recording_uri", sort=True):
-        fetched, n = fetch_frames(group, storage_config)
+        fetched, n = fetch_frames(group, storage_config, rejected=rejected)
         images.update(fetched)
         bytes_read += n
         if on_recording:
             on_recording()
+    bad = frames[frames["frame_id"].isin([r["frame_id"] for r in rejected])]
+    frames = frames[frames["frame_id"].isin(images)]
     masks = labeler.labels(frames)
     rows = frames[LINEAGE_COLUMNS].sort_values("frame_id").reset_index(drop=True)
     rows["image_jpeg"] = [images[f] for f in rows["frame_id"]]
@@ -173,7 +176,16 @@ def build_part(
     rows["label_version"] = labeler.label_version
     rows["label_source"] = source_of(labeler)
     _write_parquet(rows, part_uri, storage_config)
-    return digest_rows(rows, part_uri, bytes_read)
+    out = digest_rows(rows, part_uri, bytes_read)
+    if rejected:
+        why = {r["frame_id"]: json.dumps(r, sort_keys=True) for r in rejected}
+        lost = bad[LINEAGE_COLUMNS].assign(
+            image_sha256="", mask_sha256="", part_uri="", bytes_read=bytes_read,
+            label_version=labeler.label_version, label_source=source_of(labeler),
+        )  # fmt: skip
+        lost["rejected"] = lost["frame_id"].map(why)
+        out = pd.concat([out, lost[out.columns]], ignore_index=True)
+    return out
 
 
 def source_of(labeler: Labeler) -> str:
@@ -206,6 +218,7 @@ def digest_rows(rows: pd.DataFrame, part_uri: str, bytes_read: int) -> pd.DataFr
             "recording_uri": rows["recording_uri"],
             "label_version": rows["label_version"],
             "label_source": _row_sources(rows),
+            "rejected": "",  # JSON {frame_id, recording_uri, offset, reason} for a rejected frame
         }
     )
 
@@ -308,8 +321,21 @@ def base_digests(base_uri: str, storage_config: storage.StorageConfig) -> pd.Dat
 def _commit(
     config: DatasetConfig, label_version: str, expected: list[str], digests: pd.DataFrame
 ) -> DatasetVersion:
-    """Name the version from `digests` (exactly the `expected` frames), copy parts, manifest last."""
+    """Name the version from `digests` (exactly the `expected` frames, less those rejected on
+    fetch, which the manifest lists with their reasons), copy parts, manifest last."""
     digests = digests.sort_values("frame_id").reset_index(drop=True)
+    flagged = digests["rejected"].fillna("") != ""
+    rejected = [json.loads(r) for r in digests.loc[flagged, "rejected"]]
+    for r in rejected:
+        log.warning(
+            "frame %s of %s at offset %s left out: %s",
+            r["frame_id"], r["recording_uri"], r["offset"], r["reason"],
+        )  # fmt: skip
+    digests = digests[~flagged].reset_index(drop=True)
+    left_out = {r["frame_id"] for r in rejected}
+    expected = [f for f in expected if f not in left_out]
+    if not expected:
+        raise PermanentError(f"every selected frame was rejected on fetch, e.g. {rejected[:1]}")
     if list(digests["frame_id"]) != expected:
         lost = sorted(set(expected) - set(digests["frame_id"]))
         raise PermanentError(f"dataset build returned the wrong frames; e.g. missing {lost[:3]}")
@@ -346,6 +372,7 @@ def _commit(
         "index_uri": config.index_uri,
         "bytes_fetched": int(digests.groupby("part_uri")["bytes_read"].first().sum()),
         "data_files": data_files,
+        "rejected_frames": rejected,
     }
     storage.atomic_write_text(
         storage.join(root, MANIFEST), json.dumps(manifest, indent=2), config.storage

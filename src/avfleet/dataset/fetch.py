@@ -1,7 +1,15 @@
-"""Fetch frame bytes through the index: one ranged read per frame, verified."""
+"""Fetch frame bytes through the index: one ranged read per frame, verified.
+
+Verified twice: the bytes must be the message the index points at (channel
+and log time), and, where the recording carries a digest of each frame
+(layout.DIGEST_TOPIC, indexed as payload_sha256), they must be the bytes that
+were recorded. A JPEG whose pixels changed after recording still parses; only
+the digest catches it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import pandas as pd
@@ -21,14 +29,26 @@ def _check_jpeg(uri: str, offset: int, data: bytes) -> None:
         raise RecordingError(uri, offset, f"frame payload is not a valid JPEG ({e})") from e
 
 
+def _check_digest(uri: str, offset: int, data: bytes, recorded: object) -> None:
+    if isinstance(recorded, str) and hashlib.sha256(data).hexdigest() != recorded:
+        raise RecordingError(
+            uri, offset, "frame payload changed since recording (sha256 differs from its digest)"
+        )
+
+
 def fetch_frames(
-    frames: pd.DataFrame, storage_config: StorageConfig, limits: ReaderLimits | None = None
+    frames: pd.DataFrame,
+    storage_config: StorageConfig,
+    limits: ReaderLimits | None = None,
+    rejected: list[dict] | None = None,
 ) -> tuple[dict[str, bytes], int]:
     """frame_id -> JPEG bytes for index rows of one or more recordings; and bytes read.
 
     Frames in uncompressed chunks cost one ranged read of their message record;
     frames in compressed chunks (foreign layouts) cost a read of their chunk,
-    shared by the frames in it.
+    shared by the frames in it. A frame that fails a check raises RecordingError;
+    with `rejected`, it is appended there instead ({frame_id, recording_uri,
+    offset, reason}) and left out, and the other frames proceed.
     """
     limits = limits or ReaderLimits()
     out: dict[str, bytes] = {}
@@ -37,25 +57,47 @@ def fetch_frames(
         with ByteSource(str(uri), storage_config) as source:
             chunks: dict[int, bytes] = {}
             for row in group.itertuples():
-                if pd.notna(row.record_offset):
-                    data = rd.fetch_message(
-                        source,
-                        int(row.record_offset),
-                        int(row.record_length),
-                        channel_id=int(row.channel_id),
-                        log_time=int(row.log_time_ns),
-                        limits=limits,
+                try:
+                    out[row.frame_id] = _fetch_one(source, str(uri), row, chunks, limits)
+                except RecordingError as e:
+                    if rejected is None:
+                        raise
+                    rejected.append(
+                        {
+                            "frame_id": row.frame_id,
+                            "recording_uri": str(uri),
+                            "offset": e.offset,
+                            "reason": e.problem,
+                        }
                     )
-                    offset = int(row.record_offset)
-                else:
-                    data, offset = (
-                        _from_compressed_chunk(source, row, chunks, limits),
-                        int(row.chunk_offset),
-                    )
-                _check_jpeg(str(uri), offset, data)
-                out[row.frame_id] = data
             bytes_read += source.bytes_read
     return out, bytes_read
+
+
+def _fetch_one(
+    source: ByteSource,
+    uri: str,
+    row,  # noqa: ANN001 - an index row (itertuples)
+    chunks: dict[int, bytes],
+    limits: ReaderLimits,
+) -> bytes:
+    """One frame's bytes, checked: the indexed message, a JPEG, and the recorded bytes."""
+    if pd.notna(row.record_offset):
+        offset = int(row.record_offset)
+        data = rd.fetch_message(
+            source,
+            offset,
+            int(row.record_length),
+            channel_id=int(row.channel_id),
+            log_time=int(row.log_time_ns),
+            limits=limits,
+        )
+    else:
+        offset = int(row.chunk_offset)
+        data = _from_compressed_chunk(source, row, chunks, limits)
+    _check_jpeg(uri, offset, data)
+    _check_digest(uri, offset, data, getattr(row, "payload_sha256", None))
+    return data
 
 
 def _from_compressed_chunk(

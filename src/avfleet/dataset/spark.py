@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 DIGESTS_DDL = (
     "frame_id string, image_sha256 string, mask_sha256 string, part_uri string, "
     "bytes_read long, time_of_day string, weather string, road_type string, recording_uri string, "
-    "label_version string, label_source string"
+    "label_version string, label_source string, rejected string"
 )
 
 

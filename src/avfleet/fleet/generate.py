@@ -10,6 +10,7 @@ half-finished fleet without rewriting it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -70,6 +71,12 @@ def recording_bytes(
         "avfleet.VehicleCan", "jsonschema", json.dumps(layout.CAN_SCHEMA).encode()
     )
     can = writer.register_channel(layout.CAN_TOPIC, layout.SIGNAL_ENCODING, can_schema, "signals")
+    digest_schema = writer.register_schema(
+        "avfleet.FrameDigest", "jsonschema", json.dumps(layout.DIGEST_SCHEMA).encode()
+    )
+    digest = writer.register_channel(
+        layout.DIGEST_TOPIC, layout.SIGNAL_ENCODING, digest_schema, "signals"
+    )
     writer.add_metadata(
         layout.RECORDING_METADATA,
         {
@@ -104,7 +111,10 @@ def recording_bytes(
             )
         else:
             rgb, _ = drive.render_frame(spec, plan, world, line, i)
-            writer.add_message(camera, log_time, encode_jpeg(rgb, spec.jpeg_quality), sequence=i)
+            jpeg = encode_jpeg(rgb, spec.jpeg_quality)
+            writer.add_message(camera, log_time, jpeg, sequence=i)
+            sha = json.dumps({"sha256": hashlib.sha256(jpeg).hexdigest()}).encode()
+            writer.add_message(digest, log_time, sha, sequence=i)
     writer.finish()
     return out.getvalue()
 

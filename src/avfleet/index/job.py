@@ -74,6 +74,7 @@ def scan_one(uri: str, size_bytes: int, date: str, config: IndexConfig) -> tuple
     started = time.perf_counter()
     row: dict[str, Any] = {
         "recording_uri": uri,
+        "recording_id": None,
         "date": date,
         "status": schema.STATUS_INDEXED,
         "reason": None,
@@ -89,6 +90,7 @@ def scan_one(uri: str, size_bytes: int, date: str, config: IndexConfig) -> tuple
     try:
         frames, row["bytes_read"] = scan_recording(uri, config.scan)
         row["num_frames"] = len(frames)
+        row["recording_id"] = str(frames["recording_id"].iloc[0]) if len(frames) else None
         row["domain_counts"] = _domain_counts(frames)
     except TransientError:
         raise
@@ -237,6 +239,7 @@ def run_index(config: IndexConfig, engine: ScanEngine) -> IndexReport:
     ):  # an invariant: never commit a day that lost inputs
         raise AvfleetError(f"scan accounted for {len(by_uri)} of {len(files)} inputs")
 
+    rows = quarantine_duplicates(rows, table, config, table.run_dir("frames", config.date, run_id))
     files_uri, quarantine_uri = _write_file_tables(table, config, run_id, rows)
     frames_files = sorted({r["part_uri"] for r in rows if r["part_uri"]})
     counts = {
@@ -290,6 +293,84 @@ def run_index(config: IndexConfig, engine: ScanEngine) -> IndexReport:
         st,
     )
     return report
+
+
+def indexed_elsewhere(table: IndexTable, date: str) -> dict[str, str]:
+    """recording_id -> the file it was indexed from, over every committed date but `date`."""
+    other = [d for d in table.dates() if d != date]
+    if not other:
+        return {}
+    files = table.read("files", other)
+    if "recording_id" not in files:  # dates committed before files carried recording ids
+        return {}
+    files = files[(files["status"] == schema.STATUS_INDEXED) & files["recording_id"].notna()]
+    files = files.sort_values(["date", "recording_uri"])
+    return dict(
+        files.drop_duplicates("recording_id")[["recording_id", "recording_uri"]].itertuples(
+            index=False
+        )
+    )
+
+
+def quarantine_duplicates(
+    rows: list[dict], table: IndexTable, config: IndexConfig, part_dir: str
+) -> list[dict]:
+    """A second file carrying an already-indexed recording is quarantined: 'duplicate of <uri>'.
+
+    A recording is what its metadata says it is (recording_id): a re-upload or a
+    copy under another name carries the same id, so indexing both would repeat
+    every frame id. The first holder wins: a file indexed on an earlier
+    committed date, else the first by URI in this run. The duplicates' frames
+    leave the run's part files (rewritten without them), so frame ids stay unique.
+    """
+    holders = indexed_elsewhere(table, config.date)
+    dropped: dict[str, set[str]] = {}  # part file -> URIs whose frames leave it
+    for row in sorted(rows, key=lambda r: r["recording_uri"]):
+        rid = row.get("recording_id")
+        if row["status"] != schema.STATUS_INDEXED or not rid:
+            continue
+        if rid in holders:
+            dropped.setdefault(row["part_uri"], set()).add(row["recording_uri"])
+            row.update(
+                status=schema.STATUS_QUARANTINED,
+                reason=f"duplicate of {holders[rid]} (recording {rid})",
+                num_frames=0,
+                domain_counts="{}",
+                part_uri=None,
+            )
+        else:
+            holders[rid] = row["recording_uri"]
+    for part_uri, uris in dropped.items():
+        if part_uri:
+            kept = _rewrite_part_without(part_uri, uris, part_dir, config.scan.storage)
+            for row in rows:
+                if row["part_uri"] == part_uri:
+                    row["part_uri"] = kept
+    return rows
+
+
+def _rewrite_part_without(
+    part_uri: str, uris: set[str], part_dir: str, st: storage.StorageConfig
+) -> str | None:
+    """A new part file holding `part_uri`'s frames but those of `uris` (None when none are left)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    fs = storage.filesystem(part_uri, st)
+    with storage.translate_errors(part_uri):
+        frames = pq.read_table(storage.strip_protocol(part_uri), filesystem=fs)
+    kept = frames.filter(
+        pc.invert(pc.is_in(frames["recording_uri"], pa.array(sorted(uris), pa.string())))
+    )
+    if kept.num_rows == 0:
+        return None
+    new_uri = storage.join(
+        part_dir, f"{part_uri.rsplit('/', 1)[1].removesuffix('.parquet')}-d.parquet"
+    )
+    with storage.translate_errors(new_uri):
+        pq.write_table(kept, storage.strip_protocol(new_uri), filesystem=fs, compression="zstd")
+    return new_uri
 
 
 def _write_file_tables(

@@ -80,9 +80,11 @@ def _scan(source: ByteSource, uri: str, config: ScanConfig) -> pd.DataFrame:
         raise RecordingError(uri, None, f"no channel on camera topic {config.camera_topic!r}")
     gps_ids = set(summary.channel_ids(config.gps_topic))
     can_ids = set(summary.channel_ids(config.can_topic))
-    signal_ids = gps_ids | can_ids
+    digest_ids = set(summary.channel_ids(layout.DIGEST_TOPIC))
+    signal_ids = gps_ids | can_ids | digest_ids
 
     gps, can = _Signals(), _Signals()
+    digests: dict[int, str] = {}
     frames: list[tuple] = []
     for index in summary.chunk_indexes:
         channels_here = set(index.message_index_offsets)
@@ -90,7 +92,11 @@ def _scan(source: ByteSource, uri: str, config: ScanConfig) -> pd.DataFrame:
         if channels_here & signal_ids:
             records = rd.read_chunk(source, index, limits)
             for message in rd.iter_chunk_messages(uri, index.chunk_start_offset, records, limits):
-                if message.channel_id in signal_ids:
+                if message.channel_id in digest_ids:
+                    digests[message.log_time] = _decode_digest(
+                        uri, index.chunk_start_offset, message.data
+                    )
+                elif message.channel_id in signal_ids:
                     target = gps if message.channel_id in gps_ids else can
                     target.times_ns.append(message.log_time)
                     target.values.append(
@@ -142,11 +148,28 @@ def _scan(source: ByteSource, uri: str, config: ScanConfig) -> pd.DataFrame:
     df["frame_id"] = [
         frame_id(recording_id, config.camera_topic, int(t)) for t in df["log_time_ns"]
     ]
+    repeated = df["frame_id"].duplicated()
+    if repeated.any():
+        t = int(df.loc[repeated, "log_time_ns"].iloc[0])
+        raise RecordingError(
+            uri, None, f"two camera messages share log time {t} ns: their frame ids would repeat"
+        )
+    df["payload_sha256"] = [digests.get(int(t)) for t in df["log_time_ns"]]
     return tag_frames(
         df,
         gps.frame(("lat_deg", "lon_deg", "speed_mps")),
         can.frame(("speed_mps", "wiper_level", "headlights", "fog_lights", "ambient_temp_c")),
     )
+
+
+def _decode_digest(uri: str, offset: int, data: bytes) -> str:
+    try:
+        sha = json.loads(data)["sha256"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise RecordingError(uri, offset, "frame digest message is not {'sha256': hex}") from e
+    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise RecordingError(uri, offset, "frame digest is not 64 hex digits")
+    return sha
 
 
 def _utc_date(log_time_ns: pd.Series) -> str:

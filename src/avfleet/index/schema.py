@@ -36,6 +36,8 @@ FRAMES = pa.schema(
         ("time_of_day", pa.string()),
         ("weather", pa.string()),
         ("road_type", pa.string()),
+        # sha256 of the JPEG as recorded (the recording's DIGEST_TOPIC); null when it has none.
+        ("payload_sha256", pa.string()),
     ]
 )
 
@@ -43,6 +45,7 @@ FRAMES = pa.schema(
 FILES = pa.schema(
     [
         ("recording_uri", pa.string()),
+        ("recording_id", pa.string()),  # what the file carries (its metadata); null if unread
         ("date", pa.string()),
         ("status", pa.string()),  # "indexed" | "quarantined"
         ("reason", pa.string()),

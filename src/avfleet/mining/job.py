@@ -91,6 +91,8 @@ class MineReport:
     selected_per_domain: dict[str, int]
     fleet_share_per_domain: dict[str, float]
     bytes_fetched: int
+    frames_rejected: int = 0
+    """Frames left out because their bytes failed a check (rejected.json says which and why)."""
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:
@@ -119,10 +121,15 @@ def _claim_folder(config: MineConfig) -> None:
 
 
 def score_shard(
-    frames: pd.DataFrame, scorer: Scorer, config: MineConfig
+    frames: pd.DataFrame, scorer: Scorer, config: MineConfig, rejected: list[dict] | None = None
 ) -> tuple[pd.DataFrame, int]:
-    """Fetch, decode and score one shard's frames; (rows with scores, bytes fetched)."""
-    images, bytes_read = fetch_frames(frames, config.storage)
+    """Fetch, decode and score one shard's frames; (rows with scores, bytes fetched).
+
+    A frame whose bytes fail a check (avfleet.dataset.fetch) goes to `rejected`
+    with its recording, offset and reason, and is not scored; the others are."""
+    rejected = [] if rejected is None else rejected
+    images, bytes_read = fetch_frames(frames, config.storage, rejected=rejected)
+    frames = frames[frames["frame_id"].isin(images)]
     frames = frames.sort_values("frame_id").reset_index(drop=True)
     decoded = [decode_jpeg(images[f]) for f in frames["frame_id"]]
     outs = list(scorer.score_batches(_batches(decoded, config.batch_size)))
@@ -186,17 +193,27 @@ def run_mine(
         for i in range(0, len(recordings), config.shard_recordings)
     ]
     scored, skipped, bytes_fetched, started = 0, 0, 0, time.time()
-    parts = []
+    parts: list[pd.DataFrame] = []
+    rejected: list[dict] = []
     with progress("scoring shards", len(shards), show_progress) as bar:
         for i, shard in enumerate(shards):
             uri = storage.join(config.out_uri, "scores", f"shard-{i:05d}.parquet")
+            rejected_uri = storage.join(config.out_uri, "scores", f"shard-{i:05d}.rejected.json")
             if storage.exists(uri, st):  # finished by an earlier attempt
                 parts.append(read_parquet(uri, st))
+                rejected += json.loads(storage.read_bytes(rejected_uri, st))
                 skipped += 1
             else:
+                shard_rejected: list[dict] = []
                 rows, n = score_shard(
-                    candidates[candidates["recording_id"].isin(shard)], scorer, config
+                    candidates[candidates["recording_id"].isin(shard)],
+                    scorer,
+                    config,
+                    shard_rejected,
                 )
+                # the rejects first: a shard's scores file means both are there
+                storage.atomic_write_text(rejected_uri, json.dumps(shard_rejected), st)
+                rejected += shard_rejected
                 write_parquet(rows, uri, st)
                 parts.append(rows)
                 scored += len(rows)
@@ -204,15 +221,29 @@ def run_mine(
             bar.advance()
     seconds = time.time() - started
     scores = pd.concat(parts, ignore_index=True)
-    if len(scores) != len(candidates) or not scores["frame_id"].is_unique:
+    if len(scores) + len(rejected) != len(candidates) or not scores["frame_id"].is_unique:
         raise PermanentError(
-            f"{config.out_uri}/scores holds {len(scores)} rows for {len(candidates)} candidates"
+            f"{config.out_uri}/scores holds {len(scores)} rows and {len(rejected)} rejected "
+            f"frames for {len(candidates)} candidates"
         )
     selection = select(scores, config.selection)
-    write_parquet(selection, storage.join(config.out_uri, "selection.parquet"), st)
     frames_uri = storage.join(config.out_uri, "frames")
-    picked, n = fetch_frames(candidates[candidates["frame_id"].isin(selection["frame_id"])], st)
+    late: list[dict] = []  # changed between scoring and now: out of the queue too
+    picked, n = fetch_frames(
+        candidates[candidates["frame_id"].isin(selection["frame_id"])], st, rejected=late
+    )
     bytes_fetched += n
+    rejected += late
+    selection = selection[selection["frame_id"].isin(picked)].reset_index(drop=True)
+    write_parquet(selection, storage.join(config.out_uri, "selection.parquet"), st)
+    for r in rejected:
+        log.warning(
+            "frame %s of %s at offset %s not mined: %s",
+            r["frame_id"], r["recording_uri"], r["offset"], r["reason"],
+        )  # fmt: skip
+    storage.atomic_write_text(
+        storage.join(config.out_uri, "rejected.json"), json.dumps(rejected, indent=2), st
+    )
     for frame_id, jpeg in picked.items():
         storage.atomic_write_bytes(storage.join(frames_uri, f"{frame_id}.jpg"), jpeg, st)
     storage.atomic_write_text(
@@ -232,6 +263,7 @@ def run_mine(
         selected_per_domain={k: int(v) for k, v in selection["domain"].value_counts().items()},
         fleet_share_per_domain={k: float(v) for k, v in fleet_domains.items()},
         bytes_fetched=bytes_fetched,
+        frames_rejected=len(rejected),
     )
     _finish_metrics(config, report, scores, scorer)
     storage.atomic_write_text(

@@ -138,7 +138,11 @@ def pseudo_label(
     dates = sorted(candidates["date"].astype(str).unique())
     index_rows = IndexTable(index_uri, storage_config).read("frames", dates)
     index_rows = index_rows[index_rows["frame_id"].isin(candidates["frame_id"])]
-    images, _ = fetch_frames(index_rows, storage_config or storage.StorageConfig())
+    rejected: list[dict] = []  # bytes changed since recording: never pseudo-labelled
+    images, _ = fetch_frames(
+        index_rows, storage_config or storage.StorageConfig(), rejected=rejected
+    )
+    candidates = candidates[candidates["frame_id"].isin(images)].reset_index(drop=True)
     rows, taken = [], dict.fromkeys(short, 0)
     model.eval()
     for start in range(0, len(candidates), config.batch_size):

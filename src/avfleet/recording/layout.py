@@ -11,6 +11,10 @@ Channels (topics) and their encodings:
   fixed file range and one ranged read fetches it.
 * GPS_TOPIC, CAN_TOPIC: small JSON messages in their own zstd chunks, so the
   index reads every signal without touching a camera byte.
+* DIGEST_TOPIC: per camera frame, at the frame's log time, the sha256 of its
+  JPEG as recorded ({"sha256": hex}), in the signal chunks: the index reads it
+  with the signals, and every fetch checks the bytes it gets against it, so a
+  frame changed after recording never reaches a dataset, a queue or a labeler.
 * Metadata record RECORDING_METADATA: recording_id, vehicle, software_version.
 
 Ground truth (masks, true conditions) is never stored in a recording.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 CAMERA_TOPIC = "/camera/front/image_jpeg"
 GPS_TOPIC = "/gps/fix"
+DIGEST_TOPIC = "/avfleet/frame_digest"
 CAN_TOPIC = "/vehicle/can"
 RECORDING_METADATA = "recording"
 PROFILE = "avfleet"
@@ -47,6 +52,13 @@ CAN_SCHEMA = {
         "ambient_temp_c": {"type": "number"},
     },
     "required": ["speed_mps", "wiper_level", "headlights", "fog_lights", "ambient_temp_c"],
+}
+
+
+DIGEST_SCHEMA = {
+    "type": "object",
+    "properties": {"sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+    "required": ["sha256"],
 }
 
 
