@@ -122,7 +122,9 @@ def test_a_changed_frame_is_caught_on_fetch_and_the_rest_proceed(fleet, indexed,
     pick = tmp_path / "selection.parquet"
     of_c[["frame_id"]].to_parquet(pick)
     version = build_dataset(
-        DatasetConfig(index_uri=out, selection=str(pick), out_uri=str(tmp_path / "ds"), engine="loop"),
+        DatasetConfig(
+            index_uri=out, selection=str(pick), out_uri=str(tmp_path / "ds"), engine="loop"
+        ),
         OracleLabels(fleet["root"]),
     )
     manifest = read_manifest(version.uri)
