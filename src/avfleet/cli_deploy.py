@@ -15,27 +15,6 @@ import sys
 from avfleet.bench.client import TOKEN_ENV, token_from_env
 
 
-def _gate_arguments(p: argparse.ArgumentParser) -> None:
-    from avfleet.bench.gates import Gates
-
-    defaults = Gates()
-    p.add_argument("--latency-p99-ms", type=float, default=defaults.latency_p99_ms)
-    p.add_argument("--max-abs-error", type=float, default=defaults.max_abs_error)
-    p.add_argument("--min-argmax-agreement", type=float, default=defaults.min_argmax_agreement)
-    p.add_argument("--max-miou-drop", type=float, default=defaults.max_miou_drop)
-
-
-def _gates(args: argparse.Namespace):  # noqa: ANN202
-    from avfleet.bench.gates import Gates
-
-    return Gates(
-        latency_p99_ms=args.latency_p99_ms,
-        max_abs_error=args.max_abs_error,
-        min_argmax_agreement=args.min_argmax_agreement,
-        max_miou_drop=args.max_miou_drop,
-    )
-
-
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     _latency_parsers(sub)
     from avfleet.index.entry import add_storage_arguments
@@ -61,7 +40,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     promote.add_argument("--registry", required=True)
     promote.add_argument("--repo", required=True, help="Triton model repository mining reads")
     promote.add_argument("--name", default="dpe-scorer")
-    _gate_arguments(promote)
+    promote.add_argument(
+        "--policy",
+        default="",
+        help="promotion policy (gates); default: the reviewed one shipped with avfleet",
+    )
     for p in (export, build, promote):
         p.add_argument("--outputs-dir", default=None, help="write output parameters here (Argo)")
         add_storage_arguments(p)
@@ -150,7 +133,7 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
         how = "cached" if engine.cached else f"built in {engine.info['build_s']:.1f} s"
         print(f"engine {engine.key} ({engine.info['engine_bytes']:,} bytes, {how}) at {engine.uri}")
     else:
-        from avfleet.deploy.registry import PromoteConfig, promote
+        from avfleet.deploy.registry import PromoteConfig, promote, promotion_policy
 
         pointer = promote(
             PromoteConfig(
@@ -159,7 +142,7 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
                 registry_uri=args.registry,
                 model_repo_uri=args.repo,
                 model_name=args.name,
-                gates=_gates(args),
+                gates=promotion_policy(args.policy, st),
                 storage=st,
             )
         )

@@ -200,6 +200,18 @@ def test_broken_models_are_rejected_and_the_promotion_stays(trained, promoted_re
                 }
             )
         )
+    # A report that measured another model: the good release's report, the tampered model.
+    shutil.copy(f"{promoted_release['release']}/bench-report.json", f"{broken}/bench-report.json")
+    with pytest.raises(PermanentError, match="measured a model with sha256"):
+        promote(
+            PromoteConfig(
+                **{
+                    **config.__dict__,
+                    "release_uri": broken,
+                    "report_uri": f"{broken}/bench-report.json",
+                }
+            )
+        )
     # A latency budget no engine can meet.
     release = promoted_release["release"]
     status = validate(release, str(tmp_path / "slow.json"), cache, latency_p99_ms=0.001)

@@ -54,3 +54,17 @@ def test_index_reads_recordings_from_s3(spark, s3_endpoint, clean_fleet, tmp_pat
     assert from_s3[columns].equals(from_disk[columns])
     # The commit and the parts live in the bucket, written without renames.
     assert fs.exists(f"fleet-bucket/index/_commits/date={DATE}.json")
+
+
+def test_swap_text_is_a_conditional_put_on_s3(s3_endpoint):
+    """The registry pointer's compare-and-swap on S3: If-None-Match / If-Match, 412 -> Conflict."""
+    st = StorageConfig(s3_endpoint_url=s3_endpoint, s3_region="eu-west-1")
+    storage.filesystem("s3://registry-bucket", st).mkdir("registry-bucket", region_name="eu-west-1")
+    uri = "s3://registry-bucket/registry/promoted.json"
+    storage.swap_text(uri, None, "v1", st)
+    with pytest.raises(storage.Conflict):
+        storage.swap_text(uri, None, "v1-again", st)  # another promotion created it first
+    storage.swap_text(uri, "v1", "v2", st)  # two writers both read v1 ...
+    with pytest.raises(storage.Conflict):
+        storage.swap_text(uri, "v1", "v2-other", st)  # ... the second loses
+    assert storage.read_bytes(uri, st) == b"v2"

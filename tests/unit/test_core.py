@@ -78,3 +78,14 @@ def test_object_store_errors_map_to_kinds():
         raising(ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject"))
     with pytest.raises(PermanentError):
         raising(ClientError({"Error": {"Code": "AccessDenied"}}, "GetObject"))
+
+
+def test_swap_text_lets_one_of_two_racing_writers_win_locally(tmp_path):
+    uri = str(tmp_path / "registry" / "promoted.json")
+    storage.swap_text(uri, None, "v1")  # created: it was absent
+    with pytest.raises(storage.Conflict):
+        storage.swap_text(uri, None, "v1-again")  # someone else created it first
+    storage.swap_text(uri, "v1", "v2")  # both read v1 ...
+    with pytest.raises(storage.Conflict):
+        storage.swap_text(uri, "v1", "v2-other")  # ... the second loses
+    assert storage.read_bytes(uri) == b"v2"

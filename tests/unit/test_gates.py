@@ -46,3 +46,26 @@ def test_gates_from_a_resource_reject_unknown_names_and_bad_values():
         Gates.from_dict({"latency_ms": 30})
     with pytest.raises(ConfigError, match="min_argmax_agreement"):
         Gates(min_argmax_agreement=1.5)
+
+
+def test_the_promotion_policy_is_within_bounds_and_refuses_loose_gates():
+    from avfleet.bench.gates import BOUNDS, policy_gates
+    from avfleet.deploy.registry import promotion_policy
+
+    shipped = promotion_policy()
+    assert shipped == Gates()  # the reviewed file says what the defaults say
+    good = {"gates": {name: getattr(shipped, name) for name in BOUNDS}}
+    assert policy_gates(good, "p") == shipped
+    for name, value, says in [
+        ("max_miou_drop", 0.5, "outside"),
+        ("min_argmax_agreement", 0.1, "outside"),
+        ("latency_p99_ms", True, "must be a number"),
+        ("max_abs_error", "0.05", "must be a number"),
+    ]:
+        bad = {"gates": {**good["gates"], name: value}}
+        with pytest.raises(ConfigError, match=says):
+            policy_gates(bad, "p")
+    with pytest.raises(ConfigError, match="not set"):
+        policy_gates({"gates": {"latency_p99_ms": 10}}, "p")
+    with pytest.raises(ConfigError, match="one key"):
+        policy_gates({**good, "extra": 1}, "p")

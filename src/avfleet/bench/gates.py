@@ -43,6 +43,35 @@ class Gates:
         return cls(**{k: float(v) for k, v in doc.items()})
 
 
+BOUNDS = {
+    "latency_p99_ms": (0.0, 1000.0),
+    "max_abs_error": (0.0, 0.5),
+    "min_argmax_agreement": (0.9, 1.0),
+    "max_miou_drop": (0.0, 0.05),
+}
+"""What a promotion policy may set each gate to: a looser gate than these is a policy error."""
+
+
+def policy_gates(doc: object, source: str) -> Gates:
+    """The gates of a promotion policy document ({"gates": {...}}), each within BOUNDS."""
+    if not isinstance(doc, dict) or set(doc) != {"gates"} or not isinstance(doc["gates"], dict):
+        raise ConfigError("policy", f"{source}: expected a mapping with one key, gates")
+    missing = sorted(set(BOUNDS) - set(doc["gates"]))
+    if missing:
+        raise ConfigError("policy", f"{source}: gates {missing} are not set")
+    for name, value in doc["gates"].items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError("policy", f"{source}: gate {name} must be a number")
+    gates = Gates.from_dict(doc["gates"])
+    for name, (low, high) in BOUNDS.items():
+        value = getattr(gates, name)
+        if not low <= value <= high:
+            raise ConfigError(
+                "policy", f"{source}: gate {name}={value:g} is outside [{low:g}, {high:g}]"
+            )
+    return gates
+
+
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     passed: bool

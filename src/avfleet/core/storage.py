@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from avfleet.core.errors import NotFoundError, PermanentError, StorageError
+from avfleet.core.errors import NotFoundError, PermanentError, StorageError, TransientError
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -152,6 +152,59 @@ def atomic_write_bytes(uri: str, data: bytes, config: StorageConfig | None = Non
 
 def atomic_write_text(uri: str, text: str, config: StorageConfig | None = None) -> None:
     atomic_write_bytes(uri, text.encode("utf-8"), config)
+
+
+class Conflict(TransientError):
+    """A conditional write lost: the object changed since it was read (re-read and retry)."""
+
+
+def swap_text(
+    uri: str, expected: str | None, new: str, config: StorageConfig | None = None
+) -> None:
+    """Replace the object at `uri` with `new` only if it still holds `expected` (None: absent).
+
+    Compare-and-swap, so two writers that both read the old value cannot both
+    win: locally an exclusive lock on `<path>.lock` around read-compare-rename;
+    on S3 a conditional PUT (If-Match on the ETag of what was read, or
+    If-None-Match: * for a new object), which S3 refuses with 412 when another
+    write came first. The loser gets `Conflict`.
+    """
+    import hashlib
+
+    data = new.encode()
+    if is_local(uri):
+        import fcntl
+
+        path = local_path(uri)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(f"{path}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                current = open(path).read() if os.path.exists(path) else None  # noqa: SIM115
+                if current != expected:
+                    raise Conflict(f"{uri}: changed since it was read")
+                atomic_write_bytes(uri, data, config)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return
+    with translate_errors(uri):
+        fs = filesystem(uri, config)
+        path = strip_protocol(uri)
+        if expected is None:
+            condition = {"IfNoneMatch": "*"}
+        else:
+            etag = fs.info(path, refresh=True).get("ETag", "").strip('"')
+            if etag != hashlib.md5(expected.encode()).hexdigest():  # noqa: S324 - S3's ETag
+                raise Conflict(f"{uri}: changed since it was read")
+            condition = {"IfMatch": f'"{etag}"'}
+        try:
+            fs.pipe_file(path, data, **condition)
+        except (FileExistsError, OSError, *_botocore_errors()) as e:
+            # s3fs turns S3's 412 PreconditionFailed into FileExistsError
+            if isinstance(e, FileExistsError) or "PreconditionFailed" in str(e):
+                raise Conflict(f"{uri}: changed since it was read") from e
+            raise
+        fs.invalidate_cache(path)
 
 
 def list_files(

@@ -5,27 +5,47 @@
         releases/<release_id>.json     a promoted release: export, engine, bench report, verdict
         history/<time>-<release>.json  every promotion, in order
 
-`promote` re-judges the bench report against the gates itself (it trusts no
-verdict it did not compute), and a release that misses any gate raises before
-anything is written: the previous promotion stays as it was. A passing release
+`promote` re-judges the bench report against the gates of the reviewed
+promotion policy (promotion-policy.yaml, beside this module; no workflow
+parameter sets a gate) itself (it trusts no verdict it did not compute), checks
+that the report measured this release's model (its sha256), and a release that
+misses any gate raises before anything is written: the previous promotion
+stays as it was. A passing release
 is published to the Triton model repository first (idempotent: a retry reuses
 the version), then its record is written, and the pointer moves last in one
-atomic write (rename on a filesystem, one PUT on S3). A step that dies anywhere
-in between is retried to the same end state.
+compare-and-swap (storage.swap_text: a lock locally, a conditional PUT on S3),
+so two promotions racing from the same pointer cannot both win: the loser fails
+transient, re-reads and tries again (the deploy workflow also serialises its
+promote steps with an Argo mutex). A step that dies anywhere in between is
+retried to the same end state.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import importlib.resources
 import json
 
-from avfleet.bench.gates import Gates, Verdict, judge
+from avfleet.bench.gates import Gates, Verdict, judge, policy_gates
 from avfleet.core import storage
 from avfleet.core.errors import PermanentError
 from avfleet.deploy.export import read_export
 
 POINTER = "promoted.json"
+
+
+def promotion_policy(uri: str = "", config: storage.StorageConfig | None = None) -> Gates:
+    """The gates of the promotion policy at `uri` ('' = the reviewed one shipped with avfleet)."""
+    import yaml
+
+    if uri:
+        text, source = storage.read_bytes(uri, config).decode(), uri
+    else:
+        ref = importlib.resources.files("avfleet.deploy") / "promotion-policy.yaml"
+        text, source = ref.read_text(), "avfleet/deploy/promotion-policy.yaml"
+    return policy_gates(yaml.safe_load(text), source)
 
 
 class NotPromoted(PermanentError):
@@ -45,13 +65,19 @@ class PromoteConfig:
     model_repo_uri: str
     """The Triton model repository that mining reads."""
     model_name: str = "dpe-scorer"
-    gates: Gates = Gates()
+    gates: Gates = dataclasses.field(default_factory=promotion_policy)
+    """The promotion policy's gates (never a submitter's parameter)."""
     storage: storage.StorageConfig = storage.StorageConfig()
 
 
 def promoted(registry_uri: str, config: storage.StorageConfig | None = None) -> dict | None:
+    text = _pointer_text(registry_uri, config)
+    return None if text is None else json.loads(text)
+
+
+def _pointer_text(registry_uri: str, config: storage.StorageConfig | None) -> str | None:
     uri = storage.join(registry_uri, POINTER)
-    return json.loads(storage.read_bytes(uri, config)) if storage.exists(uri, config) else None
+    return storage.read_bytes(uri, config).decode() if storage.exists(uri, config) else None
 
 
 def record_uri(registry_uri: str, release_id: str) -> str:
@@ -92,10 +118,19 @@ def promote(config: PromoteConfig) -> dict:
     export = read_export(config.release_uri, st)
     release_id = export["release_id"]
     report = json.loads(storage.read_bytes(config.report_uri, st))
+    model = storage.read_bytes(storage.join(config.release_uri, "model.onnx"), st)
+    release_sha = hashlib.sha256(model).hexdigest()
+    measured_sha = (report.get("engine") or {}).get("model_sha256")
+    if measured_sha != release_sha:
+        raise PermanentError(
+            f"release {release_id} is not promoted: the bench report {config.report_uri} measured "
+            f"a model with sha256 {measured_sha}, the release's model.onnx has {release_sha}"
+        )
     verdict = judge(report, export["reference_miou"], config.gates)
     if not verdict.passed:
         raise NotPromoted(release_id, verdict)
-    current = promoted(config.registry_uri, st)
+    current_text = _pointer_text(config.registry_uri, st)
+    current = None if current_text is None else json.loads(current_text)
     if current and current["release_id"] == release_id:
         return current
     scorer = scorer_model(export, st)
@@ -131,7 +166,7 @@ def promote(config: PromoteConfig) -> dict:
     stamp = now.replace(":", "").replace("-", "").replace("+0000", "Z")
     history_uri = storage.join(config.registry_uri, "history", f"{stamp}-{release_id}.json")
     storage.atomic_write_text(history_uri, json.dumps(pointer, indent=2), st)
-    storage.atomic_write_text(
-        storage.join(config.registry_uri, POINTER), json.dumps(pointer, indent=2), st
+    storage.swap_text(
+        storage.join(config.registry_uri, POINTER), current_text, json.dumps(pointer, indent=2), st
     )
     return pointer

@@ -7,7 +7,13 @@
                agent builds the engine on the device and measures it; the step waits for
                status.phase (Succeeded, or Rejected / Failed)
     promote    avfleet deploy promote: the gates again, the Triton repository version that
-               mining reads, then the registry pointer
+               mining reads, then the registry pointer (one promotion at a time: an
+               Argo mutex, and a compare-and-swap on the pointer)
+
+The deploy workflow's gates are the reviewed promotion policy
+(avfleet/deploy/promotion-policy.yaml), written into the BenchValidation when
+the template is rendered: no submitter parameter loosens a gate. The NAS map
+job, which promotes nothing, takes its candidates' gates as parameters.
 
 The local executor runs the validation step through a bench agent on localhost
 (ONNX Runtime) with the same operator logic.
@@ -18,16 +24,19 @@ from __future__ import annotations
 import textwrap
 
 from hera.workflows import DAG, Container, Parameter, Resource, WorkflowTemplate
+from hera.workflows.models import Mutex, Synchronization
 
 from avfleet.workflows import common as c
 
 NAME = "deploy"
+PROMOTION_MUTEX = "avfleet-promotion"
 GATES = {
     "latency-p99-ms": ("50", "gate: p99 latency budget on the bench, ms"),
     "max-abs-error": ("0.05", "gate: max absolute logit error vs the framework model"),
     "min-argmax-agreement": ("0.99", "gate: share of pixels with the framework model's class"),
     "max-miou-drop": ("0.01", "gate: largest mIoU drop vs the framework model (0.01 = 1 point)"),
 }
+"""The NAS candidates' gates (parameters there: a candidate is measured, never promoted)."""
 PARAMETERS = {
     "model-uri": ("s3://avfleet-data/runs/nightly/deployable/model", "the trained model to deploy"),
     "validation": ("s3://avfleet-data/datasets/heldout", "dataset the bench scores"),
@@ -39,7 +48,6 @@ PARAMETERS = {
     "bench-precision": ("fp16", "precision of the engine built on the bench"),
     "bench-runs": ("500", "timed runs on the bench after warm-up"),
     "bench-warmup": ("50", "untimed warm-up runs on the bench"),
-    **GATES,
     "registry": ("s3://avfleet-data/registry", "model registry (promotion pointer)"),
     "model-repo": ("s3://avfleet-data/models/triton", "Triton model repository mining reads"),
     "model-name": ("dpe-scorer", "model name mining scores with"),
@@ -81,9 +89,20 @@ def build_template() -> Container:
     return c.cli_step("build", args, inputs=["release-uri"], outputs=["engine-key"])
 
 
-def bench_validation_manifest() -> str:
-    """A BenchValidation (avfleet.dev/v1alpha1) for the bench operator."""
+def bench_validation_manifest(gates: dict[str, str] | None = None) -> str:
+    """A BenchValidation (avfleet.dev/v1alpha1) for the bench operator; `gates` maps each gate
+    to its value in the manifest (default: the promotion policy's, as literals)."""
     w, i = c.workflow_parameter, c.input_parameter
+    if gates is None:
+        from avfleet.deploy.registry import promotion_policy
+
+        policy = promotion_policy()
+        gates = {
+            "latency_p99_ms": f"{policy.latency_p99_ms:g}",
+            "max_abs_error": f"{policy.max_abs_error:g}",
+            "min_argmax_agreement": f"{policy.min_argmax_agreement:g}",
+            "max_miou_drop": f"{policy.max_miou_drop:g}",
+        }
     return textwrap.dedent(
         f"""\
         apiVersion: avfleet.dev/v1alpha1
@@ -104,21 +123,21 @@ def bench_validation_manifest() -> str:
           referenceMiou: {i("reference-miou")}
           maxAttempts: 3
           gates:
-            latency_p99_ms: {w("latency-p99-ms")}
-            max_abs_error: {w("max-abs-error")}
-            min_argmax_agreement: {w("min-argmax-agreement")}
-            max_miou_drop: {w("max-miou-drop")}
+            latency_p99_ms: {gates["latency_p99_ms"]}
+            max_abs_error: {gates["max_abs_error"]}
+            min_argmax_agreement: {gates["min_argmax_agreement"]}
+            max_miou_drop: {gates["max_miou_drop"]}
         """
     )
 
 
-def validate_template() -> Resource:
+def validate_template(gates: dict[str, str] | None = None) -> Resource:
     return Resource(
         name="bench-validation",
         inputs=[Parameter(name="release-uri"), Parameter(name="reference-miou")],
         action="create",
         set_owner_reference=True,
-        manifest=bench_validation_manifest(),
+        manifest=bench_validation_manifest(gates),
         success_condition="status.phase == Succeeded",
         failure_condition="status.phase in (Rejected,Failed)",
     )
@@ -128,10 +147,11 @@ def promote_template() -> Container:
     w, i = c.workflow_parameter, c.input_parameter
     args = ["deploy", "promote", "--release", i("release-uri"), "--report", report_uri()]
     args += ["--registry", w("registry"), "--repo", w("model-repo"), "--name", w("model-name")]
-    for gate in GATES:
-        args += [f"--{gate}", w(gate)]
     args += ["--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()]
-    return c.cli_step("promote", args, inputs=["release-uri"], outputs=["release-id", "model-ref"])
+    step = c.cli_step("promote", args, inputs=["release-uri"], outputs=["release-id", "model-ref"])
+    # One promotion at a time in the namespace (the pointer's compare-and-swap backs it up).
+    step.synchronization = Synchronization(mutexes=[Mutex(name=PROMOTION_MUTEX)])
+    return step
 
 
 def build() -> WorkflowTemplate:

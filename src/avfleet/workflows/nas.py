@@ -199,7 +199,9 @@ def candidate_dag(kind: str) -> DAG:
             search >> derive >> trained
         export = export_template()(name="export", arguments={"name": passed["name"]})
         release = {"release-uri": export.get_parameter("release-uri")}
-        validate = deploy.validate_template()(
+        validate = deploy.validate_template(
+            {g.replace("-", "_"): c.workflow_parameter(g) for g in deploy.GATES}
+        )(
             name="validate",
             arguments={**release, "reference-miou": export.get_parameter("reference-miou")},
         )
