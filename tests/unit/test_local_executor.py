@@ -646,3 +646,96 @@ def test_an_optional_secret_is_absent_here_and_a_required_one_is_refused(tmp_pat
     secret["secretKeyRef"]["optional"] = False
     with pytest.raises(PermanentError, match="TOKEN.*only in a cluster"):
         executor.run_manifest(wf, {})
+
+
+# Crafted parameter values against the rendered resource manifests, substituted as the local
+# executor (and Argo) substitute them: each stays one inert string, or is refused by name.
+HOSTILE = {
+    "newline and keys": 's3://fleet"\n    volumes:\n      - name: root\n        hostPath: {path: /}\n#',
+    "flow mapping": '{"hostPath": {"path": "/"}}',
+    "quote breaking": 'a" , "--conf", "spark.driver.extraJavaOptions=-Dx=1',
+    "yaml anchor": "&a [*a, *a]",
+}
+
+
+def _resource_manifests():
+    from avfleet.workflows.render import render_all
+
+    for rel, text in sorted(render_all().items()):
+        doc = yaml.safe_load(text.split("\n", 1)[1])
+        spec = doc["spec"].get("workflowSpec", doc["spec"])
+        for template in spec.get("templates", []):
+            if "resource" in template:
+                yield rel, template
+
+
+@pytest.mark.parametrize("value", sorted(HOSTILE))
+def test_a_crafted_string_parameter_stays_one_inert_string(value):
+    import re
+
+    from avfleet.workflows.local.expressions import substitute
+
+    crafted = HOSTILE[value]
+    checked = 0
+    for rel, template in _resource_manifests():
+        text = template["resource"]["manifest"]
+        names = set(re.findall(r"(?:workflow|inputs)\.parameters\['([^']+)'\]", text))
+        numeric = set(
+            re.findall(r"as(?:Int|Float)\((?:workflow|inputs)\.parameters\['([^']+)'\]", text)
+        )
+        scope = {"workflow.name": "wf-1", "workflow.namespace": "ns"}
+        for n in names:
+            good = "3" if n in numeric else f"v-{n}"
+            scope[f"workflow.parameters.{n}"] = scope[f"inputs.parameters.{n}"] = good
+        baseline = yaml.safe_load(substitute(text, scope, rel))
+        for n in names - numeric:
+            hostile = dict(scope)
+            hostile[f"workflow.parameters.{n}"] = hostile[f"inputs.parameters.{n}"] = crafted
+            doc = yaml.safe_load(substitute(text, hostile, rel))
+            # Same structure: every key path the same, the crafted text exactly where the value was.
+            assert _shape(doc) == _shape(baseline), (rel, n)
+            assert any(crafted in s for s in _strings(doc)), (rel, n)
+            checked += 1
+    assert checked > 10
+
+
+@pytest.mark.parametrize("crafted", ["3\n  hostPath: /", "1e9", "two", ""])
+def test_a_crafted_number_parameter_is_refused_by_name(crafted):
+    from avfleet.workflows.local.expressions import substitute
+
+    for rel, template in _resource_manifests():
+        text = template["resource"]["manifest"]
+        if "asInt(" not in text:
+            continue
+        with pytest.raises(PermanentError, match="is not an integer"):
+            substitute(text, _Anything(crafted), rel)
+
+
+class _Anything(dict):
+    """Every name resolves to the same value (the crafted one)."""
+
+    def __init__(self, value: str) -> None:
+        super().__init__()
+        self.value = value
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> str:
+        return self.value
+
+
+def _shape(doc):
+    if isinstance(doc, dict):
+        return {k: _shape(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_shape(v) for v in doc]
+    return type(doc).__name__ if not isinstance(doc, str) else "str"
+
+
+def _strings(doc) -> list:
+    if isinstance(doc, dict):
+        return [s for v in doc.values() for s in _strings(v)]
+    if isinstance(doc, list):
+        return [s for v in doc for s in _strings(v)]
+    return [doc] if isinstance(doc, str) else []

@@ -248,13 +248,17 @@ def test_bench_resources_match_their_crds():
     # The deploy workflow's BenchValidation, parameters filled with the workflow's defaults.
     doc = rendered()["workflows/deploy.yaml"]
     template = next(t for t in doc["spec"]["templates"] if "resource" in t)
-    text = template["resource"]["manifest"]
-    for p in doc["spec"]["arguments"]["parameters"]:
-        text = text.replace("{{workflow.parameters." + p["name"] + "}}", p["value"])
-    text = text.replace("{{inputs.parameters.release-uri}}", "s3://r/rel").replace(
-        "{{inputs.parameters.reference-miou}}", "0.5"
+    from avfleet.workflows.local.expressions import substitute
+
+    scope = {
+        f"workflow.parameters.{p['name']}": p["value"]
+        for p in doc["spec"]["arguments"]["parameters"]
+    }
+    scope.update(
+        {"inputs.parameters.release-uri": "s3://r/rel", "inputs.parameters.reference-miou": "0.5"}
     )
-    validation = yaml.safe_load(text.replace("{{workflow.name}}", "deploy-abc"))
+    scope["workflow.name"] = "deploy-abc"
+    validation = yaml.safe_load(substitute(template["resource"]["manifest"], scope, "deploy"))
     jsonschema.validate(validation, crd_schema("BenchValidation"))
     assert validation["spec"]["gates"]["latency_p99_ms"] == 50
     with pytest.raises(jsonschema.ValidationError, match="precision|fp64"):
@@ -289,3 +293,105 @@ def test_map_job_templates_fan_out_and_in_and_item_stays_in_its_loop():
         main = next(t for t in broken["spec"]["templates"] if t["name"] == "main")
         next(t for t in main["dag"]["tasks"] if t["name"] == "candidates").pop("withParam")
         assert any("outside a loop" in e for e in reference_errors(broken))
+
+
+def _dag(doc: dict) -> dict:
+    return next(t for t in doc["spec"].get("templates", []) if "dag" in t)
+
+
+def _leaf(doc: dict, kind: str) -> dict:
+    return next(t for t in doc["spec"].get("templates", []) if kind in t)
+
+
+# Each mutation breaks one rule Argo's validation enforces (avfleet.workflows.rules); the
+# checks must reject every mutated copy of every rendered manifest that has the part mutated.
+def _cycle(doc):
+    tasks = _dag(doc)["dag"]["tasks"]
+    tasks[0]["depends"] = tasks[-1]["name"]
+
+
+def _self_dependency(doc):
+    task = _dag(doc)["dag"]["tasks"][-1]
+    task["depends"] = f"{task['name']} && ({task.get('depends') or task['name']})"
+
+
+def _duplicate_template(doc):
+    doc["spec"]["templates"].append(copy.deepcopy(doc["spec"]["templates"][0]))
+
+
+def _duplicate_task(doc):
+    tasks = _dag(doc)["dag"]["tasks"]
+    tasks.append(copy.deepcopy(tasks[0]))
+
+
+def _invalid_name(doc):
+    _leaf(doc, "container")["name"] = "Bad_Name!"
+
+
+def _no_image(doc):
+    _leaf(doc, "container")["container"]["image"] = ""
+
+
+def _both_depends_forms(doc):
+    tasks = _dag(doc)["dag"]["tasks"]
+    tasks[-1]["depends"] = tasks[0]["name"]
+    tasks[0]["dependencies"] = []
+    tasks[-1]["dependencies"] = [tasks[0]["name"]]
+
+
+def _two_types(doc):
+    _leaf(doc, "container")["suspend"] = {}
+
+
+def _dag_timeout(doc):
+    _dag(doc)["timeout"] = "10m"
+
+
+def _bad_manifest(doc):
+    _leaf(doc, "resource")["resource"]["manifest"] = "kind: [unclosed\n  spec: {"
+
+
+MUTATIONS = {
+    "dependency cycle": (_cycle, "dag", "dependency cycle"),
+    "self-dependency": (_self_dependency, "dag", "dependency cycle"),
+    "duplicate template": (_duplicate_template, "templates", "is not unique"),
+    "duplicate task": (_duplicate_task, "dag", "is not unique"),
+    "invalid name": (_invalid_name, "container", "is invalid"),
+    "container without image": (_no_image, "container", "image may not be empty"),
+    "depends and dependencies": (_both_depends_forms, "dag", "cannot use both"),
+    "two template types": (_two_types, "container", "multiple template types"),
+    "timeout on a dag": (_dag_timeout, "dag", "doesn't support the timeout"),
+    "resource manifest not YAML": (_bad_manifest, "resource", "not valid YAML"),
+}
+
+
+def _has(doc: dict, part: str) -> bool:
+    templates = doc["spec"].get("templates") or doc["spec"].get("workflowSpec", {}).get(
+        "templates", []
+    )
+    return bool(templates) and (part == "templates" or any(part in t for t in templates))
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_mutated_manifests_are_rejected_as_argo_would(mutation):
+    mutate, part, says = MUTATIONS[mutation]
+    checked = 0
+    for rel, doc in rendered().items():
+        if doc["kind"] == "CronWorkflow" or not _has(doc, part):
+            continue
+        bad = copy.deepcopy(doc)
+        mutate(bad)
+        errors = reference_errors(bad, library())
+        assert any(says in e for e in errors), (rel, errors)
+        checked += 1
+    assert checked >= 1
+
+
+def test_a_malformed_cron_schedule_is_rejected():
+    nightly = next(d for d in rendered().values() if d["kind"] == "CronWorkflow")
+    bad = copy.deepcopy(nightly)
+    bad["spec"]["schedules"] = ["0 2 * *"]  # four fields
+    assert any("malformed" in e for e in reference_errors(bad, library()))
+    bad["spec"]["schedules"] = ["0 2 * * *"]
+    bad["spec"]["concurrencyPolicy"] = "Sometimes"
+    assert any("concurrencyPolicy" in e for e in reference_errors(bad, library()))

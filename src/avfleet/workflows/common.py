@@ -8,6 +8,8 @@ Conventions the local executor relies on too:
 
 from __future__ import annotations
 
+import re
+
 from hera.workflows import Container, Parameter, RetryStrategy, WorkflowTemplate
 from hera.workflows.models import (
     Backoff,
@@ -30,6 +32,7 @@ IMAGE_ROOT = "/opt/avfleet"
 OUTPUTS_DIR = "/tmp/outputs"
 DEFAULT_IMAGE = "ghcr.io/avfleet/avfleet:0.1.0"
 DEFAULT_SPARK_IMAGE = "ghcr.io/avfleet/avfleet-spark:0.1.0"
+DEFAULT_TRAIN_IMAGE = "ghcr.io/avfleet/avfleet-train:0.1.0"
 WORKFLOW_SERVICE_ACCOUNT = "avfleet-workflow"
 SPARK_SERVICE_ACCOUNT = "avfleet-spark"
 LABELS = {"app.kubernetes.io/part-of": "avfleet"}
@@ -60,6 +63,59 @@ def workflow_parameter(name: str) -> str:
 
 def input_parameter(name: str) -> str:
     return f"{{{{inputs.parameters.{name}}}}}"
+
+
+_PLAIN_TAG = re.compile(r"\{\{\s*([A-Za-z][\w.-]*)\s*\}\}")
+_QUOTED = re.compile(r'"([^"\n]*\{\{[^"\n]*)"')
+
+
+def _expr_ref(name: str) -> str:
+    """workflow.parameters.x -> workflow.parameters['x'] (expr-lang: hyphens are minus signs)."""
+    for scope in ("workflow.parameters.", "inputs.parameters."):
+        if name.startswith(scope):
+            return f"{scope[:-1]}[{name[len(scope) :]!r}]"
+    if name in ("workflow.name", "workflow.namespace", "workflow.uid"):
+        return name
+    raise ValueError(f"{name}: not a parameter a manifest may use")
+
+
+def as_int(tag: str) -> str:
+    """`{{workflow.parameters.x}}` as an integer in a manifest: Argo's asInt fails the step on
+    anything else, so a value never becomes YAML structure."""
+    return f"{{{{=asInt({_expr_ref(_PLAIN_TAG.fullmatch(tag).group(1))})}}}}"
+
+
+def as_float(tag: str) -> str:
+    return f"{{{{=asFloat({_expr_ref(_PLAIN_TAG.fullmatch(tag).group(1))})}}}}"
+
+
+def harden(manifest: str) -> str:
+    """A resource manifest in which no parameter value can become structure.
+
+    Argo pastes `{{...}}` values into a resource manifest's text before parsing it,
+    so a value holding a newline and `  volumes:` adds keys (a hostPath volume in
+    the SparkApplication). Here every double-quoted scalar that holds tags becomes
+    one `{{=toJson(...)}}` expression tag: Argo renders it as a JSON string, which
+    YAML reads back as exactly that string, newlines and quotes included. Numbers
+    go through `as_int` / `as_float`. A plain tag left anywhere else is a bug here.
+    """
+
+    def quoted(match: re.Match[str]) -> str:
+        text, terms, at = match.group(1), [], 0
+        for tag in _PLAIN_TAG.finditer(text):
+            if tag.start() > at:
+                terms.append(repr(text[at : tag.start()]))
+            terms.append(_expr_ref(tag.group(1)))
+            at = tag.end()
+        if at < len(text):
+            terms.append(repr(text[at:]))
+        return f"{{{{=toJson({' + '.join(terms)})}}}}"
+
+    out = _QUOTED.sub(quoted, manifest)
+    left = _PLAIN_TAG.findall(out)
+    if left:
+        raise ValueError(f"unquoted parameters in a resource manifest: {left}")
+    return out
 
 
 def pod_security() -> PodSecurityContext:
@@ -134,9 +190,25 @@ def cli_step(
     )
 
 
+ENUMS = {
+    "runtime": ["onnxruntime", "tensorrt"],
+    "precision": ["fp32", "fp16", "int8"],
+    "bench-precision": ["fp32", "fp16", "int8"],
+    # Images are not a submitter's choice: the one the release ships (an install overlay pins
+    # it by digest, value and enum together).
+    "image": [DEFAULT_IMAGE],
+    "spark-image": [DEFAULT_SPARK_IMAGE],
+    "train-image": [DEFAULT_TRAIN_IMAGE],
+}
+"""Closed sets: Argo refuses a submission with any other value (`enum`), as the local executor does."""
+
+
 def parameters(declared: dict[str, tuple[str, str]]) -> list[Parameter]:
-    """Workflow parameters from {name: (default value, description)}."""
-    return [Parameter(name=k, value=v, description=d) for k, (v, d) in declared.items()]
+    """Workflow parameters from {name: (default value, description)}; closed sets get an enum."""
+    return [
+        Parameter(name=k, value=v, description=d, enum=ENUMS.get(k))
+        for k, (v, d) in declared.items()
+    ]
 
 
 def storage_args() -> list[str]:

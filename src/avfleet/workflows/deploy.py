@@ -103,8 +103,9 @@ def bench_validation_manifest(gates: dict[str, str] | None = None) -> str:
             "min_argmax_agreement": f"{policy.min_argmax_agreement:g}",
             "max_miou_drop": f"{policy.max_miou_drop:g}",
         }
-    return textwrap.dedent(
-        f"""\
+    return c.harden(
+        textwrap.dedent(
+            f"""\
         apiVersion: avfleet.dev/v1alpha1
         kind: BenchValidation
         metadata:
@@ -118,9 +119,9 @@ def bench_validation_manifest(gates: dict[str, str] | None = None) -> str:
           reportUri: "{report_uri()}"
           target: "{w("bench-target")}"
           precision: "{w("bench-precision")}"
-          warmup: {w("bench-warmup")}
-          runs: {w("bench-runs")}
-          referenceMiou: {i("reference-miou")}
+          warmup: {c.as_int(w("bench-warmup"))}
+          runs: {c.as_int(w("bench-runs"))}
+          referenceMiou: {c.as_float(i("reference-miou"))}
           maxAttempts: 3
           gates:
             latency_p99_ms: {gates["latency_p99_ms"]}
@@ -128,6 +129,7 @@ def bench_validation_manifest(gates: dict[str, str] | None = None) -> str:
             min_argmax_agreement: {gates["min_argmax_agreement"]}
             max_miou_drop: {gates["max_miou_drop"]}
         """
+        )
     )
 
 

@@ -61,8 +61,9 @@ def spark_application_manifest(date: str) -> str:
         w("pushgateway"),
     ]
     arg_lines = "\n".join(f'    - "{a}"' for a in args)
-    return textwrap.dedent(
-        f"""\
+    return c.harden(
+        textwrap.dedent(
+            f"""\
         apiVersion: sparkoperator.k8s.io/v1beta2
         kind: SparkApplication
         metadata:
@@ -98,12 +99,13 @@ def spark_application_manifest(date: str) -> str:
               app.kubernetes.io/part-of: avfleet
           executor:
             cores: 2
-            instances: {i("executors")}
+            instances: {c.as_int(i("executors"))}
             memory: "4g"
             labels:
               app.kubernetes.io/part-of: avfleet
         """
-    ).replace("{ARGS}", arg_lines)
+        ).replace("{ARGS}", arg_lines)
+    )
 
 
 def spark_template() -> Resource:

@@ -200,7 +200,7 @@ def candidate_dag(kind: str) -> DAG:
         export = export_template()(name="export", arguments={"name": passed["name"]})
         release = {"release-uri": export.get_parameter("release-uri")}
         validate = deploy.validate_template(
-            {g.replace("-", "_"): c.workflow_parameter(g) for g in deploy.GATES}
+            {g.replace("-", "_"): c.as_float(c.workflow_parameter(g)) for g in deploy.GATES}
         )(
             name="validate",
             arguments={**release, "reference-miou": export.get_parameter("reference-miou")},

@@ -60,7 +60,7 @@ PARAMETERS = {
     ),
     "width": ("2.0", "width multiplier of the deployable net before pruning"),
     "image": (c.DEFAULT_IMAGE, "avfleet image (CLI steps)"),
-    "train-image": ("ghcr.io/avfleet/avfleet-train:0.1.0", "avfleet training image (CUDA, NCCL)"),
+    "train-image": (c.DEFAULT_TRAIN_IMAGE, "avfleet training image (CUDA, NCCL)"),
 }
 
 
@@ -134,7 +134,7 @@ def pytorchjob_manifest(
                     value: "1"
                 resources:
                   limits:
-                    nvidia.com/gpu: {w("gpus-per-node")}
+                    nvidia.com/gpu: {c.as_int(w("gpus-per-node"))}
                     memory: 64Gi
                   requests:
                     cpu: "8"
@@ -150,7 +150,7 @@ def pytorchjob_manifest(
     ).replace("{COMMAND}", command)
     master = textwrap.indent(replica.replace("REPLICAS", "1"), "      ")
     worker = textwrap.indent(replica.replace("REPLICAS", "NODES_MINUS_ONE"), "      ")
-    return (
+    return c.harden(
         textwrap.dedent(
             f"""\
             apiVersion: kubeflow.org/v1
@@ -167,9 +167,9 @@ def pytorchjob_manifest(
                 ttlSecondsAfterFinished: 86400
               elasticPolicy:
                 rdzvBackend: c10d
-                minReplicas: {w("nodes")}
-                maxReplicas: {w("nodes")}
-                nProcPerNode: {w("gpus-per-node")}
+                minReplicas: {c.as_int(w("nodes"))}
+                maxReplicas: {c.as_int(w("nodes"))}
+                nProcPerNode: {c.as_int(w("gpus-per-node"))}
                 maxRestarts: 3
               pytorchReplicaSpecs:
                 Master:
@@ -180,7 +180,7 @@ def pytorchjob_manifest(
         )
         .replace("MASTER", master.rstrip("\n"))
         .replace("WORKER", worker.rstrip("\n"))
-        .replace("NODES_MINUS_ONE", i("worker-replicas"))
+        .replace("NODES_MINUS_ONE", c.as_int(i("worker-replicas")))
     )
 
 

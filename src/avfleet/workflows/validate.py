@@ -23,6 +23,19 @@ KIND_TO_CRD = {
     "CronWorkflow": "argoproj.io_cronworkflows.yaml",
 }
 _TOKEN = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
+_EXPR_PARAM = re.compile(r"\b(workflow|inputs)\.parameters\['([^']+)'\]")
+
+
+def _tokens(text: str) -> list[str]:
+    """The references in `text`: plain tags as they are, and the parameters an expression tag
+    ({{=toJson(workflow.parameters['x'])}}) reads, as the plain tag names them."""
+    out = []
+    for token in _TOKEN.findall(text):
+        if token.startswith("="):
+            out += [f"{scope}.parameters.{name}" for scope, name in _EXPR_PARAM.findall(token)]
+        else:
+            out.append(token)
+    return out
 
 
 def _strict(schema: Any) -> Any:
@@ -113,18 +126,21 @@ def referenced_templates(manifest: dict, library: Library) -> list[tuple[str, di
 
 
 def reference_errors(manifest: dict, library: Library | None = None) -> list[str]:
-    """Template references, task dependencies and parameter references that do not resolve.
+    """Argo's structural rules (avfleet.workflows.rules), and template references, task
+    dependencies and parameter references that do not resolve.
 
     With a library (the WorkflowTemplates of the cluster), templateRefs are checked too: the
     template exists, gets its inputs, and every workflow parameter it uses is declared here
     (a referenced template reads the *calling* workflow's parameters).
     """
+    from avfleet.workflows.rules import rule_errors
+
     spec = workflow_spec(manifest)
     templates = _templates_of(manifest)
     declared_params = spec.get("arguments", {}).get("parameters")
     # With no declared arguments at all, parameters come from the submitter (or an event binding).
     workflow_params = {p["name"] for p in declared_params} if declared_params is not None else None
-    errors = []
+    errors = rule_errors(manifest)  # what Argo's own validation rejects (workflows/rules.py)
     entry = spec.get("entrypoint")
     if entry and entry not in templates and "workflowTemplateRef" not in spec:
         errors.append(f"entrypoint {entry!r} is not a template")
@@ -197,7 +213,7 @@ def reference_errors(manifest: dict, library: Library | None = None) -> list[str
         )
     if library is not None and workflow_params is not None:
         for owner, template in referenced_templates(manifest, library):
-            for token in _TOKEN.findall(yaml.safe_dump(template)):
+            for token in _tokens(yaml.safe_dump(template)):
                 parts = token.split(".")
                 if parts[:2] == ["workflow", "parameters"] and len(parts) == 3:
                     if parts[2] not in workflow_params:
@@ -212,7 +228,7 @@ def _item_outside_loop(fields: dict, where: str) -> list[str]:
     """{{item}} exists only in a task or step that loops (withItems, withParam, withSequence)."""
     return [
         f"{where}: {{{{{token}}}}} outside a loop (no withItems, withParam or withSequence)"
-        for token in _TOKEN.findall(yaml.safe_dump(fields))
+        for token in _tokens(yaml.safe_dump(fields))
         if token == "item" or token.startswith("item.")
     ]
 
@@ -225,7 +241,7 @@ def unused_parameters(manifest: dict, library: Library | None = None) -> list[st
     reached = [t for _, t in referenced_templates(manifest, library or {})]
     used = {
         token.split(".")[2]
-        for token in _TOKEN.findall(yaml.safe_dump([*spec.get("templates", []), *reached]))
+        for token in _tokens(yaml.safe_dump([*spec.get("templates", []), *reached]))
         if token.startswith("workflow.parameters.") and token.count(".") == 2
     }
     return [name for name in declared if name not in used]
@@ -246,7 +262,7 @@ def _check_fields(fields: dict, where: str, *scope: object) -> list[str]:
     """Check every {{...}} reference in `fields` (see `_check_token` for the scope)."""
     return [
         e
-        for token in _TOKEN.findall(yaml.safe_dump(fields))
+        for token in _tokens(yaml.safe_dump(fields))
         for e in _check_token(token, *scope, where=where)
     ]  # type: ignore[arg-type]
 

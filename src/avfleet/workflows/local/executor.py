@@ -199,6 +199,12 @@ class LocalExecutor:
         missing = [k for k, v in values.items() if v is None]
         if missing:
             raise ConfigError(f"-p {missing[0]}", "required parameter has no value")
+        for p in spec.get("arguments", {}).get("parameters", []):
+            if p.get("enum") and str(values[p["name"]]) not in p["enum"]:  # as Argo refuses it
+                raise ConfigError(
+                    f"-p {p['name']}",
+                    f"{values[p['name']]!r} is not one of {', '.join(p['enum'])}",
+                )
         run_name = f"{name.rstrip('-')}-local-{uuid.uuid4().hex[:5]}"
         scope = {f"workflow.parameters.{k}": str(v) for k, v in values.items()}
         scope.update(

@@ -24,6 +24,8 @@ _TOKEN = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 def substitute(text: str, values: dict[str, str], where: str) -> str:
     def one(match: re.Match[str]) -> str:
         name = match.group(1)
+        if name.startswith("="):
+            return evaluate_tag(name[1:], values, where)
         if name not in values:
             raise PermanentError(
                 f"{where}: cannot resolve {{{{{name}}}}} (known: {', '.join(sorted(values)) or 'none'})"
@@ -160,3 +162,66 @@ def _compare(op: ast.cmpop, left: Any, right: Any, expression: str) -> bool:
     except (TypeError, ValueError) as e:
         raise PermanentError(f"when {expression!r}: cannot order {left!r} and {right!r}") from e
     return {ast.Lt: a < b, ast.LtE: a <= b, ast.Gt: a > b, ast.GtE: a >= b}[type(op)]
+
+
+# Expression tags in resource manifests (avfleet.workflows.common.harden): toJson of a
+# concatenation of string literals and parameters, asInt/asFloat of one parameter. Argo
+# evaluates them with expr-lang; locally a whitelisted AST does the same few things.
+_MANIFEST_NODES = (
+    ast.Expression,
+    ast.Call,
+    ast.Name,
+    ast.Load,
+    ast.Attribute,
+    ast.Subscript,
+    ast.Constant,
+    ast.BinOp,
+    ast.Add,
+)
+
+
+def evaluate_tag(expression: str, values: dict[str, str], where: str) -> str:
+    """The text an `{{=...}}` tag renders to (toJson -> a JSON string, asInt/asFloat -> a
+    number), or a PermanentError naming the parameter that is not what the tag needs."""
+    import json
+
+    tree = _parse(expression, f"{where}: expression", _MANIFEST_NODES)
+
+    def name_of(node: ast.AST) -> str:
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.Attribute):
+            return f"{name_of(node.value)}.{node.attr}"
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            return f"{name_of(node.value)}.{node.slice.value}"
+        raise PermanentError(f"{where}: {expression!r} is not a parameter reference")
+
+    def value(node: ast.AST) -> Any:
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.BinOp):
+            return str(value(node.left)) + str(value(node.right))
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or len(node.args) != 1:
+                raise PermanentError(f"{where}: {expression!r}: unsupported call")
+            arg = value(node.args[0])
+            fn = node.func.id
+            try:
+                if fn == "toJson":
+                    return json.dumps(arg)
+                if fn == "asInt":
+                    return int(str(arg).strip(), 10)
+                if fn == "asFloat":
+                    return float(str(arg))
+            except ValueError:
+                raise PermanentError(
+                    f"{where}: {arg!r} is not {'an integer' if fn == 'asInt' else 'a number'} "
+                    f"({expression})"
+                ) from None
+            raise PermanentError(f"{where}: {expression!r}: unknown function {fn!r}")
+        name = name_of(node)
+        if name not in values:
+            raise PermanentError(f"{where}: cannot resolve {name} in {{{{={expression}}}}}")
+        return values[name]
+
+    return str(value(tree.body))
