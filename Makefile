@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 UV_VERSION  ?= 0.13.9
 
-.PHONY: demo test setup lint render bench clean
+.PHONY: demo test setup tools lint render bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,7 +27,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/avfleet demo
 
-test: $(STAMP)
+# Go-built tools the tests use (tools/build.sh: Argo's CLI), cached in ~/.cache/avfleet-tools;
+# without a go command the tests that need them skip and say so.
+tools:
+	@if command -v go >/dev/null; then tools/build.sh; else echo "no go command: Go-built tools skipped"; fi
+
+test: $(STAMP) tools
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Build the Go tools avfleet's tests use, at the versions tools/go.mod pins, with the ordinary
+# go command, into $AVFLEET_TOOLS (default ~/.cache/avfleet-tools), outside the checkout.
+# Idempotent: a tool already built at its pinned version is kept.
+#
+#   argo   Argo Workflows' CLI: `argo lint --offline` on every rendered manifest (tests)
+set -euo pipefail
+cd "$(dirname "$0")"
+OUT=${AVFLEET_TOOLS:-$HOME/.cache/avfleet-tools}
+mkdir -p "$OUT/bin" "$OUT/src"
+
+module=github.com/argoproj/argo-workflows/v4
+version=$(go list -m -f '{{.Version}}' "$module")
+bin="$OUT/bin/argo-$version"
+if [ ! -x "$bin" ]; then
+  echo "building argo $version (about 5-10 minutes on 2 cores)..." >&2
+  go mod download "$module"
+  src=$(go list -m -f '{{.Dir}}' "$module")
+  work="$OUT/src/argo-workflows-$version"
+  rm -rf "$work"
+  cp -r "$src" "$work"   # a writable build folder (the module cache is read-only)
+  chmod -R u+w "$work"
+  # The CLI embeds the web UI's build output, which the module does not ship; Argo's own
+  # Makefile builds the CLI against a placeholder page in the same way.
+  mkdir -p "$work/ui/dist/app"
+  echo '<!doctype html><title>argo CLI built without its UI</title>' >"$work/ui/dist/app/index.html"
+  (cd "$work" && go build -trimpath -o "$bin.tmp" ./cmd/argo)
+  mv "$bin.tmp" "$bin"
+  rm -rf "$work"
+fi
+ln -sf "$bin" "$OUT/bin/argo"
+"$OUT/bin/argo" version --short >&2 || true
