@@ -1,4 +1,5 @@
 # avfleet CLI image: the workflow's container steps (plan-index, verify-index, ...).
+# checkov:skip=CKV_DOCKER_2: a batch image; Kubernetes ignores HEALTHCHECK (the operator's Deployment has probes)
 # Build from the repository root: docker build -f images/avfleet.Dockerfile -t avfleet:0.1.0 .
 FROM python:3.11.7-slim-bookworm
 
@@ -17,6 +18,6 @@ COPY src ./src
 COPY jobs ./jobs
 COPY operators ./operators
 RUN pip install --no-deps . \
-    && useradd --uid 1000 --create-home --shell /usr/sbin/nologin avfleet
-USER 1000:1000
+    && useradd --uid 10001 --create-home --shell /usr/sbin/nologin avfleet
+USER 10001:10001
 ENTRYPOINT ["avfleet"]

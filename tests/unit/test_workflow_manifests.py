@@ -140,7 +140,9 @@ def test_kustomize_renders_all_resources():
         check=True,
     ).stdout
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out) if d)
-    expected = ["Role", "Role", "RoleBinding", "RoleBinding", "ServiceAccount", "ServiceAccount"]
+    expected = ["Namespace"]  # namespace.yaml: Pod Security "restricted" enforced
+    expected += ["Role", "Role", "RoleBinding", "RoleBinding"] + ["ServiceAccount"] * 4
+    expected += ["NetworkPolicy"] * 8  # network-policies.yaml
     expected += ["Deployment", "Service", "ServiceAccount"]  # triton/
     expected += ["CustomResourceDefinition"] * 2  # bench/crds.yaml
     expected += [
@@ -446,3 +448,109 @@ def test_argo_lint_rejects_what_our_validator_rejects(mutation, tmp_path):
     (tmp_path / pathlib.Path(rel).name).write_text(yaml.safe_dump(bad))
     code, out = argo_lint([str(tmp_path)])
     assert code != 0 and pathlib.Path(rel).stem in out, (mutation, rel, out)
+
+
+def _resource_docs(doc: dict):
+    """The resource manifests a workflow creates, parameters filled with the defaults."""
+    from avfleet.workflows.local.expressions import substitute
+
+    spec = doc["spec"].get("workflowSpec", doc["spec"])
+    scope = {
+        f"workflow.parameters.{p['name']}": p.get("value", "1")
+        for p in spec.get("arguments", {}).get("parameters", [])
+    }
+    scope["workflow.name"] = "wf"
+    for template in spec.get("templates", []):
+        if "resource" not in template:
+            continue
+        text = template["resource"]["manifest"]
+        local = dict(scope)
+        for p in template.get("inputs", {}).get("parameters", []):
+            local[f"inputs.parameters.{p['name']}"] = "1"
+        yield template["name"], yaml.safe_load(substitute(text, local, template["name"]))
+
+
+def avfleet_pods():
+    """(where, pod securityContext, containers, volumes) of every pod avfleet creates."""
+    import glob
+
+    for rel, doc in sorted(rendered().items()):
+        spec = doc["spec"].get("workflowSpec", doc["spec"])
+        for t in spec.get("templates", []):
+            if "container" in t:
+                c = {**t["container"], "name": t["name"]}
+                yield f"{rel}:{t['name']}", spec.get("securityContext"), [c], t.get("volumes", [])
+        for name, res in _resource_docs(doc):
+            s = res["spec"]
+            if res["kind"] == "SparkApplication":
+                for role in ("driver", "executor"):
+                    r = s[role]
+                    c = {"name": role, "securityContext": r.get("securityContext")}
+                    yield (
+                        f"{rel}:{name}:{role}",
+                        r.get("podSecurityContext"),
+                        [c],
+                        s.get("volumes", []),
+                    )
+            elif res["kind"] == "PyTorchJob":
+                for role, replica in s["pytorchReplicaSpecs"].items():
+                    pod = replica["template"]["spec"]
+                    assert pod["serviceAccountName"] == "avfleet-train", rel
+                    assert pod["automountServiceAccountToken"] is False, rel
+                    yield (
+                        f"{rel}:{name}:{role}",
+                        pod.get("securityContext"),
+                        pod["containers"],
+                        pod.get("volumes", []),
+                    )
+    for path in sorted(glob.glob(str(default_manifests_dir() / "**" / "*.yaml"), recursive=True)):
+        for doc in yaml.safe_load_all(pathlib.Path(path).read_text()):
+            if doc and doc.get("kind") == "Deployment":
+                pod = doc["spec"]["template"]["spec"]
+                yield path, pod.get("securityContext"), pod["containers"], pod.get("volumes", [])
+
+
+def test_every_pod_avfleet_creates_meets_pod_security_restricted():
+    pods = list(avfleet_pods())
+    kinds = {where.rsplit(":", 1)[-1] for where, *_ in pods}
+    assert {"driver", "executor", "Master", "Worker"} <= kinds  # Spark and PyTorchJob pods too
+    assert len(pods) > 30
+    for where, pod, containers, volumes in pods:
+        assert pod and pod.get("runAsNonRoot") is True, where
+        assert (pod.get("seccompProfile") or {}).get("type") == "RuntimeDefault", where
+        assert int(pod.get("runAsUser", 0)) >= 10000, where  # never a host account's UID
+        for c in containers:
+            sc = c.get("securityContext") or {}
+            assert sc.get("allowPrivilegeEscalation") is False, (where, c["name"])
+            assert "ALL" in (sc.get("capabilities") or {}).get("drop", []), (where, c["name"])
+            assert sc.get("readOnlyRootFilesystem") is True, (where, c["name"])
+            assert not sc.get("privileged"), (where, c["name"])
+        assert not any("hostPath" in v for v in volumes), where
+
+
+def test_the_prod_overlay_refuses_plain_http_benches():
+    import shutil
+    import subprocess
+
+    import jsonschema
+
+    if not shutil.which("kubectl"):
+        pytest.skip("kubectl is absent: install it to render kustomizations")
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(default_manifests_dir().parent / "overlays" / "prod")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    crd = next(
+        d
+        for d in yaml.safe_load_all(out)
+        if d and d["metadata"]["name"] == "xavierbenches.avfleet.dev"
+    )
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    bench = {"spec": {"address": "https://xavier-01.lab:8470", "target": "t", "tokenSecret": "s"}}
+    jsonschema.validate(bench, schema)
+    with pytest.raises(jsonschema.ValidationError, match="does not match"):
+        jsonschema.validate(
+            {"spec": {**bench["spec"], "address": "http://xavier-01.lab:8470"}}, schema
+        )

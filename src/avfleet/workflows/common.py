@@ -17,8 +17,10 @@ from hera.workflows.models import (
     EmptyDirVolumeSource,
     EnvVar,
     EnvVarSource,
+    Metadata,
     PodSecurityContext,
     ResourceRequirements,
+    SeccompProfile,
     SecretKeySelector,
     SecurityContext,
     ValueFrom,
@@ -35,6 +37,12 @@ DEFAULT_SPARK_IMAGE = "ghcr.io/avfleet/avfleet-spark:0.1.0"
 DEFAULT_TRAIN_IMAGE = "ghcr.io/avfleet/avfleet-train:0.1.0"
 WORKFLOW_SERVICE_ACCOUNT = "avfleet-workflow"
 SPARK_SERVICE_ACCOUNT = "avfleet-spark"
+SPARK_EXECUTOR_SERVICE_ACCOUNT = "avfleet-spark-executor"
+TRAIN_SERVICE_ACCOUNT = "avfleet-train"
+UID = 10001
+"""The images' non-root user (images/*.Dockerfile); a high UID never maps to a host account."""
+ROLE = "avfleet.io/role"
+"""Pod label the NetworkPolicies select on (manifests/network-policies.yaml)."""
 LABELS = {"app.kubernetes.io/part-of": "avfleet"}
 
 # Retry a step only when it says the failure may pass (exit 75), or when Kubernetes
@@ -119,9 +127,33 @@ def harden(manifest: str) -> str:
 
 
 def pod_security() -> PodSecurityContext:
+    """Pod Security "restricted" at pod level: non-root, the runtime's default seccomp profile."""
     return PodSecurityContext(
-        run_as_non_root=True, run_as_user=1000, run_as_group=1000, fs_group=1000
+        run_as_non_root=True,
+        run_as_user=UID,
+        run_as_group=UID,
+        fs_group=UID,
+        seccomp_profile=SeccompProfile(type="RuntimeDefault"),
     )
+
+
+POD_SECURITY_YAML = f"""\
+runAsNonRoot: true
+runAsUser: {UID}
+runAsGroup: {UID}
+fsGroup: {UID}
+seccompProfile:
+  type: RuntimeDefault
+"""
+"""`pod_security` as the text resource manifests (SparkApplication, PyTorchJob) embed."""
+
+CONTAINER_SECURITY_YAML = """\
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+"""
+"""`container_security` as text, likewise."""
 
 
 def container_security() -> SecurityContext:
@@ -229,6 +261,7 @@ def workflow_settings(
         "entrypoint": "main",
         "service_account_name": WORKFLOW_SERVICE_ACCOUNT,
         "security_context": pod_security(),
+        "pod_metadata": Metadata(labels={**LABELS, ROLE: "workflow-step"}),
         "arguments": parameters(parameters_),
         "active_deadline_seconds": deadline_s,
     }

@@ -91,20 +91,51 @@ def spark_application_manifest(date: str) -> str:
             onFailureRetryInterval: 30
             onSubmissionFailureRetries: 3
             onSubmissionFailureRetryInterval: 30
+          volumes:
+            - name: tmp
+              emptyDir: {{sizeLimit: 4Gi}}
+            - name: work
+              emptyDir: {{sizeLimit: 1Gi}}
           driver:
             cores: 1
             memory: "2g"
             serviceAccount: {c.SPARK_SERVICE_ACCOUNT}
             labels:
               app.kubernetes.io/part-of: avfleet
+              {c.ROLE}: spark
+        POD_SECURITY
+        VOLUME_MOUNTS
           executor:
             cores: 2
             instances: {c.as_int(i("executors"))}
             memory: "4g"
+            serviceAccount: {c.SPARK_EXECUTOR_SERVICE_ACCOUNT}
             labels:
               app.kubernetes.io/part-of: avfleet
+              {c.ROLE}: spark
+        POD_SECURITY
+        VOLUME_MOUNTS
         """
-        ).replace("{ARGS}", arg_lines)
+        )
+        .replace("{ARGS}", arg_lines)
+        .replace("POD_SECURITY", _spark_security())
+        .replace("VOLUME_MOUNTS", _spark_mounts())
+    )
+
+
+def _spark_security() -> str:
+    """Pod Security "restricted" for the driver and executors (spark-operator v1beta2 fields)."""
+    pod = textwrap.indent(c.POD_SECURITY_YAML, "      ")
+    container = textwrap.indent(c.CONTAINER_SECURITY_YAML, "      ")
+    return f"    podSecurityContext:\n{pod}    securityContext:\n{container}".rstrip("\n")
+
+
+def _spark_mounts() -> str:
+    """A writable /tmp and Spark's work dir on a read-only root filesystem."""
+    return (
+        "    volumeMounts:\n"
+        "      - {name: tmp, mountPath: /tmp}\n"
+        "      - {name: work, mountPath: /opt/spark/work-dir}"
     )
 
 

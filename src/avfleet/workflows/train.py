@@ -117,7 +117,12 @@ def pytorchjob_manifest(
           metadata:
             labels:
               app.kubernetes.io/part-of: avfleet
+              {c.ROLE}: train
           spec:
+            serviceAccountName: {c.TRAIN_SERVICE_ACCOUNT}
+            automountServiceAccountToken: false  # training never talks to the API server
+            securityContext:
+        POD_SECURITY
             containers:
               - name: pytorch
                 image: "{w("train-image")}"
@@ -139,15 +144,25 @@ def pytorchjob_manifest(
                   requests:
                     cpu: "8"
                     memory: 64Gi
+                securityContext:
+        CONTAINER_SECURITY
                 volumeMounts:
-                  - name: dshm
+                  - name: dshm  # NCCL's shared-memory transport between the node's ranks
                     mountPath: /dev/shm
+                  - name: tmp
+                    mountPath: /tmp
             volumes:
+              - name: tmp
+                emptyDir:
+                  sizeLimit: 8Gi
               - name: dshm
                 emptyDir:
                   medium: Memory
         """
     ).replace("{COMMAND}", command)
+    replica = replica.replace(
+        "POD_SECURITY\n", textwrap.indent(c.POD_SECURITY_YAML, "      ")
+    ).replace("CONTAINER_SECURITY\n", textwrap.indent(c.CONTAINER_SECURITY_YAML, "          "))
     master = textwrap.indent(replica.replace("REPLICAS", "1"), "      ")
     worker = textwrap.indent(replica.replace("REPLICAS", "NODES_MINUS_ONE"), "      ")
     return c.harden(
