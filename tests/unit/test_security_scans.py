@@ -5,27 +5,12 @@ and the Dockerfiles. Every skip is written beside what it skips, with its reason
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 
-import pytest
-
 from avfleet.workflows.render import default_manifests_dir
+from tests.conftest import tool, tool_path
 
 ROOT = default_manifests_dir().parent
-
-
-def tool(name: str) -> str:
-    """A tool tools/build.sh builds (the test skips, saying how, where it is not built)."""
-    tools = os.environ.get("AVFLEET_TOOLS", os.path.expanduser("~/.cache/avfleet-tools"))
-    path = os.path.join(tools, "bin", name)
-    if os.access(path, os.X_OK):
-        return path
-    found = shutil.which(name)
-    if not found:
-        pytest.skip(f"{name} is not built: run tools/build.sh (make test does)")
-    return found
 
 
 def checkov(*args: str) -> dict:
@@ -43,7 +28,7 @@ def checkov(*args: str) -> dict:
 
 
 def test_checkov_finds_nothing_in_the_installed_manifests(tmp_path):
-    kubectl = shutil.which("kubectl")
+    kubectl = tool_path("kubectl")
     if kubectl:  # what `kubectl apply -k manifests` installs, namespace and labels applied
         out = tmp_path / "installed.yaml"
         rendered = subprocess.run(

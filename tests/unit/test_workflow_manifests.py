@@ -15,7 +15,7 @@ from avfleet.workflows.validate import (
     schema_errors,
     unused_parameters,
 )
-from tests.conftest import TESTDATA, shared_testdata
+from tests.conftest import TESTDATA, shared_testdata, tool
 
 CRDS = TESTDATA / "argo" / "crds-full"
 
@@ -126,15 +126,10 @@ def test_argo_examples_pass_our_checks(path: pathlib.Path, doc):
 
 
 def test_kustomize_renders_all_resources():
-    import shutil
     import subprocess
 
-    if not shutil.which("kubectl"):
-        pytest.skip(
-            "kubectl is absent: install it (Debian package kubernetes-client) to render kustomizations"
-        )
     out = subprocess.run(
-        ["kubectl", "kustomize", str(default_manifests_dir())],
+        [tool("kubectl"), "kustomize", str(default_manifests_dir())],
         capture_output=True,
         text=True,
         check=True,
@@ -399,25 +394,11 @@ def test_a_malformed_cron_schedule_is_rejected():
     assert any("concurrencyPolicy" in e for e in reference_errors(bad, library()))
 
 
-def argo_cli() -> str:
-    """Argo's own CLI, built by tools/build.sh (the test skips, saying how, where it is not)."""
-    import os
-    import shutil
-
-    tools = os.environ.get("AVFLEET_TOOLS", os.path.expanduser("~/.cache/avfleet-tools"))
-    path = os.path.join(tools, "bin", "argo")
-    if not os.access(path, os.X_OK):
-        path = shutil.which("argo") or ""
-    if not path:
-        pytest.skip("Argo's CLI is not built: run tools/build.sh (.ci/run does)")
-    return path
-
-
 def argo_lint(paths: list[str]) -> tuple[int, str]:
     import subprocess
 
     done = subprocess.run(
-        [argo_cli(), "lint", "--offline", "--output", "simple", *paths],
+        [tool("argo"), "lint", "--offline", "--output", "simple", *paths],
         capture_output=True,
         text=True,
         timeout=300,
@@ -529,15 +510,12 @@ def test_every_pod_avfleet_creates_meets_pod_security_restricted():
 
 
 def test_the_prod_overlay_refuses_plain_http_benches():
-    import shutil
     import subprocess
 
     import jsonschema
 
-    if not shutil.which("kubectl"):
-        pytest.skip("kubectl is absent: install it to render kustomizations")
     out = subprocess.run(
-        ["kubectl", "kustomize", str(default_manifests_dir().parent / "overlays" / "prod")],
+        [tool("kubectl"), "kustomize", str(default_manifests_dir().parent / "overlays" / "prod")],
         capture_output=True,
         text=True,
         check=True,
