@@ -12,6 +12,7 @@ may do what the operator needs and nothing more.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import subprocess
 import sys
@@ -60,38 +61,63 @@ def wait_for(what: str, check, timeout_s: float = 120.0):  # noqa: ANN001, ANN20
     raise AssertionError(f"timed out waiting for {what}")
 
 
+OPERATOR_RBAC = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+
+
+def install(cluster, rbac_kinds: tuple[str, ...]) -> str:
+    """The namespace, the bench CRDs (established) and the operator's RBAC of `rbac_kinds`;
+    a token of the operator's ServiceAccount."""
+    import kubernetes
+
+    apply(cluster, installed("namespace.yaml"))
+    apply(cluster, installed("bench/crds.yaml"))
+    api = kubernetes.client.ApiextensionsV1Api(cluster.client())
+    wait_for(
+        "the CRDs to be established",
+        lambda: all(
+            any(
+                c.type == "Established" and c.status == "True"
+                for c in (crd.status.conditions or [])
+            )
+            for crd in api.list_custom_resource_definition().items
+            if crd.spec.group == GROUP
+        ),
+    )
+    apply(cluster, installed("bench/operator.yaml", kinds=rbac_kinds))
+    return cluster.service_account_token(NS, "avfleet-bench-operator")
+
+
+@contextlib.contextmanager
+def operator_process(cluster, token: str, log_path, **env: str):  # noqa: ANN001, ANN201
+    """`kopf run` of the bench operator in its own process, as the ServiceAccount of `token`."""
+    with open(log_path, "w") as log:
+        operator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kopf",
+                "run",
+                "--standalone",
+                f"--namespace={NS}",
+                str(default_manifests_dir().parent / "operators" / "bench_operator.py"),
+            ],  # fmt: skip
+            env={**os.environ, "KUBECONFIG": cluster.kubeconfig(token, "operator"), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield operator
+        finally:
+            os.killpg(operator.pid, 9)
+            operator.wait(timeout=30)
+
+
 def test_the_operator_works_as_its_own_service_account(release, tmp_path):
     import kubernetes
 
     with api_server(tmp_path / "k8s") as cluster:
-        apply(cluster, installed("namespace.yaml"))
-        apply(cluster, installed("bench/crds.yaml"))
-        api = kubernetes.client.ApiextensionsV1Api(cluster.client())
-        wait_for(
-            "the CRDs to be established",
-            lambda: all(
-                any(
-                    c.type == "Established" and c.status == "True"
-                    for c in (crd.status.conditions or [])
-                )
-                for crd in api.list_custom_resource_definition().items
-                if crd.spec.group == GROUP
-            ),
-        )
-        apply(
-            cluster,
-            installed(
-                "bench/operator.yaml",
-                kinds=(
-                    "ServiceAccount",
-                    "Role",
-                    "RoleBinding",
-                    "ClusterRole",
-                    "ClusterRoleBinding",
-                ),
-            ),
-        )
-        token = cluster.service_account_token(NS, "avfleet-bench-operator")
+        token = install(cluster, OPERATOR_RBAC)
 
         # What the account may do, and not: read one Secret by name, but never list Secrets or pods.
         as_operator = kubernetes.client.CoreV1Api(cluster.client(token))
@@ -133,27 +159,9 @@ def test_the_operator_works_as_its_own_service_account(release, tmp_path):
                     },
                 },
             )
-            log = open(tmp_path / "operator.log", "w")  # noqa: SIM115
-            operator = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "kopf",
-                    "run",
-                    "--standalone",
-                    f"--namespace={NS}",
-                    str(default_manifests_dir().parent / "operators" / "bench_operator.py"),
-                ],  # fmt: skip
-                env={
-                    **os.environ,
-                    "KUBECONFIG": cluster.kubeconfig(token, "operator"),
-                    "AVFLEET_REPORTS_PREFIX": str(release),
-                },
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
+            with operator_process(
+                cluster, token, tmp_path / "operator.log", AVFLEET_REPORTS_PREFIX=str(release)
+            ):
 
                 def bench_status() -> dict:
                     return custom.get_namespaced_custom_object(
@@ -203,10 +211,6 @@ def test_the_operator_works_as_its_own_service_account(release, tmp_path):
                 )
                 assert status["phase"] == "Succeeded", status
                 assert (release / "v1.json").exists()
-            finally:
-                os.killpg(operator.pid, 9)
-                operator.wait(timeout=30)
-                log.close()
             text = (tmp_path / "operator.log").read_text()
             assert "Forbidden" not in text and "APIForbiddenError" not in text, text[-3000:]
 
@@ -214,36 +218,9 @@ def test_the_operator_works_as_its_own_service_account(release, tmp_path):
 def test_without_its_cluster_read_access_the_operator_is_forbidden(release, tmp_path):
     """The same RBAC less the ClusterRole: what the operator met before it had one."""
     with api_server(tmp_path / "k8s") as cluster:
-        apply(cluster, installed("namespace.yaml"))
-        apply(cluster, installed("bench/crds.yaml"))
-        apply(
-            cluster,
-            installed("bench/operator.yaml", kinds=("ServiceAccount", "Role", "RoleBinding")),
-        )
-        token = cluster.service_account_token(NS, "avfleet-bench-operator")
+        token = install(cluster, ("ServiceAccount", "Role", "RoleBinding"))
         log_path = tmp_path / "operator.log"
-        with open(log_path, "w") as log:
-            operator = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "kopf",
-                    "run",
-                    "--standalone",
-                    f"--namespace={NS}",
-                    str(default_manifests_dir().parent / "operators" / "bench_operator.py"),
-                ],  # fmt: skip
-                env={**os.environ, "KUBECONFIG": cluster.kubeconfig(token, "operator")},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        with operator_process(cluster, token, log_path):
+            wait_for(
+                "a Forbidden in the operator's log", lambda: "Forbidden" in log_path.read_text(), 60
             )
-            try:
-                wait_for(
-                    "a Forbidden in the operator's log",
-                    lambda: "Forbidden" in log_path.read_text(),
-                    60,
-                )
-            finally:
-                os.killpg(operator.pid, 9)
-                operator.wait(timeout=30)

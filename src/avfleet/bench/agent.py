@@ -220,17 +220,17 @@ class Agent:
         check_model(model)
         bundle_bytes = policy.read("bundle_uri", request.bundle_uri, policy.max_bundle_bytes, st)
         bundle = load_bundle(bundle_bytes, policy.max_bundle_unpacked_bytes)
+        model_sha256 = hashlib.sha256(model).hexdigest()
         job_id = hashlib.sha256(
             b"|".join(
                 [
-                    hashlib.sha256(model).hexdigest().encode(),
+                    model_sha256.encode(),
                     hashlib.sha256(bundle_bytes).hexdigest().encode(),
                     json.dumps(dataclasses.asdict(spec), sort_keys=True).encode(),
                     f"{request.warmup}|{request.runs}|{request.batch}".encode(),
                 ]
             )
         ).hexdigest()[:20]
-        model_sha256 = hashlib.sha256(model).hexdigest()
         refused = self._start(
             job_id, request.key(), self._validate, model, model_sha256, bundle, spec, request
         )

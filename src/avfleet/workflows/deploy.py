@@ -21,6 +21,7 @@ The local executor runs the validation step through a bench agent on localhost
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 from hera.workflows import DAG, Container, Parameter, Resource, WorkflowTemplate
@@ -96,13 +97,7 @@ def bench_validation_manifest(gates: dict[str, str] | None = None) -> str:
     if gates is None:
         from avfleet.deploy.registry import promotion_policy
 
-        policy = promotion_policy()
-        gates = {
-            "latency_p99_ms": f"{policy.latency_p99_ms:g}",
-            "max_abs_error": f"{policy.max_abs_error:g}",
-            "min_argmax_agreement": f"{policy.min_argmax_agreement:g}",
-            "max_miou_drop": f"{policy.max_miou_drop:g}",
-        }
+        gates = {k: f"{v:g}" for k, v in dataclasses.asdict(promotion_policy()).items()}
     return c.harden(
         textwrap.dedent(
             f"""\
