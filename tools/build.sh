@@ -3,7 +3,9 @@
 # go command, into $AVFLEET_TOOLS (default ~/.cache/avfleet-tools), outside the checkout.
 # Idempotent: a tool already built at its pinned version is kept.
 #
-#   argo      Argo Workflows' CLI: `argo lint --offline` on every rendered manifest (tests)
+#   argo      Argo Workflows' CLI: `argo lint --offline` on every rendered manifest (tests),
+#             `argo submit` / `argo cron create` against a real API server
+#   workflow-controller   Argo's controller (same module), which turns those into pods
 #   kube-apiserver, kubectl   Kubernetes' API server and CLI (tools/k8s/go.mod): a real API
 #             server for the tests that need one, `kubectl kustomize` of the install manifests
 #   checkov, hadolint   the security scanners the tests run on the manifests and Dockerfiles
@@ -17,23 +19,32 @@ mkdir -p "$OUT/bin" "$OUT/src"
 module=github.com/argoproj/argo-workflows/v4
 version=$(go list -m -f '{{.Version}}' "$module")
 bin="$OUT/bin/argo-$version"
-if [ ! -x "$bin" ]; then
-  echo "building argo $version (about 5-10 minutes on 2 cores)..." >&2
+controller_bin="$OUT/bin/workflow-controller-$version"
+if [ ! -x "$bin" ] || [ ! -x "$controller_bin" ]; then
   go mod download "$module"
   src=$(go list -m -f '{{.Dir}}' "$module")
   work="$OUT/src/argo-workflows-$version"
   rm -rf "$work"
   cp -r "$src" "$work"   # a writable build folder (the module cache is read-only)
   chmod -R u+w "$work"
-  # The CLI embeds the web UI's build output, which the module does not ship; Argo's own
-  # Makefile builds the CLI against a placeholder page in the same way.
-  mkdir -p "$work/ui/dist/app"
-  echo '<!doctype html><title>argo CLI built without its UI</title>' >"$work/ui/dist/app/index.html"
-  (cd "$work" && go build -trimpath -o "$bin.tmp" ./cmd/argo)
-  mv "$bin.tmp" "$bin"
+  if [ ! -x "$bin" ]; then
+    echo "building argo $version (about 5-10 minutes on 2 cores)..." >&2
+    # The CLI embeds the web UI's build output, which the module does not ship; Argo's own
+    # Makefile builds the CLI against a placeholder page in the same way.
+    mkdir -p "$work/ui/dist/app"
+    echo '<!doctype html><title>argo CLI built without its UI</title>' >"$work/ui/dist/app/index.html"
+    (cd "$work" && go build -trimpath -o "$bin.tmp" ./cmd/argo)
+    mv "$bin.tmp" "$bin"
+  fi
+  if [ ! -x "$controller_bin" ]; then
+    echo "building workflow-controller $version (about 5-10 minutes on 2 cores)..." >&2
+    (cd "$work" && go build -trimpath -o "$controller_bin.tmp" ./cmd/workflow-controller)
+    mv "$controller_bin.tmp" "$controller_bin"
+  fi
   rm -rf "$work"
 fi
 ln -sf "$bin" "$OUT/bin/argo"
+ln -sf "$controller_bin" "$OUT/bin/workflow-controller"
 
 k8s_version=$(cd k8s && go list -m -f '{{.Version}}' k8s.io/kubernetes)
 k8s_bin="$OUT/bin/kube-apiserver-$k8s_version"

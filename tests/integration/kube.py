@@ -157,6 +157,21 @@ def api_server(workdir: pathlib.Path) -> Iterator[Cluster]:
             log.close()
 
 
+@contextlib.contextmanager
+def host_process(args: list[str], log_path: pathlib.Path, env: dict[str, str]) -> Iterator:
+    """A controller as a host process (its own process group, output in `log_path`),
+    killed with its children at the end."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield proc
+        finally:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=30)
+
+
 def _wait_ready(cluster: Cluster, procs: list[subprocess.Popen], timeout_s: float = 120) -> None:
     import urllib.request
 

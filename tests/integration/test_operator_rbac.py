@@ -3,7 +3,7 @@
 The handler tests call the operator's functions directly and cannot see RBAC: run as
 its ServiceAccount against a real API server, the operator once failed in a loop with
 APIForbiddenError (kopf watches CustomResourceDefinitions and namespaces cluster-wide).
-Here the installed RBAC (manifests/bench/operator.yaml) is applied to a real API server,
+Here the installed RBAC (manifests/base/bench/operator.yaml) is applied to a real API server,
 kopf runs with a token of the operator's ServiceAccount, and a XavierBench is probed and a
 BenchValidation validated on a real bench agent, with no Forbidden anywhere. The account
 may do what the operator needs and nothing more.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import subprocess
 import sys
 import time
 
@@ -22,8 +21,8 @@ import pytest
 import yaml
 
 from avfleet.bench.local import local_agent
-from avfleet.workflows.render import default_manifests_dir
-from tests.integration.kube import api_server
+from avfleet.workflows.render import default_manifests_dir, repo_root
+from tests.integration.kube import api_server, host_process
 
 pytestmark = pytest.mark.integration
 NS = "avfleet"
@@ -90,27 +89,18 @@ def install(cluster, rbac_kinds: tuple[str, ...]) -> str:
 @contextlib.contextmanager
 def operator_process(cluster, token: str, log_path, **env: str):  # noqa: ANN001, ANN201
     """`kopf run` of the bench operator in its own process, as the ServiceAccount of `token`."""
-    with open(log_path, "w") as log:
-        operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kopf",
-                "run",
-                "--standalone",
-                f"--namespace={NS}",
-                str(default_manifests_dir().parent / "operators" / "bench_operator.py"),
-            ],  # fmt: skip
-            env={**os.environ, "KUBECONFIG": cluster.kubeconfig(token, "operator"), **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield operator
-        finally:
-            os.killpg(operator.pid, 9)
-            operator.wait(timeout=30)
+    args = [
+        sys.executable,
+        "-m",
+        "kopf",
+        "run",
+        "--standalone",
+        f"--namespace={NS}",
+        str(repo_root() / "operators" / "bench_operator.py"),
+    ]
+    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig(token, "operator"), **env}
+    with host_process(args, log_path, env) as operator:
+        yield operator
 
 
 def test_the_operator_works_as_its_own_service_account(release, tmp_path):

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import subprocess
 
-from avfleet.workflows.render import default_manifests_dir
+from avfleet.workflows.render import default_manifests_dir, manifests_root, repo_root
 from tests.conftest import tool, tool_path
 
-ROOT = default_manifests_dir().parent
+ROOT = repo_root()
 
 
 def checkov(*args: str) -> dict:
@@ -29,22 +29,31 @@ def checkov(*args: str) -> dict:
 
 def test_checkov_finds_nothing_in_the_installed_manifests(tmp_path):
     kubectl = tool_path("kubectl")
-    if kubectl:  # what `kubectl apply -k manifests` installs, namespace and labels applied
+    if kubectl:  # what `kubectl apply -k manifests/overlays/prod` installs
         out = tmp_path / "installed.yaml"
         rendered = subprocess.run(
-            [kubectl, "kustomize", str(ROOT / "manifests")], capture_output=True, text=True
+            [kubectl, "kustomize", str(manifests_root() / "overlays" / "prod")],
+            capture_output=True,
+            text=True,
         )
         out.write_text(rendered.stdout)
         result = checkov("-f", str(out), "--framework", "kubernetes")
     else:  # the files themselves; kustomization.yaml sets the namespace the check asks for
         result = checkov(
-            "-d", str(ROOT / "manifests"), "--framework", "kubernetes", "--skip-check", "CKV_K8S_21"
+            "-d",
+            str(default_manifests_dir()),
+            "--framework",
+            "kubernetes",
+            "--skip-check",
+            "CKV_K8S_21",
         )
     assert result["failed"] == [] and result["passed"] > 100, result
 
 
 def test_checkov_finds_nothing_in_the_argo_templates():
-    result = checkov("-d", str(ROOT / "manifests" / "workflows"), "--framework", "argo_workflows")
+    result = checkov(
+        "-d", str(default_manifests_dir() / "workflows"), "--framework", "argo_workflows"
+    )
     assert result["failed"] == [] and result["passed"] > 0, result
 
 

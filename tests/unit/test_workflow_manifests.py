@@ -8,7 +8,12 @@ import pathlib
 import pytest
 import yaml
 
-from avfleet.workflows.render import check_or_write, default_manifests_dir, render_all
+from avfleet.workflows.render import (
+    check_or_write,
+    default_manifests_dir,
+    manifests_root,
+    render_all,
+)
 from avfleet.workflows.validate import (
     KIND_TO_CRD,
     reference_errors,
@@ -16,6 +21,7 @@ from avfleet.workflows.validate import (
     unused_parameters,
 )
 from tests.conftest import TESTDATA, shared_testdata, tool
+from tests.manifest_helpers import resource_docs
 
 CRDS = TESTDATA / "argo" / "crds-full"
 
@@ -25,7 +31,7 @@ def rendered():
 
 
 def library() -> dict:
-    """The WorkflowTemplates `kubectl apply -k manifests` installs: what templateRef can name."""
+    """The WorkflowTemplates `kubectl apply -k manifests/overlays/...` installs: what templateRef can name."""
     return {
         d["metadata"]["name"]: d for d in rendered().values() if d["kind"] == "WorkflowTemplate"
     }
@@ -136,6 +142,7 @@ def test_kustomize_renders_all_resources():
     ).stdout
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out) if d)
     expected = ["Namespace"]  # namespace.yaml: Pod Security "restricted" enforced
+    expected += ["ConfigMap", "PrometheusRule"]  # site.yaml, monitoring/
     expected += ["Role", "Role", "RoleBinding", "RoleBinding"] + ["ServiceAccount"] * 4
     expected += ["NetworkPolicy"] * 8  # network-policies.yaml
     expected += ["Deployment", "Service", "ServiceAccount"]  # triton/
@@ -147,8 +154,6 @@ def test_kustomize_renders_all_resources():
         "ClusterRole",  # kopf's discovery: CRDs and namespaces, read-only
         "ClusterRoleBinding",
         "Deployment",
-        "XavierBench",
-        "XavierBench",
     ]
     rendered_kinds = [
         yaml.safe_load(text.split("\n", 1)[1])["kind"] for text in render_all().values()
@@ -193,12 +198,11 @@ def test_triton_objects_are_valid_kubernetes_models():
 
 
 def bench_docs() -> list[dict]:
+    """The bench CRDs and operator (base) and every site's benches (overlays/*/benches)."""
     root = default_manifests_dir() / "bench"
-    return [
-        d
-        for f in ("crds.yaml", "operator.yaml")
-        for d in yaml.safe_load_all((root / f).read_text())
-    ]
+    files = [root / "crds.yaml", root / "operator.yaml"]
+    files += sorted((manifests_root() / "overlays").glob("*/benches/benches.yaml"))
+    return [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
 
 
 def crd_schema(kind: str) -> dict:
@@ -239,7 +243,7 @@ def test_bench_resources_match_their_crds():
     import jsonschema
 
     benches = [d for d in bench_docs() if d["kind"] == "XavierBench"]
-    assert len(benches) == 2
+    assert len(benches) == 4  # prod 2, staging 1, local 1
     for bench in benches:
         jsonschema.validate(bench, crd_schema("XavierBench"))
     # The deploy workflow's BenchValidation, parameters filled with the workflow's defaults.
@@ -431,26 +435,6 @@ def test_argo_lint_rejects_what_our_validator_rejects(mutation, tmp_path):
     assert code != 0 and pathlib.Path(rel).stem in out, (mutation, rel, out)
 
 
-def _resource_docs(doc: dict):
-    """The resource manifests a workflow creates, parameters filled with the defaults."""
-    from avfleet.workflows.local.expressions import substitute
-
-    spec = doc["spec"].get("workflowSpec", doc["spec"])
-    scope = {
-        f"workflow.parameters.{p['name']}": p.get("value", "1")
-        for p in spec.get("arguments", {}).get("parameters", [])
-    }
-    scope["workflow.name"] = "wf"
-    for template in spec.get("templates", []):
-        if "resource" not in template:
-            continue
-        text = template["resource"]["manifest"]
-        local = dict(scope)
-        for p in template.get("inputs", {}).get("parameters", []):
-            local[f"inputs.parameters.{p['name']}"] = "1"
-        yield template["name"], yaml.safe_load(substitute(text, local, template["name"]))
-
-
 def avfleet_pods():
     """(where, pod securityContext, containers, volumes) of every pod avfleet creates."""
     import glob
@@ -461,7 +445,7 @@ def avfleet_pods():
             if "container" in t:
                 c = {**t["container"], "name": t["name"]}
                 yield f"{rel}:{t['name']}", spec.get("securityContext"), [c], t.get("volumes", [])
-        for name, res in _resource_docs(doc):
+        for name, res in resource_docs(doc):
             s = res["spec"]
             if res["kind"] == "SparkApplication":
                 for role in ("driver", "executor"):
@@ -515,7 +499,7 @@ def test_the_prod_overlay_refuses_plain_http_benches():
     import jsonschema
 
     out = subprocess.run(
-        [tool("kubectl"), "kustomize", str(default_manifests_dir().parent / "overlays" / "prod")],
+        [tool("kubectl"), "kustomize", str(manifests_root() / "overlays" / "prod")],
         capture_output=True,
         text=True,
         check=True,

@@ -1,6 +1,6 @@
 """The bench operator's logic, as pure steps over resources (no Kubernetes, no kopf).
 
-Two resources (CRDs in manifests/bench/):
+Two resources (CRDs in manifests/base/bench/):
 
 - `XavierBench` (one per device): spec {address, target}; status {health, busy,
   runtime, runtimeVersion, lastProbe, message}, refreshed by `probe`.

@@ -1,7 +1,7 @@
 """One machine's Triton: the real tritonserver bundled with PyTriton, serving repository versions.
 
 In the cluster, Triton's own ONNX Runtime backend loads model.onnx from the
-model repository (manifests/triton/). Here PyTriton starts the same server
+model repository (manifests/base/triton/). Here PyTriton starts the same server
 binary (HTTP, gRPC, dynamic batching, readiness, metrics) and hands each
 batch to ONNX Runtime running that same model.onnx, so a client cannot tell
 the two apart: same model name and version, same inputs and outputs.

@@ -42,7 +42,7 @@ TRAIN_SERVICE_ACCOUNT = "avfleet-train"
 UID = 10001
 """The images' non-root user (images/*.Dockerfile); a high UID never maps to a host account."""
 ROLE = "avfleet.io/role"
-"""Pod label the NetworkPolicies select on (manifests/network-policies.yaml)."""
+"""Pod label the NetworkPolicies select on (manifests/base/network-policies.yaml)."""
 LABELS = {"app.kubernetes.io/part-of": "avfleet"}
 
 # Retry a step only when it says the failure may pass (exit 75), or when Kubernetes

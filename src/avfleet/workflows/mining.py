@@ -16,7 +16,7 @@ data-engine (on demand: one turn of the loop):
                      them with --labels pseudo:URI --base <its human-labeled version>)
     index, dataset, plan-train, train-ensemble and evaluate are the fleet-index and
     train WorkflowTemplates' own templates (templateRef), not copies: both must be
-    installed (`kubectl apply -k manifests`), and these workflows declare the
+    installed (`kubectl apply -k manifests/overlays/<site>`), and these workflows declare the
     parameters those templates read.
 """
 

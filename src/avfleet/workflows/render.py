@@ -1,4 +1,5 @@
-"""Render the Hera builders into manifests/ and detect drift.
+"""Render the Hera builders into manifests/base/ (and the install files, see install.py)
+and detect drift.
 
 `avfleet workflows render` (check) exits 1 when a committed file differs from
 what the builders produce; `--write` regenerates them (`make render`).
@@ -28,8 +29,18 @@ BUILDERS: dict[str, Callable[[], object]] = {
 }
 
 
+def repo_root() -> pathlib.Path:
+    return pathlib.Path(__file__).resolve().parents[3]
+
+
+def manifests_root() -> pathlib.Path:
+    """manifests/: base/, components/, overlays/{local,staging,prod}/."""
+    return repo_root() / "manifests"
+
+
 def default_manifests_dir() -> pathlib.Path:
-    return pathlib.Path(__file__).resolve().parents[3] / "manifests"
+    """manifests/base: the kustomize base the overlays build on (workflows/ inside)."""
+    return manifests_root() / "base"
 
 
 def render_all() -> dict[str, str]:
@@ -41,11 +52,28 @@ def render_all() -> dict[str, str]:
     return out
 
 
+def render_install() -> dict[str, str]:
+    """Path relative to manifests/ -> text of the rendered install files (site values,
+    their kustomize Component, the PrometheusRule)."""
+    from avfleet.workflows import install
+
+    workflows = {rel: build().to_dict() for rel, build in BUILDERS.items()}  # type: ignore[attr-defined]
+    return {
+        "base/site.yaml": install.site_configmap(),
+        "components/site/kustomization.yaml": install.site_component(workflows),
+        "base/monitoring/prometheus-rules.yaml": install.prometheus_rule(
+            repo_root() / "infra" / "prometheus" / "avfleet-rules.yaml"
+        ),
+    }
+
+
 def check_or_write(manifests_dir: str | None, *, write: bool) -> list[str]:
-    """Paths that differ from the builders (written when `write`)."""
-    root = pathlib.Path(manifests_dir) if manifests_dir else default_manifests_dir()
+    """Paths that differ from the builders (written when `write`). `manifests_dir` is the
+    manifests/ root (base/ and components/ inside)."""
+    root = pathlib.Path(manifests_dir) if manifests_dir else manifests_root()
+    rendered = {f"base/{rel}": text for rel, text in render_all().items()}
     changed = []
-    for rel, text in render_all().items():
+    for rel, text in {**rendered, **render_install()}.items():
         path = root / rel
         if not path.exists() or path.read_text() != text:
             changed.append(str(path))
