@@ -2,7 +2,7 @@
 
 Reads the distributed environment once, runs `avfleet.nas.search.search`,
 maps errors to exit codes (75 transient: the PyTorchJob restarts the group,
-which resumes from the newest complete checkpoint).
+which resumes from the newest complete checkpoint), recorded for avfleet.train.launch.
 """
 
 import argparse
@@ -10,10 +10,10 @@ import logging
 import os
 import sys
 
-from avfleet.core.entry import run_main
 from avfleet.core.logs import setup_logging
 from avfleet.nas.entry import add_arguments, config_from_args
 from avfleet.train.context import RunContext
+from avfleet.train.launch import run_worker
 
 
 def main(argv: list[str]) -> int:
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
             result["argmax_table_ms"],
         )
 
-    return run_main(job)
+    return run_worker(job)
 
 
 if __name__ == "__main__":

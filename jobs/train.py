@@ -2,7 +2,8 @@
 
 Reads the distributed environment once (RANK, WORLD_SIZE, LOCAL_RANK), runs
 `avfleet.train.loop.train`, maps errors to exit codes (75 transient: the
-PyTorchJob restarts the group).
+PyTorchJob restarts the group). Run under `python -m avfleet.train.launch`, which turns
+the workers' codes into one Kubeflow understands; each worker records its own here.
 """
 
 import argparse
@@ -10,10 +11,10 @@ import logging
 import os
 import sys
 
-from avfleet.core.entry import run_main
 from avfleet.core.logs import setup_logging
 from avfleet.train.context import RunContext
 from avfleet.train.entry import add_arguments, config_from_args
+from avfleet.train.launch import run_worker
 
 
 def main(argv: list[str]) -> int:
@@ -32,7 +33,7 @@ def main(argv: list[str]) -> int:
         result = train(config_from_args(args), ctx)
         logging.getLogger("avfleet.train").info("rank %d: %s", ctx.rank, result)
 
-    return run_main(job)
+    return run_worker(job)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,12 @@ def _index_parsers(sub: argparse._SubParsersAction) -> None:
     verify.add_argument("--date", required=True)
     verify.add_argument("--expect-files", type=int, default=None)
     verify.add_argument(
+        "--outcome",
+        default=None,
+        help="the index job's outcome record: a permanent failure recorded there ends this "
+        "step with its code",
+    )
+    verify.add_argument(
         "--outputs-dir", default=None, help="write quarantined and frames counts here"
     )
     entry.add_storage_arguments(verify)
@@ -146,10 +152,12 @@ def _cmd_plan_index(args: argparse.Namespace) -> None:
 
 
 def _cmd_verify_index(args: argparse.Namespace) -> None:
+    from avfleet.core.outcome import raise_recorded
     from avfleet.index.entry import storage_from_args
     from avfleet.index.verify import verify_date
     from avfleet.workflows.outputs import write_outputs
 
+    raise_recorded(args.outcome, storage_from_args(args))
     result = verify_date(args.out, args.date, args.expect_files, storage_from_args(args))
     write_outputs(
         args.outputs_dir, {"frames": result["frames"], "quarantined": result["quarantined"]}

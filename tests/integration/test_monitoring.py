@@ -41,12 +41,14 @@ def pushgateway():
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
+    deadline = time.monotonic() + 60  # a loaded 2-core machine starts it slowly
+    while True:
         try:
             urllib.request.urlopen(url + "/-/ready", timeout=1)
             break
         except OSError:
-            time.sleep(0.1)
+            assert time.monotonic() < deadline, "the Pushgateway did not become ready in 60 s"
+            time.sleep(0.2)
     yield f"127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=10)
@@ -61,15 +63,36 @@ def test_index_metrics_reach_the_pushgateway(pushgateway, corrupt_fleet_uri, tmp
     )
     report = run_index(config, LoopEngine())
     text = urllib.request.urlopen(f"http://{pushgateway}/metrics", timeout=5).read().decode()
-    run = f'run_id="{report.run_id}"'
-    assert (
-        f'avfleet_index_frames{{instance="",job="avfleet-index",{run}}} {report.num_frames}' in text
-    )
-    assert (
-        f'avfleet_index_files{{instance="",job="avfleet-index",{run},status="quarantined"}} 5'
-        in text
-    )
+    group = f'date="{DATE}",instance="",job="avfleet-index"'
+    assert f"avfleet_index_frames{{{group}}} {report.num_frames}" in text
+    assert f'avfleet_index_files{{{group},status="quarantined"}} 5' in text
+    assert f'avfleet_index_run_info{{{group},run_id="{report.run_id}"}} 1' in text
     assert (tmp_path / "i" / "_runs" / report.run_id / "metrics.prom").exists()
+    # A rerun of the date replaces the date's group: one run_info, the new run's.
+    again = run_index(config, LoopEngine())
+    text = urllib.request.urlopen(f"http://{pushgateway}/metrics", timeout=5).read().decode()
+    assert text.count("avfleet_index_run_info{") == 1 and again.run_id in text
+
+
+def test_stale_groups_are_forgotten_and_fresh_ones_kept(pushgateway):
+    from avfleet.core.metrics import JobMetrics, forget_stale, groups
+
+    config = MetricsConfig(pushgateway_url=pushgateway)
+    for date in ("2026-11-01", "2026-11-20"):
+        metrics = JobMetrics("mine", {"date": date}, run_id="nightly")
+        metrics.set("frames_scored", 10, "frames")
+        metrics.push(config)
+    other = JobMetrics("train", {"run": "nightly/ensemble"})  # a "/" in a grouping value
+    other.set("steps", 1, "steps")
+    other.push(config)
+    pushed = {g["labels"].get("date") or g["labels"].get("run"): g for g in groups(pushgateway)}
+    assert set(pushed) >= {"2026-11-01", "2026-11-20", "nightly/ensemble"}
+    # Pretend a week has passed since the first push, not since the others.
+    now = pushed["2026-11-20"]["push_time_seconds"] + 1
+    assert forget_stale(pushgateway, max_age_s=3600, now=now) == []
+    deleted = forget_stale(pushgateway, max_age_s=0.5, now=now)
+    assert {d.get("date") or d.get("run") for d in deleted} >= {"2026-11-01", "nightly/ensemble"}
+    assert not [g for g in groups(pushgateway) if g["labels"].get("job", "").startswith("avfleet-")]
 
 
 def test_unreachable_pushgateway_does_not_fail_the_job(corrupt_fleet_uri, tmp_path):

@@ -53,12 +53,13 @@ def test_missing_input_is_not_found(tmp_path):
 
 
 def test_metrics_exposition_has_labels_and_values():
-    m = JobMetrics("index", "run-1")
+    m = JobMetrics("index", {"date": "2026-11-20"}, run_id="run-1")
     m.set("files", 3, "files", {"status": "indexed"})
     m.set("files", 1, "files", {"status": "quarantined"})
     text = m.exposition().decode()
     assert 'avfleet_index_files{status="indexed"} 3.0' in text
     assert 'avfleet_index_files{status="quarantined"} 1.0' in text
+    assert 'avfleet_index_run_info{run_id="run-1"} 1.0' in text
 
 
 def test_object_store_errors_map_to_kinds():

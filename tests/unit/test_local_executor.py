@@ -214,7 +214,9 @@ def test_spark_application_maps_to_local_spark_submit():
             },
         },
     }
-    argv = spark_application(manifest, LocalContext(repo_root="/repo", spark_master="local[2]"))
+    run = spark_application(manifest, LocalContext(repo_root="/repo", spark_master="local[2]"))
+    argv = run.argv
+    assert run.restarts == 0 and run.policy == "Never"  # no restartPolicy: the operator's default
     assert argv[0].endswith("spark-submit")
     assert argv[1:3] == ["--master", "local[2]"]
     assert "spark.python.worker.reuse=true" in argv and not any("pyspark.memory" in a for a in argv)
@@ -274,7 +276,9 @@ def test_pytorchjob_maps_to_local_torchrun():
                             "containers": [
                                 {
                                     "command": [
-                                        "torchrun",
+                                        "python3",
+                                        "-m",
+                                        "avfleet.train.launch",
                                         "/opt/avfleet/jobs/train.py",
                                         "--epochs",
                                         "2",
@@ -287,10 +291,10 @@ def test_pytorchjob_maps_to_local_torchrun():
             },
         },
     }
-    argv = pytorch_job(manifest, LocalContext(repo_root="/repo", spark_master="local[2]"))
-    assert argv[0].endswith("torchrun")
-    assert argv[1:4] == ["--standalone", "--nproc_per_node=2", "--max-restarts=3"]
-    assert argv[4:] == ["/repo/jobs/train.py", "--epochs", "2"]
+    argv = pytorch_job(manifest, LocalContext(repo_root="/repo", spark_master="local[2]")).argv
+    assert argv[0] == sys.executable and argv[1:3] == ["-m", "avfleet.train.launch"]
+    assert argv[3:6] == ["--standalone", "--nproc_per_node=2", "--max-restarts=3"]
+    assert argv[6:] == ["/repo/jobs/train.py", "--epochs", "2"]
     with pytest.raises(PermanentError, match="no Master replica"):
         pytorch_job({"kind": "PyTorchJob", "spec": {}}, LocalContext("/r", "local[2]"))
 

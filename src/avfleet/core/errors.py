@@ -17,6 +17,8 @@ class ExitCode(enum.IntEnum):
     INTERNAL = 70  # EX_SOFTWARE: a bug; permanent, page a human
     TRANSIENT = 75  # EX_TEMPFAIL: try again later (S3 503, server unavailable, preemption)
     BAD_CONFIG = 78  # EX_CONFIG: configuration is wrong; permanent
+    RESTARTABLE = 128 + 75  # TRANSIENT where a controller restarts only 128-255 (Kubeflow's
+    # ExitCode policy): avfleet.train.launch ends a PyTorchJob replica with it
 
 
 class AvfleetError(Exception):

@@ -2,16 +2,27 @@
 
 Batch jobs do not live long enough to be scraped, so each job fills its own
 registry and, at the end, pushes it to a Pushgateway when one is configured
-(grouped by job and run) and always writes it as a text file next to its
-outputs (the node-exporter textfile format), so a run's figures survive
-either way.
+and always writes it as a text file next to its outputs (the node-exporter
+textfile format), so a run's figures survive either way.
+
+Grouping (docs/operations.md): a Pushgateway group is what a new push replaces, so it is
+the unit whose latest state matters: `{job, date}` for the index and mining (a rerun of a
+date replaces that date's figures, and an old bad date stops mattering once it is rerun),
+`{job, run}` for training (`<run-name>-<ensemble|deployable>`), `{job, model}` for deploy.
+The run's own id is a label of `avfleet_<job>_run_info`. The Pushgateway never forgets a
+group by itself: `forget_stale` (`avfleet metrics forget`, the nightly CronWorkflow's last
+step) deletes avfleet's groups pushed longer ago than the retention, 8 days by default.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import logging
 import time
+import urllib.parse
+import urllib.request
 
 from avfleet.core import storage
 from avfleet.core.errors import TransientError
@@ -28,16 +39,20 @@ class MetricsConfig:
 
 
 class JobMetrics:
-    """A registry of gauges for one job run, labelled by job name."""
+    """A registry of gauges for one job run: pushed as job `avfleet-<job>`, grouped by `group`
+    (e.g. {"date": "2026-11-20"}), the run's id on `avfleet_<job>_run_info`."""
 
-    def __init__(self, job: str, run_id: str) -> None:
+    def __init__(self, job: str, group: dict[str, str], run_id: str = "") -> None:
         from prometheus_client import CollectorRegistry
 
         self.job = job
+        self.group = dict(group)
         self.run_id = run_id
         self.registry = CollectorRegistry()
         self._gauges: dict[str, object] = {}
         self.started_s = time.time()
+        if run_id:
+            self.set("run_info", 1, "The run that pushed this group", {"run_id": run_id})
 
     def set(self, name: str, value: float, doc: str, labels: dict[str, str] | None = None) -> None:
         """Set gauge `avfleet_<job>_<name>` (with optional labels) to `value`."""
@@ -73,17 +88,74 @@ class JobMetrics:
             except TransientError as e:
                 log.warning("metrics push failed, kept in %s: %s", textfile_uri, e.__cause__ or e)
 
-    def push(self, config: MetricsConfig) -> None:
-        from prometheus_client import push_to_gateway
+    def push(self, config: MetricsConfig, *, replace: bool = False) -> None:
+        """Push to the group: by default only these metrics change in it (POST), so progress
+        pushed during a run and the figures pushed at its end live side by side;
+        `replace` swaps the whole group (PUT)."""
+        from prometheus_client import push_to_gateway, pushadd_to_gateway
 
         assert config.pushgateway_url
+        send = push_to_gateway if replace else pushadd_to_gateway
         try:
-            push_to_gateway(
+            send(
                 config.pushgateway_url,
                 job=f"avfleet-{self.job}",
-                grouping_key={"run_id": self.run_id},
+                grouping_key=self.group,
                 registry=self.registry,
                 timeout=config.push_timeout_s,
             )
         except OSError as e:
             raise TransientError(f"push to {config.pushgateway_url} failed") from e
+
+    def push_quietly(self, config: MetricsConfig) -> None:
+        """Push progress if a Pushgateway is configured; a failure is logged, not raised."""
+        if not config.pushgateway_url:
+            return
+        try:
+            self.push(config)
+        except TransientError as e:
+            log.warning("metrics push failed: %s", e.__cause__ or e)
+
+
+def _base_url(pushgateway_url: str) -> str:
+    return pushgateway_url if "://" in pushgateway_url else f"http://{pushgateway_url}"
+
+
+def groups(pushgateway_url: str, timeout_s: float = 10.0) -> list[dict]:
+    """The Pushgateway's groups: [{"labels": {...}, "push_time_seconds": float}]."""
+    url = f"{_base_url(pushgateway_url)}/api/v1/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            doc = json.load(response)
+    except OSError as e:
+        raise TransientError(f"{url}: {e}") from e
+    out = []
+    for group in doc.get("data", []):
+        pushed = group.get("push_time_seconds", {}).get("metrics", [{}])[0].get("value", "0")
+        out.append({"labels": group.get("labels", {}), "push_time_seconds": float(pushed)})
+    return out
+
+
+def forget_stale(
+    pushgateway_url: str, max_age_s: float, now: float | None = None, timeout_s: float = 10.0
+) -> list[dict[str, str]]:
+    """Delete avfleet's groups (job avfleet-*) last pushed more than `max_age_s` ago; returns
+    the deleted groups' labels."""
+    now = time.time() if now is None else now
+    deleted = []
+    for group in groups(pushgateway_url, timeout_s):
+        labels = dict(group["labels"])
+        job = labels.pop("job", "")
+        if not job.startswith("avfleet-") or now - group["push_time_seconds"] <= max_age_s:
+            continue
+        path = f"/metrics/job/{urllib.parse.quote(job, safe='')}"
+        for key, value in sorted(labels.items()):
+            encoded = base64.urlsafe_b64encode(value.encode()).decode() or "="
+            path += f"/{key}@base64/{encoded}"
+        request = urllib.request.Request(_base_url(pushgateway_url) + path, method="DELETE")
+        try:
+            urllib.request.urlopen(request, timeout=timeout_s).close()
+        except OSError as e:
+            raise TransientError(f"deleting {path}: {e}") from e
+        deleted.append({"job": job, **labels})
+    return deleted

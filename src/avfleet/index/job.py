@@ -409,7 +409,7 @@ def _write_file_tables(
 
 
 def _finish_metrics(config: IndexConfig, table: IndexTable, report: IndexReport) -> None:
-    metrics = JobMetrics("index", report.run_id)
+    metrics = JobMetrics("index", {"date": report.date}, run_id=report.run_id)
     metrics.started_s -= report.duration_s  # count the whole run, not just this function
     metrics.set(
         "files",

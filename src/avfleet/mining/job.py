@@ -172,6 +172,11 @@ def label_studio_tasks(selection: pd.DataFrame, frames_uri: str) -> list[dict]:
     ]
 
 
+def run_name(out_uri: str) -> str:
+    """A mining run's name: its output folder's last part (the workflow's run-name)."""
+    return out_uri.rstrip("/").rsplit("/", 1)[-1]
+
+
 def run_mine(
     config: MineConfig, scorer: Scorer, *, show_progress: bool | None = None
 ) -> MineReport:
@@ -277,7 +282,7 @@ def run_mine(
 def _finish_metrics(
     config: MineConfig, report: MineReport, scores: pd.DataFrame, scorer: Scorer
 ) -> None:
-    metrics = JobMetrics("mine", config.date)
+    metrics = JobMetrics("mine", {"date": config.date}, run_id=run_name(config.out_uri))
     metrics.set("frames_scored_per_second", report.frames_per_s, "Frames scored per second")
     metrics.set("frames_scored", report.frames_scored, "Frames scored by this run")
     for name in SCORES:

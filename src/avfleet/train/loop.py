@@ -169,6 +169,13 @@ def setup_device(ctx: RunContext) -> torch.device:
     return device
 
 
+def train_metrics(config: TrainConfig) -> JobMetrics:
+    """Metrics of a training run, grouped by run: `<run-name>-<ensemble|deployable>` from the
+    run folder (runs/<run-name>/<kind>), so two runs never overwrite each other's group."""
+    parts = config.out_uri.rstrip("/").rsplit("/", 2)
+    return JobMetrics("train", {"run": "-".join(parts[-2:])})
+
+
 def cosine_lr(base: float, step: int, total: int) -> float:
     """Cosine decay from `base` at step 0 to 0 at `total`."""
     return base * 0.5 * (1.0 + math.cos(math.pi * step / total))
@@ -300,6 +307,15 @@ def _fit(
                         {"loss": phase.loss, "arch": getattr(model, "arch", None)},
                     )
                     phase.last_checkpoint_s = time.time()
+                    progress = train_metrics(config)
+                    progress.set("step", phase.steps, "Optimizer steps done (this phase)")
+                    progress.set("total_steps", total_steps, "Steps this phase will take")
+                    progress.set(
+                        "last_checkpoint_timestamp_seconds",
+                        phase.last_checkpoint_s,
+                        "When the run last wrote a checkpoint",
+                    )
+                    progress.push_quietly(config.metrics)
                 if ctx.distributed:
                     torch.distributed.barrier()
             if at_end:
@@ -408,7 +424,7 @@ def train(config: TrainConfig, ctx: RunContext) -> TrainResult:
     if ctx.rank == 0:
         if done:
             _save_models(dense, final, config, model_uri, result.compression)
-        metrics = JobMetrics("train", config.out_uri.rstrip("/").rsplit("/", 1)[-1])
+        metrics = train_metrics(config)
         metrics.set("samples_per_second", samples_per_s, "Training frames per second (all ranks)")
         metrics.set("loss", result.final_loss, "Last training loss")
         metrics.set(

@@ -4,13 +4,30 @@ Conventions the local executor relies on too:
 * steps write output parameters as files under OUTPUTS_DIR (`valueFrom.path`);
 * the image holds the repository at IMAGE_ROOT (jobs/ at IMAGE_ROOT/jobs);
 * a step exits 75 (ExitCode.TRANSIENT) for failures worth retrying.
+
+The failure contract (docs/operations.md): a transient failure is retried and a permanent
+one is not, by whichever controller runs the work. A container step: Argo's retryStrategy,
+on exit 75. A resource step (SparkApplication, PyTorchJob, BenchValidation): the resource's
+own controller retries what it runs, by its own rules (the spark-operator's OnFailure
+restarts, Kubeflow's ExitCode restart policy, the bench operator's attempts), and the Argo
+step retries only its own infrastructure failing (phase Error: the API server, an evicted
+executor pod), never a resource that failed. Every resource step has a deadline.
 """
 
 from __future__ import annotations
 
 import re
 
-from hera.workflows import Container, Parameter, RetryStrategy, WorkflowTemplate
+from hera.workflows import (
+    Container,
+    Counter,
+    Histogram,
+    Label,
+    Parameter,
+    Resource,
+    RetryStrategy,
+    WorkflowTemplate,
+)
 from hera.workflows.models import (
     Backoff,
     Capabilities,
@@ -18,11 +35,15 @@ from hera.workflows.models import (
     EnvVar,
     EnvVarSource,
     Metadata,
+    Mutex,
+    PodGC,
     PodSecurityContext,
     ResourceRequirements,
     SeccompProfile,
     SecretKeySelector,
     SecurityContext,
+    Synchronization,
+    TTLStrategy,
     ValueFrom,
     Volume,
     VolumeMount,
@@ -53,11 +74,99 @@ RETRY_EXPRESSION = (
 
 
 def retry_on_transient(limit: int = 3) -> RetryStrategy:
+    return _retry(limit, RETRY_EXPRESSION, first_delay="30s")
+
+
+def _retry(limit: int, expression: str, first_delay: str) -> RetryStrategy:
     return RetryStrategy(
         limit=limit,
         retry_policy="Always",
-        expression=RETRY_EXPRESSION,
-        backoff=Backoff(duration="30s", factor=2, max_duration="10m"),
+        expression=expression,
+        backoff=Backoff(duration=first_delay, factor=2, max_duration="10m"),
+    )
+
+
+RESOURCE_RETRY_EXPRESSION = 'lastRetry.status == "Error"'
+"""A resource step is retried only when Argo's own part failed (phase Error); a resource
+that failed (phase Failed) was already retried by its controller as far as it should be."""
+
+
+def retry_on_error(limit: int = 2) -> RetryStrategy:
+    return _retry(limit, RESOURCE_RETRY_EXPRESSION, first_delay="1m")
+
+
+def resource_step(
+    name: str,
+    manifest: str,
+    inputs: list[str],
+    *,
+    success: str,
+    failure: str,
+    deadline_s: int,
+    mutex: str | None = None,
+) -> Resource:
+    """A resource template that creates `manifest` (owned by the workflow, deleted with it)
+    and waits for its success or failure condition, for at most `deadline_s`."""
+    return Resource(
+        name=name,
+        inputs=[Parameter(name=n) for n in inputs],
+        action="create",
+        set_owner_reference=True,
+        manifest=manifest,
+        success_condition=success,
+        failure_condition=failure,
+        retry_strategy=retry_on_error(),
+        active_deadline_seconds=deadline_s,
+        synchronization=Synchronization(mutexes=[Mutex(name=mutex)]) if mutex else None,
+        metrics=step_metrics(name),
+    )
+
+
+def step_metrics(template: str) -> object:
+    """Argo `metrics.prometheus` on a template: how long it took and how it ended, per
+    workflow template and step template (served by the workflow-controller's /metrics)."""
+    from hera.workflows import Metrics
+
+    labels = [Label(key="template", value=template)]
+    return Metrics(
+        metrics=[
+            Histogram(
+                name="avfleet_step_duration_seconds",
+                help="Duration of an avfleet workflow step, by template",
+                labels=labels,
+                buckets=[10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 48 * 3600],
+                value="{{duration}}",
+            ),
+            Counter(
+                name="avfleet_step_results_total",
+                help="avfleet workflow steps that ended, by template and status",
+                labels=[*labels, Label(key="status", value="{{status}}")],
+                value="1",
+            ),
+        ]
+    )
+
+
+def workflow_metrics(workflow: str) -> object:
+    from hera.workflows import Gauge, Metrics
+
+    labels = [Label(key="workflow", value=workflow)]
+    return Metrics(
+        metrics=[
+            Counter(
+                name="avfleet_workflow_results_total",
+                help="avfleet workflows that ended, by workflow template and status",
+                labels=[*labels, Label(key="status", value="{{workflow.status}}")],
+                value="1",
+            ),
+            Gauge(
+                name="avfleet_workflow_duration_seconds",
+                help="Duration of the last avfleet workflow run, by workflow template",
+                labels=labels,
+                realtime=False,
+                value="{{workflow.duration}}",
+            ),
+        ]
     )
 
 
@@ -199,11 +308,12 @@ def cli_step(
     inputs: list[str] = (),
     outputs: list[str] = (),
     env: list[EnvVar] = (),
+    deadline_s: int = 2 * 3600,
 ) -> Container:
     """A container template that runs one `avfleet` subcommand in the CLI image.
 
-    Retried on the transient exit code, small resources, read-only root with a
-    writable /tmp, outputs written under OUTPUTS_DIR.
+    Retried on the transient exit code, a deadline per attempt, small resources,
+    read-only root with a writable /tmp, outputs written under OUTPUTS_DIR.
     """
     volume, mount = scratch_volume()
     return Container(
@@ -215,6 +325,8 @@ def cli_step(
         args=args,
         outputs=[output_parameter(n) for n in outputs] or None,
         retry_strategy=retry_on_transient(),
+        active_deadline_seconds=deadline_s,
+        metrics=step_metrics(name),
         resources=small_resources(),
         security_context=container_security(),
         volumes=[volume],
@@ -248,10 +360,18 @@ def storage_args() -> list[str]:
     return ["--s3-endpoint-url", workflow_parameter("s3-endpoint-url")]
 
 
+TTL = TTLStrategy(seconds_after_success=24 * 3600, seconds_after_failure=7 * 24 * 3600)
+"""Finished workflows are deleted a day after success, a week after failure (time to look)."""
+POD_GC = PodGC(strategy="OnPodSuccess", delete_delay_duration="10m")
+"""Pods of steps that succeeded go 10 minutes after; failed ones stay for their logs until
+the workflow itself is deleted (TTL)."""
+
+
 def workflow_settings(
-    description: str, parameters_: dict[str, tuple[str, str]], deadline_s: int
+    name: str, description: str, parameters_: dict[str, tuple[str, str]], deadline_s: int
 ) -> dict:
-    """What every avfleet workflow spec sets: labels, service account, pod security, `main`.
+    """What every avfleet workflow spec sets: labels, service account, pod security, `main`,
+    a deadline, TTL and pod GC, metrics.
 
     `parameters_` maps each workflow parameter to (default value, description).
     """
@@ -264,6 +384,9 @@ def workflow_settings(
         "pod_metadata": Metadata(labels={**LABELS, ROLE: "workflow-step"}),
         "arguments": parameters(parameters_),
         "active_deadline_seconds": deadline_s,
+        "ttl_strategy": TTL,
+        "pod_gc": POD_GC,
+        "metrics": workflow_metrics(name),
     }
 
 
@@ -271,4 +394,6 @@ def workflow_template(
     name: str, description: str, parameters_: dict[str, tuple[str, str]], deadline_s: int
 ) -> WorkflowTemplate:
     """An avfleet WorkflowTemplate (see `workflow_settings`)."""
-    return WorkflowTemplate(name=name, **workflow_settings(description, parameters_, deadline_s))
+    return WorkflowTemplate(
+        name=name, **workflow_settings(name, description, parameters_, deadline_s)
+    )

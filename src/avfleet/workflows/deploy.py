@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import textwrap
 
-from hera.workflows import DAG, Container, Parameter, Resource, WorkflowTemplate
+from hera.workflows import DAG, Container, Resource, WorkflowTemplate
 from hera.workflows.models import Mutex, Synchronization
 
 from avfleet.workflows import common as c
@@ -129,14 +129,15 @@ def bench_validation_manifest(gates: dict[str, str] | None = None) -> str:
 
 
 def validate_template(gates: dict[str, str] | None = None) -> Resource:
-    return Resource(
-        name="bench-validation",
-        inputs=[Parameter(name="release-uri"), Parameter(name="reference-miou")],
-        action="create",
-        set_owner_reference=True,
-        manifest=bench_validation_manifest(gates),
-        success_condition="status.phase == Succeeded",
-        failure_condition="status.phase in (Rejected,Failed)",
+    """The bench operator retries a validation on another bench itself (maxAttempts, its
+    timeout); Rejected (a gate failed) and Failed (attempts spent) are final."""
+    return c.resource_step(
+        "bench-validation",
+        bench_validation_manifest(gates),
+        ["release-uri", "reference-miou"],
+        success="status.phase == Succeeded",
+        failure="status.phase in (Rejected,Failed)",
+        deadline_s=2 * 3600,
     )
 
 

@@ -11,6 +11,7 @@ with the workflow's date and other workflows call by
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 from hera.workflows import DAG, Container, Parameter, Resource, Task, WorkflowTemplate
@@ -45,6 +46,22 @@ def plan_template() -> Container:
     )
 
 
+RESTART_POLICY = {
+    "type": "OnFailure",
+    "onFailureRetries": 2,
+    "onFailureRetryInterval": 30,
+    "onSubmissionFailureRetries": 3,
+    "onSubmissionFailureRetryInterval": 30,
+}
+"""The spark-operator restarts a driver that exits non-zero: transient failures (exit 75).
+A permanent one exits 0 with its outcome recorded (`outcome_uri`), so it is not restarted."""
+
+
+def outcome_uri(date: str) -> str:
+    """Where the index driver records a permanent failure for `verify-index` (core.outcome)."""
+    return f"{c.workflow_parameter('index')}/_outcomes/{{{{workflow.name}}}}-{date}.json"
+
+
 def spark_application_manifest(date: str) -> str:
     """The SparkApplication (spark-operator v1beta2) that runs the index job."""
     w, i = c.workflow_parameter, c.input_parameter
@@ -59,6 +76,8 @@ def spark_application_manifest(date: str) -> str:
         w("s3-endpoint-url"),
         "--pushgateway",
         w("pushgateway"),
+        "--outcome",
+        outcome_uri(date),
     ]
     arg_lines = "\n".join(f'    - "{a}"' for a in args)
     return c.harden(
@@ -85,12 +104,7 @@ def spark_application_manifest(date: str) -> str:
             spark.executor.pyspark.memory: "1g"
             spark.python.worker.reuse: "true"
             spark.ui.showConsoleProgress: "false"
-          restartPolicy:
-            type: OnFailure
-            onFailureRetries: 2
-            onFailureRetryInterval: 30
-            onSubmissionFailureRetries: 3
-            onSubmissionFailureRetryInterval: 30
+          restartPolicy: {json.dumps(RESTART_POLICY)}
           volumes:
             - name: tmp
               emptyDir: {{sizeLimit: 4Gi}}
@@ -140,14 +154,17 @@ def _spark_mounts() -> str:
 
 
 def spark_template() -> Resource:
-    return Resource(
-        name="spark-index",
-        inputs=[Parameter(name="executors"), Parameter(name="date")],
-        action="create",
-        set_owner_reference=True,
-        manifest=spark_application_manifest(c.input_parameter("date")),
-        success_condition="status.applicationState.state == COMPLETED",
-        failure_condition="status.applicationState.state in (FAILED, SUBMISSION_FAILED)",
+    """The SparkApplication step. One index writer per date at a time (an Argo mutex named
+    by the date); the spark-operator restarts a driver that exits non-zero (transient), a
+    permanent failure ends the driver with exit 0 and its outcome for `verify-index`."""
+    return c.resource_step(
+        "spark-index",
+        spark_application_manifest(c.input_parameter("date")),
+        ["executors", "date"],
+        success="status.applicationState.state == COMPLETED",
+        failure="status.applicationState.state in (FAILED, SUBMISSION_FAILED)",
+        deadline_s=4 * 3600,
+        mutex=f"avfleet-index-{c.input_parameter('date')}",
     )
 
 
@@ -161,6 +178,8 @@ def verify_template() -> Container:
         c.input_parameter("date"),
         "--expect-files",
         c.input_parameter("num-files"),
+        "--outcome",
+        outcome_uri(c.input_parameter("date")),
     ]
     return c.cli_step(
         "verify-index",

@@ -66,6 +66,7 @@ def mine_template() -> Container:
         [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
         inputs=["date", "model-ref", "out"],
         outputs=["selection", "queue"],
+        deadline_s=12 * 3600,  # scoring a night's frames through Triton
     )
 
 
@@ -90,6 +91,7 @@ def pseudo_label_template() -> Container:
         [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
         inputs=["mining", "labeled", "model-uri", "out"],
         outputs=["pseudo-labels"],
+        deadline_s=6 * 3600,
     )
 
 
@@ -130,6 +132,7 @@ def build_nightly() -> CronWorkflow:
         successful_jobs_history_limit=7,
         failed_jobs_history_limit=14,
         **c.workflow_settings(
+            NIGHTLY,
             "Index and mine yesterday's recordings; publish the labeling queue.",
             parameters,
             20 * 3600,

@@ -5,18 +5,19 @@
     train-deployable   PyTorchJob: one over-parameterised net with group sparsity, then pruned
     evaluate-*         mIoU overall and per domain on the held-out dataset
 
-Each PyTorchJob runs N nodes x G GPUs under torchrun with an elastic policy:
-torchrun restarts the whole worker group when any worker fails (maxRestarts),
-and training resumes from the newest complete checkpoint. Pods killed by a
-signal (exit >= 128: preemption, OOM kill) are restarted (restartPolicy
-ExitCode); bad input or config (exit 65/78) is not.
+Each PyTorchJob runs N nodes x G GPUs under torchrun (through avfleet.train.launch)
+with an elastic policy: torchrun restarts the whole worker group when any worker fails
+(maxRestarts), and training resumes from the newest complete checkpoint. The launcher
+ends a replica with 203 for a transient failure (or a worker killed: OOM, preemption)
+and with 65/70/78 for a permanent one; Kubeflow's restartPolicy ExitCode restarts the
+pod on 128-255 only (up to backoffLimit), so bad input or config is not retried.
 """
 
 from __future__ import annotations
 
 import textwrap
 
-from hera.workflows import DAG, Container, Parameter, Resource, WorkflowTemplate
+from hera.workflows import DAG, Container, Resource, WorkflowTemplate
 
 from avfleet.workflows import common as c
 
@@ -92,8 +93,20 @@ def dataset_template() -> Container:
         w("labels"),
     ]
     return c.cli_step(
-        "build-dataset", [*args, "--outputs-dir", c.OUTPUTS_DIR], outputs=["dataset-uri"]
+        "build-dataset",
+        [*args, "--outputs-dir", c.OUTPUTS_DIR],
+        outputs=["dataset-uri"],
+        deadline_s=6 * 3600,
     )
+
+
+RESTART_POLICY = "ExitCode"
+"""Kubeflow restarts a replica whose exit code is 128-255 (avfleet.train.launch's 203 for a
+transient failure), never one of 1-127 (65/70/78: permanent)."""
+BACKOFF_LIMIT = 3
+"""Pod restarts Kubeflow makes before it fails the job."""
+LAUNCH = ["python3", "-m", "avfleet.train.launch"]
+"""A replica's command before its script: torchrun under avfleet's exit-code launcher."""
 
 
 def pytorchjob_manifest(
@@ -107,12 +120,12 @@ def pytorchjob_manifest(
     w, i = c.workflow_parameter, c.input_parameter
     run_label = run_label or w("run-name")
     command = "\n".join(
-        f'                - "{a}"' for a in ["torchrun", f"{c.IMAGE_ROOT}/jobs/{script}", *args]
+        f'                - "{a}"' for a in [*LAUNCH, f"{c.IMAGE_ROOT}/jobs/{script}", *args]
     )
     replica = textwrap.dedent(
         f"""\
         replicas: REPLICAS
-        restartPolicy: ExitCode
+        restartPolicy: {RESTART_POLICY}
         template:
           metadata:
             labels:
@@ -178,7 +191,7 @@ def pytorchjob_manifest(
             spec:
               runPolicy:
                 cleanPodPolicy: Running
-                backoffLimit: 3
+                backoffLimit: {BACKOFF_LIMIT}
                 ttlSecondsAfterFinished: 86400
               elasticPolicy:
                 rdzvBackend: c10d
@@ -203,14 +216,13 @@ def pytorchjob_resource(
     name: str, manifest: str, inputs: tuple[str, ...] = ("dataset-uri", "worker-replicas")
 ) -> Resource:
     """A resource template that creates a PyTorchJob and waits for its Master to finish."""
-    return Resource(
-        name=name,
-        inputs=[Parameter(name=n) for n in inputs],
-        action="create",
-        set_owner_reference=True,
-        manifest=manifest,
-        success_condition="status.replicaStatuses.Master.succeeded > 0",
-        failure_condition="status.replicaStatuses.Master.failed > 0",
+    return c.resource_step(
+        name,
+        manifest,
+        list(inputs),
+        success="status.replicaStatuses.Master.succeeded > 0",
+        failure="status.replicaStatuses.Master.failed > 0",
+        deadline_s=40 * 3600,
     )
 
 

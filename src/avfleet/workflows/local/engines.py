@@ -1,9 +1,17 @@
 """Resource kinds -> embedded engines: how a cluster resource runs on one machine.
 
-Each engine turns the (parameter-substituted) resource manifest into the argv
-of a local process whose exit code stands for the resource's success or
-failure condition: SparkApplication -> spark-submit, PyTorchJob -> torchrun,
-BenchValidation -> a local bench agent.
+Each engine turns the (parameter-substituted) resource manifest into a `LocalRun`: the
+argv of a local process whose exit code stands for the resource's success or failure
+condition (SparkApplication -> spark-submit, PyTorchJob -> torchrun under
+avfleet.train.launch, BenchValidation -> a local bench agent), and the restarts the
+resource's own controller would make, by its documented rules:
+
+* spark-operator `restartPolicy`: Never; OnFailure restarts a failed driver (any non-zero
+  exit) up to onFailureRetries; Always is refused here (a batch job never uses it).
+* Kubeflow `restartPolicy` of the Master replica: ExitCode restarts on exit codes 128-255
+  only (1-127 are permanent), OnFailure on any failure, Never not at all; at most
+  runPolicy.backoffLimit times.
+* BenchValidation: the bench operator retries on another bench inside the run itself.
 """
 
 from __future__ import annotations
@@ -16,6 +24,26 @@ from collections.abc import Callable
 
 from avfleet.core.errors import PermanentError
 from avfleet.workflows import common
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalRun:
+    argv: list[str]
+    restarts: int = 0
+    """How many times the resource's controller restarts a failed run."""
+    restart_on: Callable[[int], bool] = lambda code: False
+    """Which exit codes the controller restarts on."""
+    policy: str = "Never"
+    """The controller's policy, as the manifest names it (for the log)."""
+
+
+def _any_failure(code: int) -> bool:
+    return code != 0
+
+
+def _signalled(code: int) -> bool:
+    """Kubeflow's ExitCode policy: 128-255 are retryable, 1-127 permanent."""
+    return 128 <= code <= 255
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +65,7 @@ class LocalContext:
 _CLUSTER_ONLY_SPARK_CONF = {"spark.executor.pyspark.memory"}
 
 
-def spark_application(manifest: dict, ctx: LocalContext) -> list[str]:
+def spark_application(manifest: dict, ctx: LocalContext) -> LocalRun:
     """SparkApplication (spark-operator) -> spark-submit with a local master."""
     spec = manifest.get("spec", {})
     if spec.get("type") != "Python":
@@ -56,20 +84,30 @@ def spark_application(manifest: dict, ctx: LocalContext) -> list[str]:
         if key not in _CLUSTER_ONLY_SPARK_CONF:
             argv += ["--conf", f"{key}={value}"]
     argv += ["--conf", "spark.ui.enabled=false", ctx.map_image_path(main)]
-    return argv + [str(a) for a in spec.get("arguments") or []]
+    argv += [str(a) for a in spec.get("arguments") or []]
+    restart = spec.get("restartPolicy") or {}
+    policy = restart.get("type", "Never")
+    if policy == "Never":
+        return LocalRun(argv)
+    if policy == "OnFailure":
+        retries = int(restart.get("onFailureRetries", 0))
+        return LocalRun(argv, retries, _any_failure, "OnFailure")
+    raise PermanentError(f"SparkApplication restartPolicy {policy!r}: not run locally")
 
 
-def pytorch_job(manifest: dict, ctx: LocalContext) -> list[str]:
+def pytorch_job(manifest: dict, ctx: LocalContext) -> LocalRun:
     """PyTorchJob (Kubeflow) -> one standalone torchrun with N local processes (gloo on CPU).
 
-    The Master's container command is `torchrun <script> <args>`; in the cluster the
-    training operator feeds torchrun its rendezvous through PET_* variables. Here the
-    same script runs under `torchrun --standalone`, with the job's maxRestarts, so a
-    failed worker restarts the whole local group as it would the pods' group.
+    The Master's container command is `python3 -m avfleet.train.launch <script> <args>`;
+    in the cluster the training operator feeds torchrun its rendezvous through PET_*
+    variables. Here the same script runs under the same launcher with `--standalone`,
+    the job's maxRestarts (a failed worker restarts the whole local group as it would
+    the pods' group) and the Master's restart policy.
     """
     spec = manifest.get("spec", {})
     try:
-        container = spec["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+        master = spec["pytorchReplicaSpecs"]["Master"]
+        container = master["template"]["spec"]["containers"][0]
     except (KeyError, IndexError, TypeError) as e:
         raise PermanentError("PyTorchJob has no Master replica with a container") from e
     command = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
@@ -80,18 +118,27 @@ def pytorch_job(manifest: dict, ctx: LocalContext) -> list[str]:
         )
     script = scripts[0]
     max_restarts = int((spec.get("elasticPolicy") or {}).get("maxRestarts", 0))
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    return [
-        torchrun,
+    argv = [
+        sys.executable,
+        "-m",
+        "avfleet.train.launch",
         "--standalone",
         f"--nproc_per_node={ctx.torchrun_nproc}",
         f"--max-restarts={max_restarts}",
         ctx.map_image_path(command[script]),
         *command[script + 1 :],
     ]
+    policy = master.get("restartPolicy", "Never")
+    backoff = int((spec.get("runPolicy") or {}).get("backoffLimit", 0))
+    rules = {"ExitCode": _signalled, "OnFailure": _any_failure, "Always": _any_failure}
+    if policy == "Never":
+        return LocalRun(argv, policy=policy)
+    if policy not in rules:
+        raise PermanentError(f"PyTorchJob Master restartPolicy {policy!r} is not Kubeflow's")
+    return LocalRun(argv, backoff, rules[policy], policy)
 
 
-def bench_validation(manifest: dict, ctx: LocalContext) -> list[str]:
+def bench_validation(manifest: dict, ctx: LocalContext) -> LocalRun:
     """BenchValidation (avfleet.dev) -> `avfleet bench validate` with a bench agent on localhost.
 
     In the cluster the bench operator leases a Xavier to the resource; here the same
@@ -105,25 +152,18 @@ def bench_validation(manifest: dict, ctx: LocalContext) -> list[str]:
         "metadata": {"name": "local-validation", **manifest.get("metadata", {})},
     }
     manifest["metadata"].pop("generateName", None)
-    return [
-        sys.executable,
-        "-m",
-        "avfleet",
-        "bench",
-        "validate",
-        "--manifest-json",
-        json.dumps(manifest),
-    ]
+    argv = [sys.executable, "-m", "avfleet", "bench", "validate"]
+    return LocalRun([*argv, "--manifest-json", json.dumps(manifest)])
 
 
-ENGINES: dict[str, Callable[[dict, LocalContext], list[str]]] = {
+ENGINES: dict[str, Callable[[dict, LocalContext], LocalRun]] = {
     "SparkApplication": spark_application,
     "PyTorchJob": pytorch_job,
     "BenchValidation": bench_validation,
 }
 
 
-def command_for(manifest: dict, ctx: LocalContext) -> list[str]:
+def run_for(manifest: dict, ctx: LocalContext) -> LocalRun:
     kind = manifest.get("kind")
     engine = ENGINES.get(kind or "")
     if engine is None:

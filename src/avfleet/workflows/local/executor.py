@@ -461,7 +461,8 @@ class LocalExecutor:
 
     def _argv(
         self, template: dict, scope: dict, sandbox: pathlib.Path
-    ) -> tuple[list[str], dict[str, str]]:
+    ) -> tuple[list[str], dict[str, str], engines.LocalRun | None]:
+        """The leaf's argv and env, and for a resource how its controller restarts it."""
         env = dict(os.environ)
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
         env.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -483,20 +484,23 @@ class LocalExecutor:
                 raise PermanentError(
                     f"{where}: container has no command; the local executor cannot use an image's entrypoint"
                 )
+            run = None
         else:
             manifest = yaml.safe_load(substitute(template["resource"]["manifest"], scope, where))
-            argv = engines.command_for(manifest, self.ctx)
+            run = engines.run_for(manifest, self.ctx)
+            argv = run.argv
         outputs_dir = str(sandbox / "outputs")
         argv = [self.ctx.map_image_path(a).replace(common.OUTPUTS_DIR, outputs_dir) for a in argv]
-        return argv, env
+        return argv, env, run
 
     def _run_leaf(
         self, template: dict, scope: dict, retry: dict | None, node_name: str
     ) -> NodeResult:
         sandbox = self.workdir / _safe_folder(node_name)
         sandbox.mkdir(parents=True, exist_ok=True)
-        argv, env = self._argv(template, scope, sandbox)
+        argv, env, run = self._argv(template, scope, sandbox)
         limit = int((retry or {}).get("limit", 0))
+        deadline_s = float(template.get("activeDeadlineSeconds") or 0) or None
         node = NodeResult(
             name=node_name,
             template=template["name"],
@@ -508,14 +512,18 @@ class LocalExecutor:
         while True:
             node.attempts += 1
             attempt_started = time.time()
-            phase, code = self._attempt(argv, env, sandbox / "log.txt", node.attempts)
+            phase, code = self._attempt(
+                argv, env, sandbox / "log.txt", node.attempts, deadline_s, run, node_name
+            )
             node.phase, node.exit_code = phase, code
             self._say(
                 f"{node_name}: attempt {node.attempts} {phase} (exit {code}) in {time.time() - attempt_started:.1f}s"
             )
             if phase == "Succeeded" or node.attempts > limit:
                 break
-            if not _should_retry(retry or {}, phase, code, time.time() - attempt_started):
+            # A resource step's exit code is its resource's, which Argo never sees.
+            seen_code = None if run is not None else code
+            if not _should_retry(retry or {}, phase, seen_code, time.time() - attempt_started):
                 break
             delay = _backoff_s(retry or {}, node.attempts - 1) * self.backoff_scale
             max_total = (
@@ -543,7 +551,36 @@ class LocalExecutor:
         return node
 
     def _attempt(
-        self, argv: list[str], env: dict, log_path: pathlib.Path, attempt: int
+        self,
+        argv: list[str],
+        env: dict,
+        log_path: pathlib.Path,
+        attempt: int,
+        deadline_s: float | None = None,
+        run: engines.LocalRun | None = None,
+        node_name: str = "",
+    ) -> tuple[str, int | None]:
+        """One Argo attempt: the process, restarted as the resource's controller would."""
+        restarts = 0
+        while True:
+            phase, code = self._process(argv, env, log_path, attempt, deadline_s)
+            if phase == "Succeeded" or run is None or code is None:
+                return phase, code
+            if restarts >= run.restarts or not run.restart_on(code):
+                return phase, code
+            restarts += 1
+            self._say(
+                f"{node_name}: exit {code}; the controller restarts it "
+                f"({run.policy}, restart {restarts} of {run.restarts})"
+            )
+
+    def _process(
+        self,
+        argv: list[str],
+        env: dict,
+        log_path: pathlib.Path,
+        attempt: int,
+        deadline_s: float | None,
     ) -> tuple[str, int | None]:
         with open(log_path, "a") as log_file:
             log_file.write(f"--- attempt {attempt}: {' '.join(argv)}\n")
@@ -556,10 +593,14 @@ class LocalExecutor:
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     check=False,
+                    timeout=deadline_s,
                 )
             except OSError as e:
                 log_file.write(f"could not start: {e}\n")
                 return "Error", None
+            except subprocess.TimeoutExpired:  # Argo: "Step exceeded its deadline", Failed
+                log_file.write(f"step exceeded its deadline of {deadline_s:.0f} s\n")
+                return "Failed", None
         if proc.returncode < 0:  # killed by a signal: what Kubernetes reports as an Error
             return "Error", 128 - proc.returncode
         return ("Succeeded" if proc.returncode == 0 else "Failed"), proc.returncode
