@@ -7,13 +7,19 @@ from avfleet.index.job import IndexConfig, scan_one
 from tests.fleet_helpers import tiny_recording
 
 
-def test_memory_cap_blames_only_the_file_that_raised_the_peak(tmp_path, monkeypatch):
+def one_recording(tmp_path):
+    """A tiny recording on disk, its bytes, and an index config over its folder."""
     _, data = tiny_recording()
     path = tmp_path / "r.mcap"
     path.write_bytes(data)
     config = IndexConfig(
         recordings_uri=str(tmp_path), date="2026-11-20", out_uri=str(tmp_path / "i")
     )
+    return path, data, config
+
+
+def test_memory_cap_blames_only_the_file_that_raised_the_peak(tmp_path, monkeypatch):
+    path, data, config = one_recording(tmp_path)
     cap = config.worker_memory_cap_bytes
     peaks = iter([cap - 1, cap + 10, cap + 10, cap + 10])  # (before, after) for two files
     monkeypatch.setattr(job, "_peak_rss_bytes", lambda: next(peaks))
@@ -27,12 +33,7 @@ def test_memory_cap_blames_only_the_file_that_raised_the_peak(tmp_path, monkeypa
 
 def test_a_worker_that_started_big_blames_only_what_the_scan_added(tmp_path, monkeypatch):
     """The loop engine in a long-lived process (2 GB of other work) indexes a small file."""
-    _, data = tiny_recording()
-    path = tmp_path / "r.mcap"
-    path.write_bytes(data)
-    config = IndexConfig(
-        recordings_uri=str(tmp_path), date="2026-11-20", out_uri=str(tmp_path / "i")
-    )
+    path, data, config = one_recording(tmp_path)
     base = 2 * 1024**3
     peaks = iter([base, base + 1000])  # the peak rose, by a kilobyte
     monkeypatch.setattr(job, "_peak_rss_bytes", lambda: next(peaks))

@@ -21,8 +21,10 @@ import re
 from hera.workflows import (
     Container,
     Counter,
+    Gauge,
     Histogram,
     Label,
+    Metrics,
     Parameter,
     Resource,
     RetryStrategy,
@@ -125,8 +127,6 @@ def resource_step(
 def step_metrics(template: str) -> object:
     """Argo `metrics.prometheus` on a template: how long it took and how it ended, per
     workflow template and step template (served by the workflow-controller's /metrics)."""
-    from hera.workflows import Metrics
-
     labels = [Label(key="template", value=template)]
     return Metrics(
         metrics=[
@@ -148,8 +148,6 @@ def step_metrics(template: str) -> object:
 
 
 def workflow_metrics(workflow: str) -> object:
-    from hera.workflows import Gauge, Metrics
-
     labels = [Label(key="workflow", value=workflow)]
     return Metrics(
         metrics=[
