@@ -9,6 +9,7 @@ avfleet deploy / bench / lineage         the deploy stage (avfleet.cli_deploy)
 avfleet nas ...                          architecture search and sweeps (avfleet.cli_nas)
 avfleet demo                             the whole loop on embedded engines
 avfleet report --run DIR                 a demo run's report/index.html and summary.json
+avfleet metrics forget                   delete avfleet's Pushgateway groups past the retention
 """
 
 from __future__ import annotations
@@ -587,6 +588,38 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {page}")
 
 
+def _metrics_parsers(sub: argparse._SubParsersAction) -> None:
+    metrics = sub.add_parser("metrics", help="the jobs' pushed metrics").add_subparsers(
+        dest="metrics_cmd", required=True
+    )
+    forget = metrics.add_parser(
+        "forget", help="delete avfleet's Pushgateway groups last pushed before the retention"
+    )
+    forget.add_argument(
+        "--pushgateway", default="", help="Pushgateway host:port; empty: nothing to forget"
+    )
+    forget.add_argument(
+        "--max-age-hours",
+        type=float,
+        default=192.0,
+        help="keep groups pushed within this many hours (default 8 days: a week of nightly runs)",
+    )
+
+
+def _cmd_metrics(args: argparse.Namespace) -> None:
+    import json
+
+    from avfleet.core.metrics import forget_stale
+
+    if args.max_age_hours <= 0:
+        raise ValueError(f"--max-age-hours must be positive, got {args.max_age_hours}")
+    if not args.pushgateway:
+        print(json.dumps({"forgotten": [], "pushgateway": None}))
+        return
+    deleted = forget_stale(args.pushgateway, args.max_age_hours * 3600)
+    print(json.dumps({"forgotten": deleted, "pushgateway": args.pushgateway}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avfleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -604,6 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_deploy.add_parsers(sub)
     cli_nas.add_parsers(sub)
     _demo_parser(sub)
+    _metrics_parsers(sub)
     return parser
 
 
@@ -626,6 +660,7 @@ COMMANDS = {
     "serve": _cmd_serve,
     "demo": _cmd_demo,
     "report": _cmd_report,
+    "metrics": _cmd_metrics,
     **cli_deploy.COMMANDS,
     **cli_nas.COMMANDS,
 }

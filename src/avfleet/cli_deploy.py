@@ -45,6 +45,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default="",
         help="promotion policy (gates); default: the reviewed one shipped with avfleet",
     )
+    promote.add_argument(
+        "--pushgateway", default="", help="Pushgateway host:port for the verdict; empty: none"
+    )
     for p in (export, build, promote):
         p.add_argument("--outputs-dir", default=None, help="write output parameters here (Argo)")
         add_storage_arguments(p)
@@ -133,6 +136,7 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
         how = "cached" if engine.cached else f"built in {engine.info['build_s']:.1f} s"
         print(f"engine {engine.key} ({engine.info['engine_bytes']:,} bytes, {how}) at {engine.uri}")
     else:
+        from avfleet.core.metrics import MetricsConfig
         from avfleet.deploy.registry import PromoteConfig, promote, promotion_policy
 
         pointer = promote(
@@ -144,6 +148,7 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
                 model_name=args.name,
                 gates=promotion_policy(args.policy, st),
                 storage=st,
+                metrics=MetricsConfig(pushgateway_url=args.pushgateway or None),
             )
         )
         write_outputs(

@@ -31,6 +31,7 @@ import json
 from avfleet.bench.gates import Gates, Verdict, judge, policy_gates
 from avfleet.core import storage
 from avfleet.core.errors import PermanentError
+from avfleet.core.metrics import JobMetrics, MetricsConfig
 from avfleet.deploy.export import read_export
 
 POINTER = "promoted.json"
@@ -68,6 +69,35 @@ class PromoteConfig:
     gates: Gates = dataclasses.field(default_factory=promotion_policy)
     """The promotion policy's gates (never a submitter's parameter)."""
     storage: storage.StorageConfig = storage.StorageConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    """Where the verdict and the promoted engine's figures are pushed (job avfleet-deploy,
+    grouped by model name)."""
+
+
+def _push_verdict(config: PromoteConfig, release_id: str, report: dict, verdict: Verdict) -> None:
+    """The promotion's outcome as metrics: each gate's check, and either the promoted engine's
+    figures or the time of the rejection (a rejected release leaves the promoted one's)."""
+    metrics = JobMetrics("deploy", {"model": config.model_name}, run_id=release_id)
+    for gate, check in verdict.checks.items():
+        metrics.set(
+            "gate_passed",
+            float(bool(check["passed"])),
+            "Gate met (1) or missed (0)",
+            {"gate": gate},
+        )
+    if verdict.passed:
+        metrics.set("promoted_release_info", 1, "The promoted release", {"release": release_id})
+        metrics.set("latency_p50_ms", report["latency"]["p50_ms"], "Promoted engine's bench p50")
+        metrics.set("latency_p99_ms", report["latency"]["p99_ms"], "Promoted engine's bench p99")
+        metrics.set("miou", report["accuracy"]["miou"], "Promoted engine's held-out mIoU")
+        metrics.set("last_promotion_timestamp_seconds", _now_s(), "When a release was promoted")
+    else:
+        metrics.set("last_rejection_timestamp_seconds", _now_s(), "When a release was rejected")
+    metrics.push_quietly(config.metrics)
+
+
+def _now_s() -> float:
+    return dt.datetime.now(dt.UTC).timestamp()
 
 
 def promoted(registry_uri: str, config: storage.StorageConfig | None = None) -> dict | None:
@@ -128,6 +158,7 @@ def promote(config: PromoteConfig) -> dict:
         )
     verdict = judge(report, export["reference_miou"], config.gates)
     if not verdict.passed:
+        _push_verdict(config, release_id, report, verdict)
         raise NotPromoted(release_id, verdict)
     current_text = _pointer_text(config.registry_uri, st)
     current = None if current_text is None else json.loads(current_text)
@@ -169,4 +200,5 @@ def promote(config: PromoteConfig) -> dict:
     storage.swap_text(
         storage.join(config.registry_uri, POINTER), current_text, json.dumps(pointer, indent=2), st
     )
+    _push_verdict(config, release_id, report, verdict)
     return pointer

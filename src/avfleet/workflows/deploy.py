@@ -53,6 +53,10 @@ PARAMETERS = {
     "model-repo": ("s3://avfleet-data/models/triton", "Triton model repository mining reads"),
     "model-name": ("dpe-scorer", "model name mining scores with"),
     "s3-endpoint-url": ("", "S3 endpoint override ('' = AWS)"),
+    "pushgateway": (
+        "prometheus-pushgateway.monitoring:9091",
+        "Pushgateway the promote step pushes its verdict to; '': none",
+    ),
     "image": (c.DEFAULT_IMAGE, "avfleet image"),
 }
 
@@ -145,6 +149,7 @@ def promote_template() -> Container:
     w, i = c.workflow_parameter, c.input_parameter
     args = ["deploy", "promote", "--release", i("release-uri"), "--report", report_uri()]
     args += ["--registry", w("registry"), "--repo", w("model-repo"), "--name", w("model-name")]
+    args += ["--pushgateway", w("pushgateway")]
     args += ["--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()]
     step = c.cli_step("promote", args, inputs=["release-uri"], outputs=["release-id", "model-ref"])
     # One promotion at a time in the namespace (the pointer's compare-and-swap backs it up).

@@ -82,6 +82,13 @@ def publish_queue_template() -> Container:
     )
 
 
+def forget_metrics_template() -> Container:
+    """Delete avfleet's Pushgateway groups pushed more than 8 days ago, so a date or a run
+    that finished long ago stops feeding alerts (docs/operations.md, Metrics)."""
+    args = ["metrics", "forget", "--pushgateway", c.workflow_parameter("pushgateway")]
+    return c.cli_step("forget-stale-metrics", [*args, "--max-age-hours", "192"])
+
+
 def pseudo_label_template() -> Container:
     w, i = c.workflow_parameter, c.input_parameter
     args = ["pseudo-label", "--mining", i("mining"), "--labeled", i("labeled")]
@@ -140,6 +147,7 @@ def build_nightly() -> CronWorkflow:
     ) as cron:
         plan = plan_mining_template()
         mine, publish = mine_template(), publish_queue_template()
+        forget = forget_metrics_template()
         with DAG(name="main"):
             plan_task = plan(name="plan-mining")
             date = plan_task.get_parameter("date")
@@ -158,7 +166,8 @@ def build_nightly() -> CronWorkflow:
                 name="publish-queue",
                 arguments={"queue": mine_task.get_parameter("queue"), "date": date},
             )
-            plan_task >> indexed >> mine_task >> publish_task
+            forget_task = forget(name="forget-stale-metrics")
+            plan_task >> indexed >> mine_task >> publish_task >> forget_task
     return cron
 
 

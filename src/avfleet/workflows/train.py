@@ -60,6 +60,10 @@ PARAMETERS = {
         "(r > 1 needs group-sparsity 0 and no budget)",
     ),
     "width": ("2.0", "width multiplier of the deployable net before pruning"),
+    "pushgateway": (
+        "prometheus-pushgateway.monitoring:9091",
+        "Pushgateway the trainer pushes progress and results to (grouped by run); '': none",
+    ),
     "image": (c.DEFAULT_IMAGE, "avfleet image (CLI steps)"),
     "train-image": (c.DEFAULT_TRAIN_IMAGE, "avfleet training image (CUDA, NCCL)"),
 }
@@ -229,7 +233,8 @@ def pytorchjob_resource(
 def pytorchjob_template(kind: str, train_args: list[str]) -> Resource:
     w, i = c.workflow_parameter, c.input_parameter
     out = f"{w('runs')}/{w('run-name')}/{kind}"
-    args = ["--dataset", i("dataset-uri"), "--out", out, *train_args]
+    args = ["--dataset", i("dataset-uri"), "--out", out, "--pushgateway", w("pushgateway")]
+    args += train_args
     return pytorchjob_resource(f"train-{kind}", pytorchjob_manifest(f"train-{kind}", args))
 
 
