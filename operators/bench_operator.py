@@ -12,6 +12,12 @@ same request.
 - every 5 s per unfinished BenchValidation: one transition (assign a free healthy
   bench, poll the job, move it off a dead bench, write the report and verdict)
 
+Metrics (Prometheus, :$AVFLEET_OPERATOR_METRICS_PORT/metrics, 9464 by default):
+avfleet_bench_healthy / _busy / _last_probe_timestamp_seconds per bench,
+avfleet_validation_age_seconds per unfinished validation (by phase), and
+avfleet_validations_finished_total by phase. The alerts on them are in
+infra/prometheus/avfleet-rules.yaml, the panels in the deploy dashboard.
+
 Each bench has its own token: its XavierBench names a Secret (spec.tokenSecret,
 key `token`) in its namespace, read through the API server and sent only to that
 bench's address. Reports are written only under $AVFLEET_REPORTS_PREFIX. No lock
@@ -25,12 +31,15 @@ tests/unit/test_bench_operator.py.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
 import threading
 import time
 from typing import Any
 
 import kopf
+import prometheus_client
 
 from avfleet.bench import scheduler
 from avfleet.bench.client import BenchClient
@@ -39,6 +48,30 @@ GROUP, VERSION = "avfleet.dev", "v1alpha1"
 BENCHES, VALIDATIONS = "xavierbenches", "benchvalidations"
 REPORTS_PREFIX_ENV = "AVFLEET_REPORTS_PREFIX"
 TOKEN_TTL_S = 60.0
+METRICS_PORT_ENV = "AVFLEET_OPERATOR_METRICS_PORT"
+
+BENCH_HEALTHY = prometheus_client.Gauge(
+    "avfleet_bench_healthy",
+    "The bench's last probe: healthy (1) or not (0)",
+    ["namespace", "bench"],
+)
+BENCH_BUSY = prometheus_client.Gauge(
+    "avfleet_bench_busy", "The bench is running a job (1) or idle (0)", ["namespace", "bench"]
+)
+BENCH_PROBED = prometheus_client.Gauge(
+    "avfleet_bench_last_probe_timestamp_seconds", "When the bench was last probed",
+    ["namespace", "bench"],
+)  # fmt: skip
+VALIDATION_AGE = prometheus_client.Gauge(
+    "avfleet_validation_age_seconds",
+    "Seconds since an unfinished validation was created, by its phase",
+    ["namespace", "validation", "phase"],
+)
+VALIDATIONS_FINISHED = prometheus_client.Counter(
+    "avfleet_validations_finished",
+    "Validations that reached a final phase",
+    ["namespace", "phase"],
+)
 
 # Between a validation's assignment and kopf's index seeing its new status, the bench it
 # took must not be handed out again: claims ((namespace, bench) -> validation) bridge that gap,
@@ -99,6 +132,41 @@ def _indexed(namespace: str, name: str, spec: Any, status: Any) -> dict:
     return {f"{namespace}/{name}": {"spec": dict(spec), "status": dict(status or {})}}
 
 
+@kopf.on.startup()
+def serve_metrics(**_: Any) -> None:
+    prometheus_client.start_http_server(int(os.environ.get(METRICS_PORT_ENV) or 9464))
+
+
+def _forget_validation(namespace: str, name: str) -> None:
+    for phase in (scheduler.PENDING, scheduler.RUNNING):
+        with contextlib.suppress(KeyError):
+            VALIDATION_AGE.remove(namespace, name, phase)
+
+
+def _record_validation(namespace: str, name: str, meta: Any, phase: str, change: dict) -> None:
+    """The validation's age under its phase; once final, counted (on the step that ended it)."""
+    _forget_validation(namespace, name)
+    if phase in scheduler.TERMINAL:
+        if change.get("phase") in scheduler.TERMINAL:
+            VALIDATIONS_FINISHED.labels(namespace, phase).inc()
+        return
+    created = dt.datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
+    age = (dt.datetime.now(dt.UTC) - created).total_seconds()
+    VALIDATION_AGE.labels(namespace, name, phase).set(age)
+
+
+@kopf.on.delete(GROUP, VERSION, BENCHES, optional=True)
+def forget_bench(namespace: str, name: str, **_: Any) -> None:
+    for gauge in (BENCH_HEALTHY, BENCH_BUSY, BENCH_PROBED):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)
+
+
+@kopf.on.delete(GROUP, VERSION, VALIDATIONS, optional=True)
+def forget_validation(namespace: str, name: str, **_: Any) -> None:
+    _forget_validation(namespace, name)
+
+
 @kopf.index(GROUP, VERSION, BENCHES)
 def bench_index(namespace: str, name: str, spec: Any, status: Any, **_: Any) -> dict:
     return _indexed(namespace, name, spec, status)
@@ -110,9 +178,13 @@ def validation_index(namespace: str, name: str, spec: Any, status: Any, **_: Any
 
 
 @kopf.timer(GROUP, VERSION, BENCHES, interval=15.0)
-def probe_bench(namespace: str, spec: Any, patch: kopf.Patch, **_: Any) -> None:
+def probe_bench(namespace: str, name: str, spec: Any, patch: kopf.Patch, **_: Any) -> None:
     spec = dict(spec)
-    patch.status.update(scheduler.probe(spec, clients_in(namespace)(spec)))
+    status = scheduler.probe(spec, clients_in(namespace)(spec))
+    patch.status.update(status)
+    BENCH_HEALTHY.labels(namespace, name).set(float(status["health"] == scheduler.HEALTHY))
+    BENCH_BUSY.labels(namespace, name).set(float(bool(status["busy"])))
+    BENCH_PROBED.labels(namespace, name).set_to_current_time()
 
 
 def _unfinished(status: Any, **_: Any) -> bool:
@@ -123,6 +195,7 @@ def _unfinished(status: Any, **_: Any) -> bool:
 def reconcile_validation(
     namespace: str,
     name: str,
+    meta: Any,
     spec: Any,
     status: Any,
     patch: kopf.Patch,
@@ -160,3 +233,4 @@ def reconcile_validation(
             _claims[(namespace, after["bench"])] = name
     if change:
         patch.status.update(change)
+    _record_validation(namespace, name, meta, after.get("phase") or scheduler.PENDING, change)

@@ -30,6 +30,7 @@ CRD_FILES = [
     "spark-operator/sparkoperator.k8s.io_sparkapplications.yaml",
     "kubeflow-training-v1/kubeflow.org_pytorchjobs.yaml",
     "prometheus-operator/monitoring.coreos.com_prometheusrules.yaml",
+    "prometheus-operator/monitoring.coreos.com_podmonitors.yaml",
 ]
 # Argo's controller also watches three internal kinds whose CRDs are not among the full
 # CRDs in testdata (its executor reports outputs as WorkflowTaskResults): created here with

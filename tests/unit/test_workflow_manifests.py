@@ -20,7 +20,7 @@ from avfleet.workflows.validate import (
     schema_errors,
     unused_parameters,
 )
-from tests.conftest import TESTDATA, shared_testdata, tool
+from tests.conftest import REPO_ROOT, TESTDATA, shared_testdata, tool
 from tests.manifest_helpers import resource_docs
 
 CRDS = TESTDATA / "argo" / "crds-full"
@@ -143,6 +143,7 @@ def test_kustomize_renders_all_resources():
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(out) if d)
     expected = ["Namespace"]  # namespace.yaml: Pod Security "restricted" enforced
     expected += ["ConfigMap", "PrometheusRule"]  # site.yaml, monitoring/
+    expected += ["ConfigMap"] * 5 + ["PodMonitor"] * 2  # monitoring/: Grafana dashboards, scrapes
     expected += ["Role", "Role", "RoleBinding", "RoleBinding"] + ["ServiceAccount"] * 4
     expected += ["NetworkPolicy"] * 8  # network-policies.yaml
     expected += ["Deployment", "Service", "ServiceAccount"]  # triton/
@@ -516,3 +517,30 @@ def test_the_prod_overlay_refuses_plain_http_benches():
         jsonschema.validate(
             {"spec": {**bench["spec"], "address": "http://xavier-01.lab:8470"}}, schema
         )
+
+
+def test_dashboards_ship_as_sidecar_configmaps_and_json():
+    """Each stage's dashboard: in a ConfigMap the Grafana sidecar loads, and as the same JSON
+    under infra/grafana/; every panel has a query and a unique id."""
+    import json
+
+    from avfleet import dashboards
+
+    path = default_manifests_dir() / "monitoring" / "grafana-dashboards.yaml"
+    maps = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    uids = {board.uid for board in dashboards.BOARDS}
+    assert len(uids) == 5 and {m["metadata"]["name"] for m in maps} == {
+        f"grafana-dashboard-{uid}" for uid in uids
+    }
+    for cm in maps:
+        assert cm["metadata"]["labels"] == {"grafana_dashboard": "1"}
+        ((name, text),) = cm["data"].items()
+        assert text == (REPO_ROOT / "infra" / "grafana" / name).read_text()
+        doc = json.loads(text)
+        assert doc["uid"] == name.removesuffix(".json") and "id" not in doc
+        ids = [p["id"] for p in doc["panels"]]
+        assert len(ids) == len(set(ids))
+        for panel in doc["panels"]:
+            if panel["type"] != "row":
+                assert panel["datasource"]["uid"] == "${datasource}"
+                assert [t["expr"] for t in panel["targets"]], panel["title"]

@@ -13,7 +13,9 @@ so a new parameter that names a bucket cannot be missed (`make render`; the
 drift test fails otherwise).
 
 The PrometheusRule is rendered from infra/prometheus/avfleet-rules.yaml, the
-file promtool tests, so the cluster runs exactly the rules the tests cover.
+file promtool tests, so the cluster runs exactly the rules the tests cover. The Grafana
+dashboards (avfleet.dashboards) ship as ConfigMaps labelled `grafana_dashboard: "1"`, which
+kube-prometheus-stack's Grafana sidecar loads from any namespace it watches.
 """
 
 from __future__ import annotations
@@ -148,3 +150,22 @@ def prometheus_rule(rules_file: pathlib.Path) -> str:
         "spec": {"groups": groups},
     }
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def grafana_dashboards(rendered: dict[str, str]) -> str:
+    """One ConfigMap per dashboard (uid -> JSON), for Grafana's dashboard sidecar."""
+    docs = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": f"grafana-dashboard-{uid}",
+                "labels": {"grafana_dashboard": "1"},
+                # the sidecar files them into this Grafana folder
+                "annotations": {"grafana_folder": "avfleet"},
+            },
+            "data": {f"{uid}.json": text},
+        }
+        for uid, text in sorted(rendered.items())
+    ]
+    return HEADER + yaml.safe_dump_all(docs, sort_keys=False, width=120)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import yaml
 
+from avfleet import dashboards
 from avfleet.workflows import deploy, fleet_index, mining, nas, train
 
 HEADER = (
@@ -64,7 +65,14 @@ def render_install() -> dict[str, str]:
         "base/monitoring/prometheus-rules.yaml": install.prometheus_rule(
             repo_root() / "infra" / "prometheus" / "avfleet-rules.yaml"
         ),
+        "base/monitoring/grafana-dashboards.yaml": install.grafana_dashboards(dashboards.render()),
     }
+
+
+def render_infra() -> dict[str, str]:
+    """Path relative to the repository -> text of the files rendered outside manifests/ (the
+    Grafana dashboards' JSON, for a Grafana without kube-prometheus-stack's sidecar)."""
+    return {f"infra/grafana/{uid}.json": text for uid, text in dashboards.render().items()}
 
 
 def check_or_write(manifests_dir: str | None, *, write: bool) -> list[str]:
@@ -73,8 +81,9 @@ def check_or_write(manifests_dir: str | None, *, write: bool) -> list[str]:
     root = pathlib.Path(manifests_dir) if manifests_dir else manifests_root()
     rendered = {f"base/{rel}": text for rel, text in render_all().items()}
     changed = []
-    for rel, text in {**rendered, **render_install()}.items():
-        path = root / rel
+    paths = {root / rel: text for rel, text in {**rendered, **render_install()}.items()}
+    paths.update({repo_root() / rel: text for rel, text in render_infra().items()})
+    for path, text in paths.items():
         if not path.exists() or path.read_text() != text:
             changed.append(str(path))
             if write:
