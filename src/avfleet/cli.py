@@ -557,6 +557,17 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also run the architecture search map job (nas.yaml: 3 targets, about 2 minutes)",
     )
+    demo.add_argument(
+        "--pushgateway",
+        default=d.pushgateway,
+        help="Pushgateway host:port every stage pushes to (infra/prometheus/prometheus.yml scrapes it)",
+    )
+    demo.add_argument(
+        "--triton-metrics-port",
+        type=int,
+        default=d.triton_metrics_port,
+        help="the local Triton's metrics port during mining (default: any free port)",
+    )
     report = sub.add_parser("report", help="redraw a demo run's report/index.html and summary.json")
     report.add_argument("--run", default=d.out_dir, help="the demo's work folder")
 
@@ -576,6 +587,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             round_epochs=args.round_epochs,
             random_arm=args.random_arm,
             search=args.search,
+            pushgateway=args.pushgateway,
+            triton_metrics_port=args.triton_metrics_port,
         )
     )
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from avfleet.bench import agent_main as bench_agent
 from avfleet.bench.client import TOKEN_ENV, token_from_env
 
 
@@ -56,22 +57,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         dest="bench_cmd", required=True
     )
     agent = bench.add_parser("agent", help=f"serve the bench agent (token from ${TOKEN_ENV})")
-    agent.add_argument("--cache", required=True, help="engine cache on this device")
-    agent.add_argument("--host", default="127.0.0.1")
-    agent.add_argument("--port", type=int, default=8470)
-    agent.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
-    agent.add_argument("--target", default="")
-    agent.add_argument("--threads", type=int, default=1)
-    agent.add_argument(
-        "--allow",
-        action="append",
-        required=True,
-        metavar="PREFIX",
-        help="a location models and bundles may be read from (repeatable); nothing else is read",
-    )
-    agent.add_argument("--job-timeout", type=float, default=1800.0, help="seconds a job may run")
-    agent.add_argument("--tls-cert", default="", help="PEM certificate: serve HTTPS")
-    agent.add_argument("--tls-key", default="", help="PEM private key of --tls-cert")
+    bench_agent.add_arguments(agent)
     validate = bench.add_parser("validate", help="run a BenchValidation manifest to its verdict")
     validate.add_argument("--manifest-json", required=True, help="the BenchValidation resource")
     validate.add_argument(
@@ -87,7 +73,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     lineage.add_argument("--release", default="", help="a release id (default: the promoted one)")
     lineage.add_argument("--frames", type=int, default=5, help="frame ids shown per dataset")
     lineage.add_argument("--json", action="store_true", help="the whole chain as JSON")
-    for p in (agent, validate, lineage):
+    for p in (validate, lineage):
         add_storage_arguments(p)
 
 
@@ -164,28 +150,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from avfleet.index.entry import storage_from_args
 
     if args.bench_cmd == "agent":
-        from avfleet.bench.agent import AgentConfig, serve
-
-        server = serve(
-            AgentConfig(
-                token=token_from_env(),
-                cache_uri=args.cache,
-                host=args.host,
-                port=args.port,
-                runtime=args.runtime,
-                target=args.target,
-                threads=args.threads,
-                storage=storage_from_args(args),
-                read_prefixes=tuple(args.allow),
-                job_timeout_s=args.job_timeout,
-                tls_cert=args.tls_cert,
-                tls_key=args.tls_key,
-            )
-        )
-        scheme = "https" if args.tls_cert else "http"
-        print(f"bench agent on {scheme}://{args.host}:{args.port} ({args.runtime})", flush=True)
-        server.serve_forever()
-        return 0
+        return bench_agent.run(args)
     return _validate(args, storage_from_args(args))
 
 

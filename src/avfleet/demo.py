@@ -86,6 +86,11 @@ class DemoConfig:
     """Latency targets of the search, ms at batch 1 on this machine."""
     search_epochs: int = 2
     """Supernet epochs per target."""
+    pushgateway: str = ""
+    """Pushgateway host:port every stage pushes its metrics to, as in a cluster ('' = none):
+    with a Prometheus scraping it (infra/prometheus/prometheus.yml), the dashboards fill."""
+    triton_metrics_port: int = 0
+    """Port of the local Triton's metrics endpoint during mining (0: any free port)."""
 
 
 def _fresh_folder(path: pathlib.Path) -> None:
@@ -132,7 +137,12 @@ def run_demo(config: DemoConfig) -> int:
     executor = LocalExecutor(workdir=str(root / "local-run"))
     result = executor.run_file(
         str(manifest),
-        {"recordings": fleet_uri, "date": config.date, "index": index_uri, "pushgateway": ""},
+        {
+            "recordings": fleet_uri,
+            "date": config.date,
+            "index": index_uri,
+            "pushgateway": config.pushgateway,
+        },
     )
     console.print(result.summary())
     if not result.succeeded:
@@ -162,6 +172,7 @@ def run_demo(config: DemoConfig) -> int:
         "group-sparsity": "0.005",
         "finetune-epochs": "0",
         "latency-lut": lut_uri,
+        "pushgateway": config.pushgateway,
         **budget,
     }
     result = executor.run_file(
@@ -189,6 +200,7 @@ def run_demo(config: DemoConfig) -> int:
             "registry": str(root / "registry"),
             "model-repo": str(root / "loop" / "repo"),
             "model-name": "dpe",
+            "pushgateway": config.pushgateway,
         },
     )
     console.print(result.summary())
@@ -322,6 +334,8 @@ def _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri, pro
         epochs=config.round_epochs,
         seed=config.seed,
         warm_start=config.warm_start,
+        pushgateway=config.pushgateway,
+        triton_metrics_port=config.triton_metrics_port,
     )
     mined = run_rounds(base, on_round=show)
     if not config.random_arm:

@@ -21,6 +21,8 @@ from operators import bench_operator
 
 NS = "avfleet"
 TOKEN = "operator-test-token-0123456789"
+CREATED = "2026-12-01T00:00:00Z"
+"""Every validation's creationTimestamp: days old, as avfleet_validation_age_seconds shows."""
 
 
 class Cluster:
@@ -35,9 +37,9 @@ class Cluster:
     def tick(self) -> None:
         """One round of both timers. The indices are read once per round, as a watch stream
         lags the patches: only the operator's own claims keep a bench from being leased twice."""
-        for bench in self.objects["benches"].values():
+        for name, bench in self.objects["benches"].items():
             patch = kopf.Patch()
-            bench_operator.probe_bench(namespace=NS, spec=bench["spec"], patch=patch)
+            bench_operator.probe_bench(namespace=NS, name=name, spec=bench["spec"], patch=patch)
             bench["status"].update(patch.status)
         benches, validations = self.index("benches"), self.index("validations")
         for name, v in self.objects["validations"].items():
@@ -47,6 +49,7 @@ class Cluster:
             bench_operator.reconcile_validation(
                 namespace=NS,
                 name=name,
+                meta={"creationTimestamp": CREATED},
                 spec=v["spec"],
                 status=v["status"],
                 patch=patch,
@@ -104,6 +107,12 @@ def add_bench(stack, cluster, secrets, release, tmp_path, name: str) -> None:
 def test_the_operator_leases_each_bench_to_one_validation_and_finishes_all(
     release, tmp_path, secrets
 ):
+    from prometheus_client import REGISTRY
+
+    def metric(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"namespace": NS, **labels})
+
+    finished_before = metric("avfleet_validations_finished_total", phase="Succeeded") or 0
     cluster = Cluster()
     with contextlib.ExitStack() as stack:
         for name in ("xavier-1", "xavier-2"):
@@ -112,6 +121,12 @@ def test_the_operator_leases_each_bench_to_one_validation_and_finishes_all(
             cluster.objects["validations"][name] = validation(release, name, **gates)
         cluster.tick()
         running = {n: v["status"] for n, v in cluster.objects["validations"].items()}
+        # The operator's metrics: both benches healthy, every unfinished validation aged from
+        # its creation under its phase.
+        assert metric("avfleet_bench_healthy", bench="xavier-1") == 1.0
+        waiting = next(n for n, s in running.items() if s["phase"] == "Pending")
+        age = metric("avfleet_validation_age_seconds", validation=waiting, phase="Pending")
+        assert age is not None and age > 24 * 3600
         # Two benches, three validations: one each, the third waits; no bench leased twice.
         assert sorted(s.get("bench") for s in running.values() if s["phase"] == "Running") == [
             "xavier-1",
@@ -130,6 +145,12 @@ def test_the_operator_leases_each_bench_to_one_validation_and_finishes_all(
     assert os.path.exists(release / "v3.json") and not bench_operator._claims
     bench = cluster.objects["benches"]["xavier-1"]["status"]
     assert bench["health"] == "Healthy" and bench["runtime"] == "onnxruntime"
+    # Finished validations are counted once each, and no longer aged.
+    assert metric("avfleet_validations_finished_total", phase="Succeeded") == finished_before + 2
+    assert metric("avfleet_validations_finished_total", phase="Rejected") >= 1
+    for name in statuses:
+        for phase in ("Pending", "Running"):
+            assert metric("avfleet_validation_age_seconds", validation=name, phase=phase) is None
 
 
 def run_until_done(cluster: Cluster, ticks: int = 200) -> dict:
@@ -177,7 +198,7 @@ def test_a_validation_stuck_running_times_out_and_fails_with_the_reason(release,
         v1["spec"].update(runs=10_000, warmup=1000, batch=64, timeoutSeconds=1, maxAttempts=1)
         cluster.tick()
         assert v1["status"]["phase"] == "Running"
-        time.sleep(2.5)  # startedAt has whole seconds
+        time.sleep(1.2)  # past timeoutSeconds (startedAt is rounded down), well inside the ~3 s job
         statuses = run_until_done(cluster, ticks=20)
         assert statuses["v1"]["phase"] == "Failed"
         assert "timeoutSeconds=1" in str(statuses["v1"])  # why, in the benches lost

@@ -12,6 +12,17 @@ import pytest
 
 from avfleet.demo import DemoConfig, run_demo
 
+TINY = {
+    "vehicles": 3,
+    "minutes_per_day": 2.0,
+    "train_frames": 96,
+    "epochs": 1,
+    "members": 2,
+    "rounds": 1,
+    "budget": 16,
+}
+"""A demo of a few minutes: 6 recordings (3 hostile), one round of the loop."""
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -37,16 +48,7 @@ def rendered_dom(page) -> str:  # noqa: ANN001
 
 def test_demo_runs_the_loop(tmp_path):
     out = tmp_path / "demo"
-    config = DemoConfig(
-        out_dir=str(out),
-        vehicles=3,
-        minutes_per_day=2.0,
-        train_frames=96,
-        epochs=1,
-        members=2,
-        rounds=1,
-        budget=16,
-    )
+    config = DemoConfig(out_dir=str(out), **TINY)
     assert run_demo(config) == 0
     report = json.loads(next((out / "index" / "_runs").glob("*/report.json")).read_text())
     assert report["num_quarantined"] == 3 and report["num_files"] == 6

@@ -244,14 +244,18 @@ def test_broken_models_are_rejected_and_the_promotion_stays(trained, promoted_re
     assert versions(config.model_repo_uri, "dpe-scorer") == [1]
 
 
-def start_agent(cache: str, port: int, *allow: str) -> subprocess.Popen:
+def start_agent(
+    cache: str, port: int, *allow: str, token: str = TOKEN, target: str = ""
+) -> subprocess.Popen:
     """A bench agent in its own process, reading models under `allow` (default: nowhere useful)."""
     cmd = [sys.executable, "-m", "avfleet", "bench", "agent", "--cache", cache, "--port", str(port)]
     for prefix in allow or (cache,):
         cmd += ["--allow", prefix]
+    if target:
+        cmd += ["--target", target]
     proc = subprocess.Popen(
         cmd,
-        env={**os.environ, "AVFLEET_BENCH_TOKEN": TOKEN},
+        env={**os.environ, "AVFLEET_BENCH_TOKEN": token},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

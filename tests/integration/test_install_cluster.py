@@ -8,16 +8,22 @@ there is no kubelet) whose spec is checked here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pathlib
+import shutil
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 
 import pytest
 import yaml
 
 from avfleet.workflows.render import default_manifests_dir, manifests_root
 from tests.conftest import TESTDATA, shared_testdata, tool, tool_path
+from tests.integration.conftest import free_port
 from tests.integration.kube import api_server, host_process
 from tests.manifest_helpers import resource_docs
 
@@ -210,7 +216,11 @@ def controller(installed, tmp_path_factory):
     if not binary:
         pytest.skip("workflow-controller is not built (tools/build.sh)")
     config = manifests_root().parent / "infra" / "argo" / "workflow-controller-configmap.yaml"
-    kubectl(installed, "apply", "-n", NS, "-f", str(config))
+    # As shipped, but its metrics on a free port (9090 may be taken on a shared machine).
+    installed.argo_metrics_port = free_port()
+    text = config.read_text().replace("port: 9090", f"port: {installed.argo_metrics_port}")
+    assert str(installed.argo_metrics_port) in text
+    kubectl(installed, "apply", "-n", NS, "-f", "-", input_=text)
     log = tmp_path_factory.mktemp("argo") / "controller.log"
     env = {
         **os.environ,
@@ -324,3 +334,163 @@ def test_argo_cron_create_schedules_the_nightly_mining(controller, tmp_path):
     spec = json.loads(listed.stdout)["spec"]
     assert spec["schedules"] == cron["spec"]["schedules"]
     assert spec["concurrencyPolicy"] == "Forbid"
+
+
+# --- Monitoring: every dashboard panel's query returns data from real runs --------------------
+
+
+@contextlib.contextmanager
+def prometheus_server(workdir: pathlib.Path, targets: dict[str, str]):  # noqa: ANN201
+    """Debian's Prometheus with infra/prometheus/prometheus.yml, each job's target replaced by
+    a local process's address, scraping every second; yields its base URL."""
+    binary = shutil.which("prometheus")
+    if not binary:
+        pytest.skip("prometheus is absent: apt-get install prometheus (.ci/run does)")
+    infra = manifests_root().parent / "infra" / "prometheus"
+    config = yaml.safe_load((infra / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(infra / "avfleet-rules.yaml")]
+    assert {job["job_name"] for job in config["scrape_configs"]} == set(targets)
+    for job in config["scrape_configs"]:
+        job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    args = [
+        binary,
+        f"--config.file={workdir / 'prometheus.yml'}",
+        f"--storage.tsdb.path={workdir / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with host_process(args, workdir / "prometheus.log", dict(os.environ)):
+        wait_for_url(f"{url}/-/ready")
+        yield url
+
+
+def wait_for_url(url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} did not answer in {timeout_s:.0f} s"
+            time.sleep(0.3)
+
+
+def query(prometheus: str, promql: str) -> list:
+    url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        doc = json.load(response)
+    assert doc["status"] == "success", doc
+    return doc["data"]["result"]
+
+
+def test_every_dashboard_panel_has_data(controller, release, tmp_path):
+    """The stages run for real on this machine and push or serve their metrics: the demo's
+    index, training, deploy and mining (Triton's own metrics endpoint), the bench operator
+    (as its ServiceAccount, leasing a local agent) and Argo's workflow-controller (a workflow
+    submitted and stopped, the nightly CronWorkflow triggered); a real Prometheus scrapes
+    them with the shipped config and rules, and every panel's query returns data."""
+    from avfleet.bench.local import local_agent
+    from avfleet.core.metrics import MetricsConfig
+    from avfleet.demo import DemoConfig, run_demo
+    from avfleet.mining.job import MineConfig, run_mine
+    from avfleet.mining.select import SelectionConfig
+    from avfleet.serve.local import local_triton
+    from tests.integration.test_demo import TINY
+    from tests.integration.test_monitoring import start_pushgateway
+    from tests.integration.test_operator_rbac import (
+        add_bench,
+        add_object,
+        operator_process,
+        validation_spec,
+    )
+
+    operator_port, triton_port = free_port(), free_port()
+    with (
+        start_pushgateway() as pushgateway,
+        prometheus_server(
+            tmp_path,
+            {
+                "pushgateway": pushgateway,
+                "triton": f"127.0.0.1:{triton_port}",
+                "avfleet-bench-operator": f"127.0.0.1:{operator_port}",
+                "argo-workflow-controller": f"127.0.0.1:{controller.argo_metrics_port}",
+            },
+        ) as prometheus,
+        local_agent(
+            str(tmp_path / "cache"), read_prefixes=(str(release),), target="xavier-test"
+        ) as agent,
+        operator_process(
+            controller,
+            controller.service_account_token(NS, "avfleet-bench-operator"),
+            tmp_path / "operator.log",
+            AVFLEET_REPORTS_PREFIX=str(release),
+            AVFLEET_OPERATOR_METRICS_PORT=str(operator_port),
+        ),
+    ):
+        # Argo: the nightly CronWorkflow due every minute; a deploy workflow stopped (Failed).
+        kubectl(
+            controller,
+            *("patch", "cronworkflow", "nightly-mining", "-n", NS, "--type", "merge"),
+            *("-p", json.dumps({"spec": {"schedules": ["* * * * *"]}})),
+        )
+        done = argo(controller, "submit", "--from", "workflowtemplate/deploy", "-o", "name")
+        assert done.returncode == 0, done.stderr
+        workflow = done.stdout.strip().rsplit("/", 1)[-1]
+        first_pod(controller, workflow)
+        done = argo(controller, "stop", workflow)
+        assert done.returncode == 0, done.stderr
+        # The bench operator: one validation runs on the local agent; one waits for a target
+        # no bench has (the unfinished-validation panels need one).
+        add_bench(controller, "xavier-local", agent["address"], agent["token"])
+        for name, target in (("runs", "xavier-test"), ("waits", "xavier-nx-nobody-has")):
+            spec = validation_spec(release, name, runs=10, warmup=1, target=target)
+            add_object(controller, "benchvalidations", name, spec)
+        # The stages of the loop, pushing to the Pushgateway; mining through Triton.
+        config = DemoConfig(
+            out_dir=str(tmp_path / "demo"),
+            **{**TINY, "random_arm": False},
+            pushgateway=pushgateway,
+            triton_metrics_port=triton_port,
+        )
+        assert run_demo(config) == 0
+        # Triton as it runs in a cluster, up between mining runs: the promoted version served
+        # on the port Prometheus scrapes, and a mining run of the date through it.
+        repo = str(tmp_path / "demo" / "loop" / "repo")
+        with local_triton(repo, "dpe:1", metrics_port=triton_port) as scorer:
+            mine_config = MineConfig(
+                index_uri=str(tmp_path / "demo" / "index"),
+                date=config.date,
+                model="dpe:1",
+                out_uri=str(tmp_path / "mined"),
+                selection=SelectionConfig(budget=16),
+                metrics=MetricsConfig(pushgateway_url=pushgateway),
+            )
+            run_mine(mine_config, scorer)
+            empty = panels_without_data(prometheus)
+        assert empty == [], "\n".join(f"{uid}: {title}: {expr}" for uid, title, expr in empty)
+        # The alerts were evaluated on these figures too: the demo's drill quarantines 3 of its
+        # 9 recordings, so the index's quarantine alert fires for the date.
+        alerts = query(prometheus, 'ALERTS{alertname="AvfleetIndexQuarantineHigh"}')
+        assert [a["metric"]["date"] for a in alerts] == [config.date]
+
+
+def panels_without_data(prometheus: str, timeout_s: float = 120) -> list[tuple[str, str, str]]:
+    """(dashboard, panel, query) of every panel query that returns nothing, once every one
+    does or `timeout_s` has passed (the cron's minute, a validation, a few scrapes)."""
+    from avfleet import dashboards
+
+    panels = [
+        (board.uid, title, expr)
+        for board in dashboards.BOARDS
+        for title, expr in dashboards.panel_queries(dashboards.build(board))
+    ]
+    assert len(panels) >= 40
+    deadline = time.monotonic() + timeout_s
+    while True:
+        empty = [(uid, title, expr) for uid, title, expr in panels if not query(prometheus, expr)]
+        if not empty or time.monotonic() > deadline:
+            return empty
+        time.sleep(5)

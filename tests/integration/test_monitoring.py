@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -31,8 +32,9 @@ def need(binary: str) -> str:
     return path
 
 
-@pytest.fixture
-def pushgateway():
+@contextlib.contextmanager
+def start_pushgateway():  # noqa: ANN201
+    """Debian's Pushgateway on a free port; yields its host:port."""
     binary = need("prometheus-pushgateway")
     port = free_port()
     proc = subprocess.Popen(
@@ -42,16 +44,24 @@ def pushgateway():
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60  # a loaded 2-core machine starts it slowly
-    while True:
-        try:
-            urllib.request.urlopen(url + "/-/ready", timeout=1)
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "the Pushgateway did not become ready in 60 s"
-            time.sleep(0.2)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(url + "/-/ready", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the Pushgateway did not become ready in 60 s"
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def pushgateway():
+    with start_pushgateway() as address:
+        yield address
 
 
 def test_index_metrics_reach_the_pushgateway(pushgateway, corrupt_fleet_uri, tmp_path):

@@ -1,7 +1,12 @@
 """The bench agent: a small HTTP service on a bench device that builds, runs and measures engines.
 
 On a Xavier it runs in the bench image (images/bench.Dockerfile) with the
-TensorRT runtime; on this machine it runs on localhost with ONNX Runtime.
+TensorRT runtime, as `python3 -m avfleet.bench.agent ...` on JetPack 5's own
+Python 3.8 (its TensorRT bindings exist for no other), started by
+`python3 -m avfleet.bench.agent_main`: that module and everything it imports stay
+runnable there (tests/unit/test_images.py checks them with vermin). On this
+machine it runs on localhost with ONNX Runtime (`avfleet bench agent`, the same
+arguments).
 
     GET  /healthz           liveness and what this bench is (no token: probes and the operator)
     POST /v1/jobs           {"model_uri", "bundle_uri", "precision", "warmup", "runs", "batch"}
@@ -60,7 +65,7 @@ log = logging.getLogger("avfleet.bench")
 MAX_BODY_BYTES = 64 * 1024
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True)
 class AgentConfig:
     token: str
     """Shared secret callers present as `Authorization: Bearer <token>`."""
@@ -117,7 +122,7 @@ LIMITS = {"warmup": (0, 1000), "runs": (1, 10_000), "batch": (1, 64)}
 """Bounds of a job's counts: enough for p99 at batch 64, never a bench locked for hours."""
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True)
 class JobRequest:
     model_uri: str
     bundle_uri: str
@@ -155,7 +160,7 @@ MAX_PROFILE_UNITS = 4096
 MAX_PROFILE_BODY_BYTES = 1 << 20  # a pruning grid is ~1,500 units of ~150 bytes
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True)
 class ProfileRequest:
     units: tuple[dict, ...]
 
@@ -395,7 +400,7 @@ class _Checkpoints:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")  # noqa: UP017 - Python 3.8 on the bench
 
 
 def make_handler(agent: Agent) -> type[http.server.BaseHTTPRequestHandler]:

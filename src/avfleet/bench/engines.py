@@ -46,7 +46,7 @@ class Runner(Protocol):
     def __call__(self, images_NCHW: np.ndarray) -> np.ndarray: ...
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True)
 class EngineSpec:
     runtime: str = "onnxruntime"
     """Backend that builds and runs the engine: onnxruntime or tensorrt."""

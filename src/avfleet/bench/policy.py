@@ -39,7 +39,7 @@ class Unreadable(PermanentError):
 _SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://")
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True)
 class ReadPolicy:
     prefixes: tuple[str, ...]
     """URI prefixes the agent reads from (file paths, file:// or s3://bucket/path)."""

@@ -12,6 +12,7 @@ cause kept. Two primitives carry the data contracts:
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import os
@@ -24,7 +25,7 @@ from typing import Any
 from avfleet.core.errors import NotFoundError, PermanentError, StorageError, TransientError
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
+@dataclasses.dataclass(frozen=True)
 class StorageConfig:
     s3_endpoint_url: str | None = None
     """S3 endpoint (moto, MinIO, a VPC endpoint); None uses AWS's."""
@@ -292,3 +293,14 @@ class ByteSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--s3-endpoint-url", default=None, help="S3 endpoint (moto, MinIO); default AWS"
+    )
+    parser.add_argument("--s3-region", default=None, help="S3 region")
+
+
+def storage_from_args(args: argparse.Namespace) -> StorageConfig:
+    return StorageConfig(s3_endpoint_url=args.s3_endpoint_url, s3_region=args.s3_region)

@@ -6,20 +6,9 @@ import argparse
 import json
 
 from avfleet.core.metrics import MetricsConfig
-from avfleet.core.storage import StorageConfig
+from avfleet.core.storage import StorageConfig, add_storage_arguments, storage_from_args  # noqa: F401 - the CLI's entry points import them from here
 from avfleet.index.job import IndexConfig, IndexReport, LoopEngine, SparkEngine, run_index
 from avfleet.index.scan import ScanConfig
-
-
-def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--s3-endpoint-url", default=None, help="S3 endpoint (moto, MinIO); default AWS"
-    )
-    parser.add_argument("--s3-region", default=None, help="S3 region")
-
-
-def storage_from_args(args: argparse.Namespace) -> StorageConfig:
-    return StorageConfig(s3_endpoint_url=args.s3_endpoint_url, s3_region=args.s3_region)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,6 +27,7 @@ import pathlib
 import subprocess
 import sys
 
+from avfleet.core.metrics import MetricsConfig
 from avfleet.dataset.build import DatasetConfig, build_dataset
 from avfleet.dataset.labels import PseudoLabels, ToolLabels
 from avfleet.mining.entry import label_queue
@@ -77,6 +78,10 @@ class RoundsConfig:
     triton: bool = True
     """Mine through a local Triton server; False scores in process."""
     model_name: str = "dpe"
+    pushgateway: str = ""
+    """Where mining and training push their metrics ('' = nowhere)."""
+    triton_metrics_port: int = 0
+    """Port of the local Triton's metrics endpoint (0: any free port)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +116,7 @@ def train_ensemble(
     cmd += ["--batch-size", str(config.batch_size)]
     cmd += ["--seed", str(config.seed), "--checkpoint-every", "100"]
     cmd += ["--pseudo-label-weight", str(config.pseudo_label_weight)]
+    cmd += ["--pushgateway", config.pushgateway]
     if config.warm_start and last:
         cmd += ["--init", f"{last}/model"]
     if members > 1:
@@ -143,9 +149,10 @@ def run_rounds(config: RoundsConfig, on_round=None) -> list[RoundResult]:  # noq
             out_uri=out,
             selection=config.selection,
             labeled_uri=dataset,
+            metrics=MetricsConfig(pushgateway_url=config.pushgateway or None),
         )
         if config.triton:
-            with local_triton(repo, ref) as scorer:
+            with local_triton(repo, ref, metrics_port=config.triton_metrics_port) as scorer:
                 report = run_mine(mine_config, scorer)
         else:
             report = run_mine(mine_config, InProcessScorer(load_version(repo, ref).onnx))

@@ -130,9 +130,12 @@ class LocalTriton:
 
 
 @contextlib.contextmanager
-def local_triton(repo: str, model_ref: str, max_in_flight: int = 4) -> Iterator[TritonScorer]:
-    """`avfleet serve` in a child process; a ready client scorer; the server stopped after."""
-    ports = [free_port() for _ in range(3)]
+def local_triton(
+    repo: str, model_ref: str, max_in_flight: int = 4, metrics_port: int = 0
+) -> Iterator[TritonScorer]:
+    """`avfleet serve` in a child process; a ready client scorer; the server stopped after.
+    Triton's metrics are served on `metrics_port` (0: any free port)."""
+    ports = [free_port(), free_port(), metrics_port or free_port()]
     cmd = [sys.executable, "-m", "avfleet", "serve", "--repo", repo, "--model", model_ref]
     cmd += ["--http-port", str(ports[0]), "--grpc-port", str(ports[1])]
     cmd += ["--metrics-port", str(ports[2])]
