@@ -132,7 +132,7 @@ def build_nightly() -> CronWorkflow:
     }
     with CronWorkflow(
         name=NIGHTLY,
-        schedule="0 2 * * *",
+        schedules=["0 2 * * *"],
         timezone="UTC",
         concurrency_policy="Forbid",
         starting_deadline_seconds=3600,
