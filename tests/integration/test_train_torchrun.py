@@ -155,10 +155,19 @@ def test_a_latency_budget_no_pruning_can_meet_exits_78_naming_it(dataset, tmp_pa
 def test_steps_fix_the_compute_whatever_the_epochs(dataset, tmp_path):
     out = str(tmp_path / "steps")
     # 192 frames, 2 ranks, batch 8: 12 steps per epoch; --steps 15 runs into a second epoch
-    subprocess.run(
-        torchrun_cmd(dataset, out, "--steps", "15"), check=True, capture_output=True, timeout=600
+    done = subprocess.run(
+        torchrun_cmd(dataset, out, "--steps", "15", "--log-every", "5"),
+        check=True,
+        capture_output=True,
+        timeout=600,
+        text=True,
     )
     assert json.loads(open(os.path.join(out, "result.json")).read())["steps"] == 15
+    # Not on a terminal (a pod's log): rank 0 reports every 5 steps and at the end, one line
+    # each, with loss, learning rate and throughput.
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if ": step " in line]
+    assert [line.split(": step ")[1].split(" ")[0] for line in lines] == ["5/15", "10/15", "15/15"]
+    assert all(" loss " in line and " lr " in line and "frames/s" in line for line in lines)
 
 
 def test_a_warm_start_begins_at_the_given_weights_and_refuses_another_net(dataset, tmp_path):

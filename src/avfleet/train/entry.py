@@ -69,6 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=20)
+    parser.add_argument(
+        "--log-every",
+        type=int,
+        default=10,
+        help="report loss, lr and frames/s every N steps (a bar on a terminal, log lines in a "
+        "pod, pushed to the Pushgateway); 0: only at checkpoints (default 10)",
+    )
     parser.add_argument("--stop-after-steps", type=int, default=0)
     parser.add_argument("--pushgateway", default=None)
 
@@ -97,6 +104,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         pseudo_label_weight=args.pseudo_label_weight,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
         stop_after_steps=args.stop_after_steps,
         metrics=MetricsConfig(pushgateway_url=args.pushgateway),
     )

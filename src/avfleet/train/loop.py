@@ -86,6 +86,10 @@ class TrainConfig:
     seed: int = 0
     """Seed of initialisation and data order."""
     checkpoint_every: int = 20
+    log_every: int = 10
+    """Report loss, learning rate and frames/s every this many steps (rank 0): a progress bar
+    on a terminal, a plain log line elsewhere (a pod's log), and the same figures pushed to
+    the Pushgateway; 0: only at checkpoints."""
     """Steps between checkpoints."""
     stop_after_steps: int = 0
     """Stop (cleanly, after a checkpoint) at this global step; 0 runs to the end. For drills."""
@@ -174,6 +178,69 @@ def train_metrics(config: TrainConfig) -> JobMetrics:
     run folder (runs/<run-name>/<kind>), so two runs never overwrite each other's group."""
     parts = config.out_uri.rstrip("/").rsplit("/", 2)
     return JobMetrics("train", {"run": "-".join(parts[-2:])})
+
+
+class StepReport:
+    """Rank 0's view of a training phase while it runs (see TrainConfig.log_every)."""
+
+    def __init__(
+        self, config: TrainConfig, phase: str, total_steps: int, start_step: int, rank: int
+    ) -> None:
+        self.config, self.phase, self.total = config, phase, total_steps
+        self.enabled = rank == 0 and config.log_every > 0
+        self.started_s, self.start_step = time.time(), start_step
+        self._bar = self._task = None
+
+    def __enter__(self) -> StepReport:
+        import sys
+
+        if self.enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[figures]}"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(
+                f"train {self.phase}", total=self.total, completed=self.start_step, figures=""
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def step(self, steps: int, epoch: int, loss: float, lr: float, frames: int) -> None:
+        """After optimizer step `steps` (frames: seen in this process's run of the phase)."""
+        if not self.enabled:
+            return
+        fps = frames / max(time.time() - self.started_s, 1e-9)
+        figures = f"loss {loss:.4f}  lr {lr:.4g}  {fps:.1f} frames/s"
+        if self._bar is not None:
+            self._bar.update(self._task, completed=steps, figures=figures)  # type: ignore[arg-type]
+        if steps % self.config.log_every and steps != self.total:
+            return
+        if self._bar is None:
+            log.info("%s: step %d/%d (epoch %d) %s", self.phase, steps, self.total, epoch, figures)
+        metrics = train_metrics(self.config)
+        metrics.set("step", steps, "Optimizer steps done (this phase)")
+        metrics.set("total_steps", self.total, "Steps this phase will take")
+        metrics.set("loss", loss, "Last training loss")
+        metrics.set("learning_rate", lr, "Learning rate at the last report")
+        metrics.set("samples_per_second", fps, "Training frames per second (all ranks)")
+        metrics.push_quietly(self.config.metrics)
 
 
 def cosine_lr(base: float, step: int, total: int) -> float:
@@ -267,59 +334,66 @@ def _fit(
     members = getattr(model, "members", 1)
     started = time.time()
     stop_at = config.stop_after_steps or total_steps
-    while phase.steps < min(total_steps, stop_at):
-        epoch = phase.steps // data.steps_per_epoch
-        for batch in data.epoch(epoch, skip_steps=phase.steps % data.steps_per_epoch):
-            step_lr = cosine_lr(config.lr, phase.steps, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = step_lr
-            images, masks = batch.images.to(device), batch.masks.to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                weights = frame_weights(batch.sources, config.pseudo_label_weight)
-                if weights is not None:
-                    weights = weights.to(device)
-                loss = loss_fn(ddp(images), masks, weights)
-                if config.dpe_strength and members > 1:
-                    kl = regularizers.ensemble_kl(model, members)
-                    loss = loss + config.dpe_strength / data.manifest["num_frames"] * kl
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            phase.steps += 1
-            if proximal and controller is not None:
-                controller.after_step(model, phase.steps, step_lr)
-            if proximal and config.low_rank:
-                lowrank.proximal_step_(model, step_lr, config.low_rank)
-            phase.frames_seen += len(batch.frame_ids) * ctx.world_size
-            phase.loss = float(loss.detach()) / members  # per member, as a single net's
-            at_end = phase.steps in (total_steps, stop_at)
-            if phase.steps % config.checkpoint_every == 0 or at_end:
-                if ctx.rank == 0:
-                    checkpoint.save(
-                        run_uri,
-                        phase.steps,
-                        epoch,
-                        model.state_dict(),
-                        optimizer.state_dict()
-                        if controller is None
-                        else {"sgd": optimizer.state_dict(), "compress": controller.state_dict()},
-                        {"loss": phase.loss, "arch": getattr(model, "arch", None)},
-                    )
-                    phase.last_checkpoint_s = time.time()
-                    progress = train_metrics(config)
-                    progress.set("step", phase.steps, "Optimizer steps done (this phase)")
-                    progress.set("total_steps", total_steps, "Steps this phase will take")
-                    progress.set(
-                        "last_checkpoint_timestamp_seconds",
-                        phase.last_checkpoint_s,
-                        "When the run last wrote a checkpoint",
-                    )
-                    progress.push_quietly(config.metrics)
-                if ctx.distributed:
-                    torch.distributed.barrier()
-            if at_end:
-                break
+    with StepReport(
+        config, run_uri.rstrip("/").rsplit("/", 1)[-1], total_steps, phase.steps, ctx.rank
+    ) as report:
+        while phase.steps < min(total_steps, stop_at):
+            epoch = phase.steps // data.steps_per_epoch
+            for batch in data.epoch(epoch, skip_steps=phase.steps % data.steps_per_epoch):
+                step_lr = cosine_lr(config.lr, phase.steps, total_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = step_lr
+                images, masks = batch.images.to(device), batch.masks.to(device)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    weights = frame_weights(batch.sources, config.pseudo_label_weight)
+                    if weights is not None:
+                        weights = weights.to(device)
+                    loss = loss_fn(ddp(images), masks, weights)
+                    if config.dpe_strength and members > 1:
+                        kl = regularizers.ensemble_kl(model, members)
+                        loss = loss + config.dpe_strength / data.manifest["num_frames"] * kl
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                phase.steps += 1
+                if proximal and controller is not None:
+                    controller.after_step(model, phase.steps, step_lr)
+                if proximal and config.low_rank:
+                    lowrank.proximal_step_(model, step_lr, config.low_rank)
+                phase.frames_seen += len(batch.frame_ids) * ctx.world_size
+                phase.loss = float(loss.detach()) / members  # per member, as a single net's
+                report.step(phase.steps, epoch, phase.loss, step_lr, phase.frames_seen)
+                at_end = phase.steps in (total_steps, stop_at)
+                if phase.steps % config.checkpoint_every == 0 or at_end:
+                    if ctx.rank == 0:
+                        checkpoint.save(
+                            run_uri,
+                            phase.steps,
+                            epoch,
+                            model.state_dict(),
+                            optimizer.state_dict()
+                            if controller is None
+                            else {
+                                "sgd": optimizer.state_dict(),
+                                "compress": controller.state_dict(),
+                            },
+                            {"loss": phase.loss, "arch": getattr(model, "arch", None)},
+                        )
+                        phase.last_checkpoint_s = time.time()
+                        progress = train_metrics(config)
+                        progress.set("step", phase.steps, "Optimizer steps done (this phase)")
+                        progress.set("total_steps", total_steps, "Steps this phase will take")
+                        progress.set(
+                            "last_checkpoint_timestamp_seconds",
+                            phase.last_checkpoint_s,
+                            "When the run last wrote a checkpoint",
+                        )
+                        progress.push_quietly(config.metrics)
+                    if ctx.distributed:
+                        torch.distributed.barrier()
+                if at_end:
+                    break
     phase.seconds = time.time() - started
     phase.finished = phase.steps == total_steps
     return phase
