@@ -403,6 +403,11 @@ def _mining_plan_parsers(sub: argparse._SubParsersAction) -> None:
     model.add_argument("--name", required=True)
     model.add_argument("--reduce", default="mean", choices=["mean", "top"])
     model.add_argument("--top-fraction", type=float, default=0.1)
+    model.add_argument(
+        "--triton-url",
+        default="",
+        help="a Triton in explicit model-control mode to load the new version; empty: none",
+    )
     model.add_argument("--outputs-dir", default=None)
     for p in (plan, publish, model):
         add_storage_arguments(p)
@@ -449,6 +454,10 @@ def _cmd_publish_model(args: argparse.Namespace) -> None:
         Reduction(args.reduce, args.top_fraction),
         storage_config=storage_from_args(args),
     )
+    if args.triton_url:
+        from avfleet.serve.client import load_model
+
+        load_model(args.triton_url, ref.partition(":")[0])
     write_outputs(args.outputs_dir, {"model-ref": ref})
     print(ref)
 

@@ -49,6 +49,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     promote.add_argument(
         "--pushgateway", default="", help="Pushgateway host:port for the verdict; empty: none"
     )
+    promote.add_argument(
+        "--triton-url",
+        default="",
+        help="the serving Triton (grpc:// or http://), told to load the promoted version; empty: none",
+    )
     for p in (export, build, promote):
         p.add_argument("--outputs-dir", default=None, help="write output parameters here (Argo)")
         add_storage_arguments(p)
@@ -135,6 +140,7 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
                 gates=promotion_policy(args.policy, st),
                 storage=st,
                 metrics=MetricsConfig(pushgateway_url=args.pushgateway or None),
+                triton_url=args.triton_url,
             )
         )
         write_outputs(

@@ -201,6 +201,7 @@ def run_demo(config: DemoConfig) -> int:
             "model-repo": str(root / "loop" / "repo"),
             "model-name": "dpe",
             "pushgateway": config.pushgateway,
+            "triton-url": "",  # the rounds start their own Triton for each version they mine with
         },
     )
     console.print(result.summary())

@@ -128,6 +128,11 @@ def test_a_model_is_exported_validated_and_promoted(trained, promoted_release):
     # Promoting the same release again changes nothing (a retried step).
     assert promote(promoted_release["config"]) == pointer
     assert versions(promoted_release["config"].model_repo_uri, "dpe-scorer") == [1]
+    # The promoted version is pinned, so Triton keeps serving it whatever is published after.
+    from avfleet.serve import repository
+
+    repo = promoted_release["config"].model_repo_uri
+    assert repository.pins(repo, "dpe-scorer") == {1: f"promoted release {info['release_id']}"}
 
 
 def test_lineage_goes_from_the_engine_to_frames_and_recordings(trained, promoted_release):
@@ -374,6 +379,8 @@ def test_the_deploy_workflow_runs_locally(trained, tmp_path):
         "model-repo": str(tmp_path / "triton"),
         "bench-runs": "50",
         "bench-warmup": "5",
+        "pushgateway": "",
+        "triton-url": "",
     }
     run = local_run("workflows/deploy.yaml", params, tmp_path / "wd")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

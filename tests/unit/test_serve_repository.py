@@ -70,6 +70,45 @@ def test_config_pbtxt_parses_as_tritons_model_config():
     assert [o.name for o in config.output][-1] == "class_probability"
     assert list(config.dynamic_batching.preferred_batch_size) == [32, 64]
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+    # Warmed up before it is ready: one zero frame of the model's own shape.
+    (warmup,) = config.model_warmup
+    assert warmup.batch_size == 1 and warmup.inputs["frames"].zero_data
+    assert list(warmup.inputs["frames"].dims) == [64, 128, 3]
+    assert list(config.version_policy.specific.versions) == [1]
+
+
+def parsed_policy(repo: str, name: str) -> list[int]:
+    """The versions the repository's config.pbtxt tells Triton to serve (Triton's own proto)."""
+    import pathlib
+
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    text = (pathlib.Path(repo) / name / R.CONFIG_FILE).read_text()
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())
+    return list(config.version_policy.specific.versions)
+
+
+def test_served_versions_are_the_newest_and_every_pinned_one(graph_and_onnx, tmp_path):
+    """A version the registry points at, or a backfill pinned, stays served as newer ones are
+    published; unpinned, it goes once it is no longer among the newest."""
+    _, onnx = graph_and_onnx
+    repo = str(tmp_path / "repo")
+
+    def publish() -> int:
+        return R.publish(repo, "dpe", onnx, {}, num_classes=8, height=32, width=64)
+
+    assert publish() == 1 and parsed_policy(repo, "dpe") == [1]
+    assert publish() == 2 and parsed_policy(repo, "dpe") == [1, 2]
+    assert R.set_pins(repo, "dpe", {1: "promoted release r1"}) == [1, 2]
+    assert publish() == 3 and publish() == 4
+    assert parsed_policy(repo, "dpe") == [1, 3, 4]  # 1 pinned, 3 and 4 the newest
+    assert R.set_pins(repo, "dpe", {2: "backfill 2026-11-01", 1: None}) == [2, 3, 4]
+    assert parsed_policy(repo, "dpe") == [2, 3, 4]
+    assert R.pins(repo, "dpe") == {2: "backfill 2026-11-01"}
+    with pytest.raises(PermanentError, match="not published"):
+        R.set_pins(repo, "dpe", {9: "typo"})
+    assert R.pins(repo, "dpe") == {2: "backfill 2026-11-01"}  # nothing changed
 
 
 def test_transport_failures_count_as_unavailable():
@@ -87,3 +126,25 @@ def test_transport_failures_count_as_unavailable():
         InferenceServerException("unexpected shape for input 'frames'", status="400")
     )
     assert not is_unavailable(ValueError("bad"))
+
+
+def test_promotion_keeps_the_promoted_and_the_rollback_version_served(tmp_path):
+    """Each promotion pins its version; the one it replaces stays pinned (the rollback target);
+    older promoted versions are let go; a backfill's pin is never touched by a promotion."""
+    from avfleet.deploy.registry import PromoteConfig, _serve
+
+    repo = str(tmp_path / "repo")
+    for _ in range(5):
+        R.publish(repo, "dpe", b"onnx", {}, num_classes=8, height=32, width=64)
+    R.set_pins(repo, "dpe", {1: "backfill 2026-11-01"})
+    config = PromoteConfig(release_uri="", report_uri="", registry_uri="", model_repo_uri=repo)
+    current = None
+    for version, release in ((2, "r2"), (3, "r3"), (4, "r4")):
+        _serve(config, f"dpe:{version}", current, release)
+        current = {"model_ref": f"dpe:{version}"}
+    assert R.pins(repo, "dpe") == {
+        1: "backfill 2026-11-01",
+        3: "promoted release r3",
+        4: "promoted release r4",
+    }
+    assert parsed_policy(repo, "dpe") == [1, 3, 4, 5]  # pins + the newest two (4, 5)

@@ -195,7 +195,8 @@ def test_triton_objects_are_valid_kubernetes_models():
         models[doc["kind"]].model_validate(doc)
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--model-control-mode=poll" in args  # new versions load without a restart
+    # Explicit control: a version loads when a step calls the load API, never half-written.
+    assert "--model-control-mode=explicit" in args and "--load-model=*" in args
 
 
 def bench_docs() -> list[dict]:

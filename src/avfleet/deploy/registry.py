@@ -69,6 +69,9 @@ class PromoteConfig:
     gates: Gates = dataclasses.field(default_factory=promotion_policy)
     """The promotion policy's gates (never a submitter's parameter)."""
     storage: storage.StorageConfig = storage.StorageConfig()
+    triton_url: str = ""
+    """The serving Triton (explicit model control): told to load the promoted version before
+    the pointer moves to it; empty: none to tell (a local run)."""
     metrics: MetricsConfig = MetricsConfig()
     """Where the verdict and the promoted engine's figures are pushed (job avfleet-deploy,
     grouped by model name)."""
@@ -94,6 +97,30 @@ def _push_verdict(config: PromoteConfig, release_id: str, report: dict, verdict:
     else:
         metrics.set("last_rejection_timestamp_seconds", _now_s(), "When a release was rejected")
     metrics.push_quietly(config.metrics)
+
+
+def _serve(config: PromoteConfig, model_ref: str, current: dict | None, release_id: str) -> None:
+    """Keep the version being promoted and the one it replaces (the rollback target) served,
+    let older promoted versions go, and have Triton load that before the pointer moves."""
+    from avfleet.serve import repository
+    from avfleet.serve.client import load_model
+
+    name, version = repository.parse_ref(model_ref)
+    previous = repository.parse_ref(current["model_ref"])[1] if current else None
+    pinned = repository.pins(config.model_repo_uri, name, config.storage)
+    change: dict[int, str | None] = {
+        v: None
+        for v, why in pinned.items()
+        if why.startswith(PROMOTED_PIN) and v not in (version, previous)
+    }
+    change[version] = f"{PROMOTED_PIN} {release_id}"
+    repository.set_pins(config.model_repo_uri, name, change, config.storage)
+    if config.triton_url:
+        load_model(config.triton_url, name)
+
+
+PROMOTED_PIN = "promoted release"
+"""How promotion marks its pins (a backfill's pins are never touched here)."""
 
 
 def _now_s() -> float:
@@ -166,6 +193,7 @@ def promote(config: PromoteConfig) -> dict:
         return current
     scorer = scorer_model(export, st)
     model_ref = publish_model(scorer, config.model_repo_uri, config.model_name, storage_config=st)
+    _serve(config, model_ref, current, release_id)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     record = {
         "release_id": release_id,

@@ -184,3 +184,32 @@ class TritonScorer:
                     yield pending.pop(0).result()
             for future in pending:
                 yield future.result()
+
+
+def load_model(url: str, name: str, timeout_s: float = 120.0) -> None:
+    """Ask the Triton at `url` (explicit model-control mode) to load `name` as its repository's
+    config.pbtxt now says: the versions its policy names, warmed up. Triton swaps versions
+    without dropping requests to those it keeps. TransientError when the server is
+    unreachable; PermanentError when it refuses the model (its message says why)."""
+    if not url.startswith(("grpc://", "http://")):
+        raise ConfigError("triton_url", f"{url!r}: expected grpc://HOST:PORT or http://HOST:PORT")
+    protocol, address = url.split("://", 1)
+    tc = importlib.import_module(f"tritonclient.{protocol}")
+    kwargs = (
+        {}
+        if protocol == "grpc"
+        else {"connection_timeout": timeout_s, "network_timeout": timeout_s}
+    )
+    client = tc.InferenceServerClient(address, **kwargs)
+    try:
+        if protocol == "grpc":
+            client.load_model(name, client_timeout=timeout_s)
+        else:
+            client.load_model(name)
+    except Exception as e:
+        if is_unavailable(e):
+            raise TransientError(f"Triton at {url}: loading {name} failed: {e}") from e
+        raise PermanentError(f"Triton at {url} refused to load {name}: {e}") from e
+    finally:
+        client.close()
+    log.info("Triton at %s loaded %s", url, name)

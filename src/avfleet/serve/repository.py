@@ -1,13 +1,23 @@
 """A Triton model repository of scoring graphs: what the cluster's Triton and the local server both load.
 
-    <repo>/<name>/config.pbtxt                 ONNX Runtime backend, dynamic batching, instance groups
+    <repo>/<name>/config.pbtxt                 ONNX Runtime backend, dynamic batching, instance
+                                               groups, warm-up, the versions to serve
+    <repo>/<name>/pins.json                    versions kept served whatever is newer: the
+                                               registry's promoted ones, pinned backfills
     <repo>/<name>/<version>/model.onnx         the scoring graph (serve/graph.py)
     <repo>/<name>/<version>/avfleet.json       lineage: source model, reduction, frame size, sha256
 
-Versions are integers, as Triton wants. A version is published by writing
-avfleet.json, then model.onnx last (each an atomic object write): Triton,
-polling the repository, finds no model.onnx in a half-published version and
-tries again at the next poll; `load_version` refuses it with a clear error.
+Versions are integers, as Triton wants. The cluster's Triton runs in explicit model-control
+mode (Triton's docs warn that polling can load a half-written repository): nothing is
+loaded until a step asks (`serve.client.load_model`, Triton's repository load API), after
+the version is complete. A version is published by writing avfleet.json, then model.onnx
+(each an atomic object write), and only then config.pbtxt naming it; `load_version`
+refuses a half-published one with a clear error.
+
+Which versions Triton serves is `version_policy: { specific: ... }`: the newest
+KEEP_LATEST plus every pinned version (`pin`): promotion pins the version the registry
+points at and its predecessor (the rollback target), a backfill pins the older version it
+mines with; so a pointer or a pinned backfill never names a version Triton unloaded.
 """
 
 from __future__ import annotations
@@ -18,11 +28,15 @@ import json
 import re
 
 from avfleet.core import storage
-from avfleet.core.errors import ConfigError, PermanentError
+from avfleet.core.errors import ConfigError, PermanentError, TransientError
 from avfleet.serve.outputs import OUTPUTS, SCORES
 
 MODEL_FILE = "model.onnx"
 INFO_FILE = "avfleet.json"
+CONFIG_FILE = "config.pbtxt"
+PINS_FILE = "pins.json"
+KEEP_LATEST = 2
+"""Newest versions served besides the pinned ones."""
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -55,8 +69,14 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
 
 
 def config_pbtxt(
-    name: str, num_classes: int, height: int, width: int, serving: ServingConfig
+    name: str,
+    num_classes: int,
+    height: int,
+    width: int,
+    serving: ServingConfig,
+    served: list[int] | tuple[int, ...] = (1,),
 ) -> str:
+    """Triton's model configuration; `served`: the versions its version policy names."""
     scores = "\n".join(
         f'  {{ name: "{s}" data_type: TYPE_FP32 dims: [ 1 ] reshape: {{ shape: [ ] }} }},'
         for s in SCORES
@@ -79,8 +99,24 @@ dynamic_batching {{
 instance_group [
   {{ count: {serving.instances} kind: {serving.kind} }}
 ]
-version_policy: {{ latest: {{ num_versions: 2 }} }}
+model_warmup [
+  {{
+    name: "zeros"
+    batch_size: 1
+    inputs {{ key: "frames" value: {{ data_type: TYPE_UINT8 dims: [ {height}, {width}, 3 ] zero_data: true }} }}
+  }}
+]
+{version_policy(served)}
 """
+
+
+def version_policy(served: list[int] | tuple[int, ...]) -> str:
+    return (
+        f"version_policy: {{ specific: {{ versions: [ {', '.join(map(str, sorted(served)))} ] }} }}"
+    )
+
+
+_POLICY = re.compile(r"^version_policy: .*$", re.MULTILINE)
 
 
 def versions(repo_uri: str, name: str, config: storage.StorageConfig | None = None) -> list[int]:
@@ -111,11 +147,6 @@ def publish(
         raise ConfigError("model", f"{name!r} is not a valid model name")
     version = (versions(repo_uri, name, config) or [0])[-1] + 1
     root = storage.join(repo_uri, name)
-    storage.atomic_write_text(
-        storage.join(root, "config.pbtxt"),
-        config_pbtxt(name, num_classes, height, width, serving),
-        config,
-    )
     doc = {
         **info,
         "name": name,
@@ -128,7 +159,85 @@ def publish(
     vdir = storage.join(root, str(version))
     storage.atomic_write_text(storage.join(vdir, INFO_FILE), json.dumps(doc, indent=2), config)
     storage.atomic_write_bytes(storage.join(vdir, MODEL_FILE), onnx, config)
+    storage.atomic_write_text(
+        storage.join(root, CONFIG_FILE),
+        config_pbtxt(
+            name, num_classes, height, width, serving, served_versions(repo_uri, name, config)
+        ),
+        config,
+    )
+    _write_policy(repo_uri, name, config)
     return version
+
+
+def pins(repo_uri: str, name: str, config: storage.StorageConfig | None = None) -> dict[int, str]:
+    """Pinned version -> why."""
+    uri = storage.join(repo_uri, name, PINS_FILE)
+    if not storage.exists(uri, config):
+        return {}
+    return {int(v): why for v, why in json.loads(storage.read_bytes(uri, config)).items()}
+
+
+def served_versions(
+    repo_uri: str, name: str, config: storage.StorageConfig | None = None
+) -> list[int]:
+    """What Triton serves of `name`: the newest KEEP_LATEST complete versions and every pinned
+    one that is complete, ascending."""
+    available = versions(repo_uri, name, config)
+    return sorted(
+        set(available[-KEEP_LATEST:]) | (set(pins(repo_uri, name, config)) & set(available))
+    )
+
+
+def set_pins(
+    repo_uri: str,
+    name: str,
+    change: dict[int, str | None],
+    config: storage.StorageConfig | None = None,
+) -> list[int]:
+    """Pin (version -> reason) or unpin (version -> None) versions of `name`, then rewrite the
+    version policy of its config.pbtxt; the versions now served. A concurrent change to the
+    pins is retried (compare-and-swap), never lost."""
+    available = versions(repo_uri, name, config)
+    missing = [v for v, why in change.items() if why is not None and v not in available]
+    if missing:
+        raise PermanentError(
+            f"{repo_uri}: cannot pin {name}:{missing[0]}: not published (versions: {available})"
+        )
+    uri = storage.join(repo_uri, name, PINS_FILE)
+    for _ in range(10):
+        text = storage.read_bytes(uri, config).decode() if storage.exists(uri, config) else None
+        current = {int(v): why for v, why in json.loads(text or "{}").items()}
+        for version, why in change.items():
+            if why is None:
+                current.pop(version, None)
+            else:
+                current[version] = why
+        try:
+            storage.swap_text(
+                uri, text, json.dumps({str(v): current[v] for v in sorted(current)}), config
+            )
+            break
+        except storage.Conflict:
+            continue
+    else:
+        raise TransientError(f"{uri}: changed by others ten times in a row")
+    return _write_policy(repo_uri, name, config)
+
+
+def _write_policy(repo_uri: str, name: str, config: storage.StorageConfig | None) -> list[int]:
+    """Rewrite config.pbtxt's version policy to what is served now, until a re-read of the pins
+    agrees (a pin written meanwhile by another step gets into the file); the served versions."""
+    config_uri = storage.join(repo_uri, name, CONFIG_FILE)
+    for _ in range(5):
+        served = served_versions(repo_uri, name, config)
+        pbtxt = storage.read_bytes(config_uri, config).decode()
+        policy = version_policy(served)
+        if _POLICY.search(pbtxt).group(0) != policy:  # type: ignore[union-attr]
+            storage.atomic_write_text(config_uri, _POLICY.sub(policy, pbtxt), config)
+        if served_versions(repo_uri, name, config) == served:
+            return served
+    raise TransientError(f"{config_uri}: the pins kept changing while its policy was written")
 
 
 def load_version(

@@ -57,6 +57,10 @@ PARAMETERS = {
         "prometheus-pushgateway.monitoring:9091",
         "Pushgateway the promote step pushes its verdict to; '': none",
     ),
+    "triton-url": (
+        "grpc://triton.avfleet.svc.cluster.local:8001",
+        "the serving Triton, told to load the promoted version before the pointer moves; '': none",
+    ),
     "image": (c.DEFAULT_IMAGE, "avfleet image"),
 }
 
@@ -149,7 +153,7 @@ def promote_template() -> Container:
     w, i = c.workflow_parameter, c.input_parameter
     args = ["deploy", "promote", "--release", i("release-uri"), "--report", report_uri()]
     args += ["--registry", w("registry"), "--repo", w("model-repo"), "--name", w("model-name")]
-    args += ["--pushgateway", w("pushgateway")]
+    args += ["--pushgateway", w("pushgateway"), "--triton-url", w("triton-url")]
     args += ["--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()]
     step = c.cli_step("promote", args, inputs=["release-uri"], outputs=["release-id", "model-ref"])
     # One promotion at a time in the namespace (the pointer's compare-and-swap backs it up).

@@ -105,7 +105,7 @@ def pseudo_label_template() -> Container:
 def publish_model_template() -> Container:
     w, i = c.workflow_parameter, c.input_parameter
     args = ["publish-model", "--model-uri", i("model-uri"), "--repo", w("model-repo")]
-    args += ["--name", w("model")]
+    args += ["--name", w("model"), "--triton-url", w("triton-url")]
     return c.cli_step(
         "publish-model",
         [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
