@@ -10,6 +10,8 @@ avfleet nas ...                          architecture search and sweeps (avfleet
 avfleet demo                             the whole loop on embedded engines
 avfleet report --run DIR                 a demo run's report/index.html and summary.json
 avfleet metrics forget                   delete avfleet's Pushgateway groups past the retention
+avfleet pin-model --model NAME:V         keep a repository version served (a backfill's)
+avfleet pin-model --model NAME:V         keep a repository version served (a backfill's)
 """
 
 from __future__ import annotations
@@ -409,8 +411,40 @@ def _mining_plan_parsers(sub: argparse._SubParsersAction) -> None:
         help="a Triton in explicit model-control mode to load the new version; empty: none",
     )
     model.add_argument("--outputs-dir", default=None)
-    for p in (plan, publish, model):
+    pin = sub.add_parser(
+        "pin-model",
+        help="keep a repository version served by Triton whatever is published after (a backfill)",
+    )
+    pin.add_argument("--repo", required=True, help="Triton model repository")
+    pin.add_argument("--model", required=True, help="NAME:VERSION")
+    pin.add_argument("--reason", default="", help="why it is pinned, e.g. 'backfill 2026-11-01'")
+    pin.add_argument("--unpin", action="store_true", help="let the version go instead")
+    pin.add_argument(
+        "--triton-url", default="", help="a Triton to load the new version policy; empty: none"
+    )
+    for p in (plan, publish, model, pin):
         add_storage_arguments(p)
+
+
+def _cmd_pin_model(args: argparse.Namespace) -> None:
+    import json
+
+    from avfleet.core.errors import ConfigError
+    from avfleet.index.entry import storage_from_args
+    from avfleet.serve import repository
+
+    name, version = repository.parse_ref(args.model)
+    if version is None:
+        raise ConfigError("model", f"{args.model!r}: pin a version, NAME:VERSION")
+    if not args.unpin and not args.reason.strip():
+        raise ConfigError("reason", "say why the version is pinned (--reason), e.g. 'backfill D'")
+    change = {version: None if args.unpin else args.reason.strip()}
+    served = repository.set_pins(args.repo, name, change, storage_from_args(args))
+    if args.triton_url:
+        from avfleet.serve.client import load_model
+
+        load_model(args.triton_url, name)
+    print(json.dumps({"model": name, "served": served}))
 
 
 def _cmd_plan_mining(args: argparse.Namespace) -> None:
@@ -677,6 +711,7 @@ COMMANDS = {
     "plan-mining": _cmd_plan_mining,
     "publish-queue": _cmd_publish_queue,
     "publish-model": _cmd_publish_model,
+    "pin-model": _cmd_pin_model,
     "label": _cmd_label,
     "pseudo-label": _cmd_pseudo_label,
     "serve": _cmd_serve,

@@ -148,3 +148,20 @@ def test_promotion_keeps_the_promoted_and_the_rollback_version_served(tmp_path):
         4: "promoted release r4",
     }
     assert parsed_policy(repo, "dpe") == [1, 3, 4, 5]  # pins + the newest two (4, 5)
+
+
+def test_pin_model_keeps_a_backfills_version_and_names_what_is_wrong(tmp_path, capsys):
+    from avfleet.cli import main
+
+    repo = str(tmp_path / "repo")
+    for _ in range(3):
+        R.publish(repo, "dpe", b"onnx", {}, num_classes=8, height=32, width=64)
+    pin = ["pin-model", "--repo", repo, "--model"]
+    assert main([*pin, "dpe:1", "--reason", "backfill 2026-11-01"]) == 0
+    assert '"served": [1, 2, 3]' in capsys.readouterr().out
+    assert parsed_policy(repo, "dpe") == [1, 2, 3]
+    assert main([*pin, "dpe:1"]) == 78  # no reason given
+    assert main([*pin, "dpe:9", "--reason", "x"]) == 65  # not published
+    assert main([*pin, "dpe", "--reason", "x"]) == 78  # no version
+    assert R.pins(repo, "dpe") == {1: "backfill 2026-11-01"}  # the refusals changed nothing
+    assert main([*pin, "dpe:1", "--unpin"]) == 0 and parsed_policy(repo, "dpe") == [2, 3]
