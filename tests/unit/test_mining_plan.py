@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from avfleet import taxonomy
 from avfleet.core.errors import ConfigError, PermanentError
 from avfleet.mining.plan import plan_mining, publish_queue
 
@@ -50,5 +51,7 @@ def test_publish_queue_is_idempotent(tmp_path):
     assert latest["date"] == "2026-11-20" and latest["tasks"] == 1
     assert sorted(p.name for p in (tmp_path / "queues").iterdir()) == [
         "2026-11-20.json",
+        "label-config.xml",  # the Label Studio project's config, beside its tasks
         "latest.json",
     ]
+    assert open(latest["label_config"]).read() == taxonomy.label_studio_config()

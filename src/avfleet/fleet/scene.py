@@ -19,26 +19,19 @@ import dataclasses
 
 import numpy as np
 
+from avfleet import taxonomy
 from avfleet.fleet.world import SegmentPlan, stable_seed
 
-CLASSES = ("road", "sidewalk", "building", "vegetation", "sky", "car", "pedestrian", "cyclist")
-NUM_CLASSES = len(CLASSES)
-ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PEDESTRIAN, CYCLIST = range(NUM_CLASSES)
+CLASSES = taxonomy.NAMES
+NUM_CLASSES = taxonomy.NUM_CLASSES
+ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, CAR, PEDESTRIAN, CYCLIST = (
+    taxonomy.by_name(n).id
+    for n in ("road", "sidewalk", "building", "vegetation", "sky", "car", "pedestrian", "cyclist")
+)
 
 CAMERA_HEIGHT_M = 1.5
-BASE_COLORS = np.array(
-    [
-        [92, 92, 96],  # road
-        [150, 140, 130],  # sidewalk
-        [160, 110, 90],  # building
-        [60, 120, 50],  # vegetation
-        [135, 180, 235],  # sky
-        [180, 30, 30],  # car
-        [230, 180, 60],  # pedestrian
-        [40, 90, 200],  # cyclist
-    ],
-    dtype=np.float32,
-)
+BASE_COLORS = np.array([c.color for c in taxonomy.CLASSES], dtype=np.float32)
+"""Each class's paint before the scene's jitter (the taxonomy's colours)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,11 +53,23 @@ def plan_mining(
 def publish_queue(
     queue_uri: str, to_root: str, date: str, storage_config: storage.StorageConfig | None = None
 ) -> str:
-    """Copy a run's queue to <to>/<date>.json, then point <to>/latest.json at it (both atomic)."""
+    """Copy a run's queue to <to>/<date>.json, then point <to>/latest.json at it (both atomic).
+    Beside them, <to>/label-config.xml: the Label Studio project's labeling config for these
+    tasks (the taxonomy's classes as brush labels), so the project and its tasks agree."""
+    from avfleet import taxonomy
+
     tasks = json.loads(storage.read_bytes(queue_uri, storage_config))
     published = storage.join(to_root, f"{date}.json")
     storage.atomic_write_text(published, json.dumps(tasks, indent=2), storage_config)
-    pointer = {"date": date, "queue": published, "tasks": len(tasks), "source": queue_uri}
+    label_config = storage.join(to_root, "label-config.xml")
+    storage.atomic_write_text(label_config, taxonomy.label_studio_config(), storage_config)
+    pointer = {
+        "date": date,
+        "queue": published,
+        "tasks": len(tasks),
+        "source": queue_uri,
+        "label_config": label_config,
+    }
     storage.atomic_write_text(
         storage.join(to_root, "latest.json"), json.dumps(pointer, indent=2), storage_config
     )

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from avfleet.core.errors import ConfigError
+from avfleet.taxonomy import NUM_CLASSES
 
 Arch = dict[str, Any]
 
@@ -59,7 +60,7 @@ class SearchSpace:
     layers: tuple[Layer, ...]
     widths: dict[str, tuple[int, ...]]
     """Width variable -> its channel counts, ascending."""
-    num_classes: int = 8
+    num_classes: int = NUM_CLASSES
 
     def variables(self) -> dict[str, tuple]:
         """Every variable (op.L for layer L, then the widths) -> its choices, in a fixed order."""
@@ -96,7 +97,7 @@ Choice = dict[str, Any]
 """Variable name -> chosen value (an op name, or channels)."""
 
 
-def default_space(num_classes: int = 8) -> SearchSpace:
+def default_space(num_classes: int = NUM_CLASSES) -> SearchSpace:
     """The default net's four stages, every op, three widths per variable around width 1."""
     searchable = tuple(op for op in OPS if op != "skip")
     space = SearchSpace(

@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from avfleet.fleet.scene import NUM_CLASSES
 from avfleet.segmentation import confusion, miou
+from avfleet.taxonomy import NAMES, NUM_CLASSES
 from avfleet.train.data import iter_all
 
 
@@ -18,6 +18,9 @@ class Evaluation:
     miou_per_domain: dict[str, float]
     frames_per_domain: dict[str, int]
     pixel_accuracy: float
+    iou_per_class: dict[str, float] = dataclasses.field(default_factory=dict)
+    """IoU of each taxonomy class by name, over every frame (absent from truth and prediction:
+    left out)."""
 
 
 @torch.no_grad()
@@ -40,7 +43,14 @@ def evaluate(model: torch.nn.Module, dataset_uri: str, batch_size: int = 32) -> 
         miou_per_domain={d: miou(c) for d, c in sorted(per_domain.items())},
         frames_per_domain=dict(sorted(counts.items())),
         pixel_accuracy=float(np.trace(total) / max(total.sum(), 1)),
+        iou_per_class=iou_per_class(total),
     )
+
+
+def iou_per_class(conf: np.ndarray) -> dict[str, float]:
+    tp = np.diag(conf).astype(float)
+    union = conf.sum(0) + conf.sum(1) - tp
+    return {NAMES[c]: float(tp[c] / union[c]) for c in range(len(NAMES)) if union[c] > 0}
 
 
 def mean_by_time_of_day(miou_per_domain: dict[str, float]) -> dict[str, float]:

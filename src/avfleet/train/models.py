@@ -26,11 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from avfleet.taxonomy import NUM_CLASSES
+
 Arch = dict[str, Any]
 
 
 def default_arch(
-    num_classes: int = 8, width: float = 1.0, expansion: int = 4, decompose: bool = True
+    num_classes: int = NUM_CLASSES, width: float = 1.0, expansion: int = 4, decompose: bool = True
 ) -> Arch:
     """Stem, three encoder stages (stride 2 each), a dilated context block, a decoder."""
     w = lambda c: max(4, int(round(c * width)))  # noqa: E731

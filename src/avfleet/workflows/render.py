@@ -70,9 +70,14 @@ def render_install() -> dict[str, str]:
 
 
 def render_infra() -> dict[str, str]:
-    """Path relative to the repository -> text of the files rendered outside manifests/ (the
-    Grafana dashboards' JSON, for a Grafana without kube-prometheus-stack's sidecar)."""
-    return {f"infra/grafana/{uid}.json": text for uid, text in dashboards.render().items()}
+    """Path relative to the repository -> text of the files rendered outside manifests/: the
+    Grafana dashboards' JSON (for a Grafana without kube-prometheus-stack's sidecar) and the
+    Label Studio project's labeling config (the taxonomy's classes)."""
+    from avfleet import taxonomy
+
+    out = {f"infra/grafana/{uid}.json": text for uid, text in dashboards.render().items()}
+    out["infra/label-studio/label-config.xml"] = taxonomy.label_studio_config()
+    return out
 
 
 def check_or_write(manifests_dir: str | None, *, write: bool) -> list[str]:
