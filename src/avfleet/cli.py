@@ -185,9 +185,11 @@ def _dataset_parsers(sub: argparse._SubParsersAction) -> None:
     build.add_argument(
         "--labels",
         required=True,
-        metavar="oracle:FLEET_URI|pseudo:URI|URI",
+        metavar="oracle:FLEET_URI|pseudo:URI|labelstudio:URI|URI",
         help="the oracle of a synthetic fleet, an ensemble's pseudo-labels (avfleet pseudo-label; "
-        "extend a human-labeled --base with them), or a labeling tool's export (frame_id, mask_png)",
+        "extend a human-labeled --base with them), a Label Studio project's JSON export (brush "
+        "masks; each frame's annotation id and annotator go into the manifest), or a labeling "
+        "tool's Parquet export (frame_id, mask_png)",
     )
     build.add_argument(
         "--engine",
@@ -249,6 +251,10 @@ def _cmd_dataset(args: argparse.Namespace) -> None:
         labeler = OracleLabels(args.labels.removeprefix("oracle:"), st)
     elif args.labels.startswith("pseudo:"):
         labeler = PseudoLabels(args.labels.removeprefix("pseudo:"), st)
+    elif args.labels.startswith("labelstudio:"):
+        from avfleet.dataset.labelstudio import LabelStudioLabels
+
+        labeler = LabelStudioLabels(args.labels.removeprefix("labelstudio:"), st)
     else:
         labeler = ToolLabels(args.labels, st)
     version = build_dataset(config, labeler)

@@ -214,3 +214,75 @@ def test_pseudo_labels_are_a_third_source_and_never_score_a_model(index_uri, cle
     with pytest.raises(PermanentError, match="24 frame.*pseudo-labels.*held-out"):
         read_rows(grown.uri)
     assert len(read_rows(base.uri)) == 40  # a human/oracle set still evaluates
+
+
+def test_a_label_studio_export_builds_a_dataset_that_remembers_who_labeled(
+    index_uri, clean_fleet, tmp_path
+):
+    """The queue's frames labeled in Label Studio (brush masks, the oracle's masks standing in
+    for a person's), its JSON export built into a version through `avfleet dataset build
+    --labels labelstudio:URI`: masks exact, source human, each frame's annotation id and
+    annotator in the manifest, and kept when the next round extends the version."""
+    import subprocess
+    import sys
+
+    from avfleet.dataset.labelstudio import mask_results
+
+    frames = IndexTable(index_uri).read("frames", [DATE]).head(4)
+    oracle = OracleLabeler.from_uri(clean_fleet)
+    truth = {
+        r.frame_id: oracle.label(r.recording_id, int(r.frame_index)).mask
+        for r in frames.itertuples()
+    }
+    export = [
+        {
+            "id": 100 + i,
+            "data": {"image": f"s3://q/{f}.jpg", "frame_id": f},
+            "annotations": [
+                {
+                    "id": 500 + i,
+                    "completed_by": {"id": 2, "email": f"labeler{i % 2}@fleet.example"},
+                    "was_cancelled": False,
+                    "result": mask_results(mask),
+                }
+            ],
+        }
+        for i, (f, mask) in enumerate(truth.items())
+    ]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export))
+    picks = tmp_path / "picks.json"
+    picks.write_text(json.dumps(list(truth)))
+    out = tmp_path / "ds"
+    done = subprocess.run(
+        [sys.executable, "-m", "avfleet", "dataset", "build", "--index", index_uri,
+         "--frames", str(picks), "--labels", f"labelstudio:{path}", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    uri = next(p for p in out.iterdir() if p.name.startswith("ds-"))
+    manifest = check_dataset(str(uri))
+    assert manifest["frames_per_source"] == {"human": 4}
+    assert manifest["label_versions"]["human"][0].startswith("labelstudio-")
+    assert manifest["label_provenance"] == {
+        f: {
+            "annotation_id": 500 + i,
+            "annotator": f"labeler{i % 2}@fleet.example",
+            "task_id": 100 + i,
+        }
+        for i, f in enumerate(truth)
+    }
+    rows = pq.read_table(f"{uri}/data").to_pandas().set_index("frame_id")
+    for f, mask in truth.items():
+        assert np.array_equal(decode_mask_png(rows.loc[f, "mask_png"]), mask)
+    # The next round extends it: the first labels' provenance stays in the new version.
+    more = IndexTable(index_uri).read("frames", [DATE]).iloc[10:12]
+    more_picks = tmp_path / "more.json"
+    more_picks.write_text(json.dumps(list(more["frame_id"])))
+    grown = build_dataset(
+        DatasetConfig(
+            index_uri=index_uri, selection=str(more_picks), out_uri=str(out), base_uri=str(uri)
+        ),
+        OracleLabels(clean_fleet),
+    )
+    assert read_manifest(grown.uri)["label_provenance"] == manifest["label_provenance"]

@@ -77,6 +77,13 @@ def test_demo_runs_the_loop(tmp_path):
     # One round of the loop: mined through Triton, labeled, dataset grown, retrained.
     queue = json.loads((out / "loop" / "mining" / "round-1" / "queue.json").read_text())
     assert len(queue) == 16
+    # Each task carries the mining model's mask as a Label Studio prediction to correct.
+    from avfleet.dataset.labelstudio import mask_from_results
+
+    for task in queue:
+        (pred,) = task["predictions"]
+        assert pred["model_version"] == "dpe:1" and 0 < pred["score"] <= 1
+        assert mask_from_results(pred["result"]).shape == (64, 128)
     first = json.loads((out / "runs" / "round-0" / "ensemble" / "config.json").read_text())
     grown = json.loads((out / "loop" / "runs" / "round-1" / "ensemble" / "config.json").read_text())
     manifest = json.loads(open(grown["dataset_uri"] + "/manifest.json").read())

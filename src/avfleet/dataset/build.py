@@ -284,7 +284,19 @@ def build_dataset(
             if len(versions) == 1
             else "mixed-" + hashlib.sha256("+".join(versions).encode()).hexdigest()[:12]
         )
-        return _commit(config, label_version, expected, digests)
+        provenance = {
+            **(
+                read_manifest(config.base_uri, config.storage).get("label_provenance", {})
+                if config.base_uri
+                else {}
+            ),
+            **{
+                f: p
+                for f, p in getattr(labeler, "provenance", {}).items()
+                if f in set(selected["frame_id"])
+            },
+        }
+        return _commit(config, label_version, expected, digests, provenance)
     finally:
         if storage.exists(staging, config.storage):
             storage.remove(staging, config.storage, recursive=True)
@@ -319,10 +331,15 @@ def base_digests(base_uri: str, storage_config: storage.StorageConfig) -> pd.Dat
 
 
 def _commit(
-    config: DatasetConfig, label_version: str, expected: list[str], digests: pd.DataFrame
+    config: DatasetConfig,
+    label_version: str,
+    expected: list[str],
+    digests: pd.DataFrame,
+    provenance: dict[str, dict] | None = None,
 ) -> DatasetVersion:
     """Name the version from `digests` (exactly the `expected` frames, less those rejected on
-    fetch, which the manifest lists with their reasons), copy parts, manifest last."""
+    fetch, which the manifest lists with their reasons), copy parts, manifest last.
+    `provenance`: frame_id -> who labeled it (a labeling tool's annotation id and annotator)."""
     digests = digests.sort_values("frame_id").reset_index(drop=True)
     flagged = digests["rejected"].fillna("") != ""
     rejected = [json.loads(r) for r in digests.loc[flagged, "rejected"]]
@@ -373,6 +390,9 @@ def _commit(
         "bytes_fetched": int(digests.groupby("part_uri")["bytes_read"].first().sum()),
         "data_files": data_files,
         "rejected_frames": rejected,
+        "label_provenance": {
+            f: p for f, p in sorted((provenance or {}).items()) if f in set(digests["frame_id"])
+        },
     }
     storage.atomic_write_text(
         storage.join(root, MANIFEST), json.dumps(manifest, indent=2), config.storage

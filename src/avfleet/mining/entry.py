@@ -18,6 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--date", required=True, help="index date to mine, YYYY-MM-DD")
     parser.add_argument("--model", required=True, help="NAME:VERSION in the model repository")
     parser.add_argument("--repo", required=True, help="Triton model repository")
+    parser.add_argument(
+        "--no-pre-annotate",
+        dest="pre_annotate",
+        action="store_false",
+        help="leave the Label Studio tasks without the model's predicted masks",
+    )
     parser.add_argument("--budget", type=int, required=True, help="K: frames to select")
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument(
@@ -79,6 +85,11 @@ def run(args: argparse.Namespace) -> MineReport:
         batch_size=args.batch_size,
         storage=st,
         metrics=MetricsConfig(pushgateway_url=args.pushgateway),
+        pre_annotate_with=(
+            load_version(args.repo, args.model, st).info.get("source_model", "")
+            if args.pre_annotate
+            else ""
+        ),
     )
     if args.triton_url:
         from avfleet.serve.client import TritonClientConfig, TritonScorer

@@ -73,6 +73,9 @@ class MineConfig:
     batch_size: int = 32
     storage: storage.StorageConfig = dataclasses.field(default_factory=storage.StorageConfig)
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+    pre_annotate_with: str = ""
+    """A model folder (the scoring version's source ensemble) whose predicted masks go into
+    each task's `predictions`, so labelers correct rather than draw; empty: none."""
 
     def __post_init__(self) -> None:
         if self.shard_recordings <= 0 or self.batch_size <= 0:
@@ -153,8 +156,12 @@ def read_parquet(uri: str, storage_config: storage.StorageConfig | None = None) 
     return pd.read_parquet(io.BytesIO(storage.read_bytes(uri, storage_config)))
 
 
-def label_studio_tasks(selection: pd.DataFrame, frames_uri: str) -> list[dict]:
-    """One Label Studio task per pick: the image to label and everything to trace it back."""
+def label_studio_tasks(
+    selection: pd.DataFrame, frames_uri: str, predictions: dict[str, dict] | None = None
+) -> list[dict]:
+    """One Label Studio task per pick: the image to label and everything to trace it back;
+    with `predictions` (frame_id -> a prediction), the model's mask to start from."""
+    predictions = predictions or {}
     return [
         {
             "id": int(row.rank) + 1,
@@ -167,9 +174,40 @@ def label_studio_tasks(selection: pd.DataFrame, frames_uri: str) -> list[dict]:
                 "domain": row.domain,
                 "reason": row.reason,
             },
+            **({"predictions": [predictions[row.frame_id]]} if row.frame_id in predictions else {}),
         }
         for row in selection.itertuples()
     ]
+
+
+def pre_annotations(
+    model_uri: str, frames: dict[str, bytes], model_version: str, batch_size: int = 32
+) -> dict[str, dict]:
+    """frame_id -> Label Studio prediction: the ensemble mean's per-pixel argmax as brush
+    layers, scored by its mean confidence."""
+    import torch
+    from PIL import Image
+
+    from avfleet.dataset import labelstudio
+    from avfleet.train.loop import load_model
+
+    model = load_model(model_uri).eval()
+    ids = sorted(frames)
+    out = {}
+    for start in range(0, len(ids), batch_size):
+        batch = ids[start : start + batch_size]
+        images = np.stack(
+            [np.asarray(Image.open(io.BytesIO(frames[f])).convert("RGB")) for f in batch]
+        )
+        with torch.no_grad():
+            x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+            probs = model(x).softmax(2).mean(1)  # (B, K, H, W), the members' mean
+        confidence, masks = probs.max(1)
+        for i, f in enumerate(batch):
+            out[f] = labelstudio.prediction(
+                masks[i].numpy().astype(np.uint8), model_version, float(confidence[i].mean())
+            )
+    return out
 
 
 def run_name(out_uri: str) -> str:
@@ -251,9 +289,14 @@ def run_mine(
     )
     for frame_id, jpeg in picked.items():
         storage.atomic_write_bytes(storage.join(frames_uri, f"{frame_id}.jpg"), jpeg, st)
+    predictions = (
+        pre_annotations(config.pre_annotate_with, picked, config.model)
+        if config.pre_annotate_with
+        else None
+    )
     storage.atomic_write_text(
         storage.join(config.out_uri, "queue.json"),
-        json.dumps(label_studio_tasks(selection, frames_uri), indent=2),
+        json.dumps(label_studio_tasks(selection, frames_uri, predictions), indent=2),
         st,
     )
     fleet_domains = domain_of(indexed).value_counts(normalize=True)

@@ -150,6 +150,7 @@ def run_rounds(config: RoundsConfig, on_round=None) -> list[RoundResult]:  # noq
             selection=config.selection,
             labeled_uri=dataset,
             metrics=MetricsConfig(pushgateway_url=config.pushgateway or None),
+            pre_annotate_with=f"{scorer_run}/model",  # the queue's tasks start from its masks
         )
         if config.triton:
             with local_triton(repo, ref, metrics_port=config.triton_metrics_port) as scorer:
