@@ -23,10 +23,11 @@ key `token`) in its namespace, read through the API server and sent only to that
 bench's address. Reports are written only under $AVFLEET_REPORTS_PREFIX. No lock
 is held across an HTTP call: the agent's own one-job-at-a-time check settles two
 validations racing for one bench.
-Tested without a cluster: the pure steps in tests/unit/test_bench_scheduler.py,
-the same steps over real agents (one killed) in tests/integration/test_deploy.py,
-and these handlers called as kopf calls them, over in-memory indices, in
-tests/unit/test_bench_operator.py.
+Tested: the pure steps in tests/unit/test_bench_scheduler.py, the same steps over
+real agents (one killed) in tests/integration/test_deploy.py, these handlers called
+as kopf calls them over in-memory indices in tests/integration/test_bench_operator.py,
+and this file as a real kopf process against a real kube-apiserver with its own
+ServiceAccount, two agents, one killed (tests/integration/test_operator_rbac.py).
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ BENCH_BUSY = prometheus_client.Gauge(
     "avfleet_bench_busy", "The bench is running a job (1) or idle (0)", ["namespace", "bench"]
 )
 BENCH_PROBED = prometheus_client.Gauge(
-    "avfleet_bench_last_probe_timestamp_seconds", "When the bench was last probed",
+    "avfleet_bench_last_probe_timestamp_seconds",
+    "When the bench was last probed",
     ["namespace", "bench"],
-)  # fmt: skip
+)
 VALIDATION_AGE = prometheus_client.Gauge(
     "avfleet_validation_age_seconds",
     "Seconds since an unfinished validation was created, by its phase",
