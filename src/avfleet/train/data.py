@@ -53,6 +53,31 @@ def _row_group_sizes(
     return sizes
 
 
+def _petastorm_filesystem(url: str, storage_config: storage.StorageConfig | None):  # noqa: ANN202
+    """What Petastorm 0.12 reads a dataset through: for S3, our configured s3fs (endpoint and
+    region) in pyarrow's legacy fsspec wrapper. Given s3fs itself, or only its options,
+    Petastorm hands pyarrow 14 a new-API filesystem with `validate_schema`, which pyarrow
+    refuses ("not yet supported with the new Dataset API"); pyarrow's S3FSWrapper calls an
+    s3fs method that is a coroutine in today's s3fs. Local paths need nothing (None)."""
+    if storage.protocol_of(url) != "s3":
+        return None
+    from pyarrow.filesystem import DaskFileSystem
+
+    class LegacyFsspec(DaskFileSystem):
+        """pyarrow's legacy wrapper of an fsspec filesystem, with the two questions it
+        leaves unanswered."""
+
+        def isdir(self, path: str) -> bool:
+            return self.fs.isdir(path)
+
+        def isfile(self, path: str) -> bool:
+            return self.fs.isfile(path)
+
+    with warnings.catch_warnings():  # deprecated since pyarrow 3, and all Petastorm 0.12 takes
+        warnings.filterwarnings("ignore", category=FutureWarning, message="The pyarrow.filesystem")
+        return LegacyFsspec(storage.filesystem(url, storage_config))
+
+
 def steps_per_epoch(row_group_sizes: list[int], world_size: int, batch_size: int) -> int:
     shard_rows = [sum(row_group_sizes[r::world_size]) for r in range(world_size)]
     return min(shard_rows) // batch_size
@@ -108,6 +133,7 @@ class ShardedDataset:
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
             with make_batch_reader(
                 url,
+                filesystem=_petastorm_filesystem(url, self.storage),
                 schema_fields=self.columns,
                 cur_shard=self.rank,
                 shard_count=self.world_size,
