@@ -11,7 +11,6 @@ avfleet demo                             the whole loop on embedded engines
 avfleet report --run DIR                 a demo run's report/index.html and summary.json
 avfleet metrics forget                   delete avfleet's Pushgateway groups past the retention
 avfleet pin-model --model NAME:V         keep a repository version served (a backfill's)
-avfleet pin-model --model NAME:V         keep a repository version served (a backfill's)
 """
 
 from __future__ import annotations
@@ -52,15 +51,15 @@ def _fleet_parsers(sub: argparse._SubParsersAction) -> None:
         bad.add_argument(f"--{kind}", type=int, default=0, help=f"number of {kind} recordings")
     bad.add_argument("--seed", type=int, default=0)
     for p in (gen, held, bad):
-        from avfleet.index.entry import add_storage_arguments
+        from avfleet.core.storage import add_storage_arguments
 
         add_storage_arguments(p)
 
 
 def _cmd_fleet(args: argparse.Namespace) -> None:
+    from avfleet.core.storage import storage_from_args
     from avfleet.fleet import generate
     from avfleet.fleet.world import FleetSpec
-    from avfleet.index.entry import storage_from_args
 
     st = storage_from_args(args)
     if args.fleet_cmd == "generate":
@@ -143,7 +142,7 @@ def _cmd_index(args: argparse.Namespace) -> None:
 
 
 def _cmd_plan_index(args: argparse.Namespace) -> None:
-    from avfleet.index.entry import storage_from_args
+    from avfleet.core.storage import storage_from_args
     from avfleet.index.job import list_recordings
     from avfleet.workflows.outputs import write_outputs
 
@@ -156,7 +155,7 @@ def _cmd_plan_index(args: argparse.Namespace) -> None:
 
 def _cmd_verify_index(args: argparse.Namespace) -> None:
     from avfleet.core.outcome import raise_recorded
-    from avfleet.index.entry import storage_from_args
+    from avfleet.core.storage import storage_from_args
     from avfleet.index.verify import verify_date
     from avfleet.workflows.outputs import write_outputs
 
@@ -169,7 +168,7 @@ def _cmd_verify_index(args: argparse.Namespace) -> None:
 
 
 def _dataset_parsers(sub: argparse._SubParsersAction) -> None:
-    from avfleet.index.entry import add_storage_arguments
+    from avfleet.core.storage import add_storage_arguments
 
     ds = sub.add_parser("dataset", help="training sets").add_subparsers(
         dest="ds_cmd", required=True
@@ -219,9 +218,9 @@ def _dataset_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_dataset(args: argparse.Namespace) -> None:
+    from avfleet.core.storage import storage_from_args
     from avfleet.dataset.build import DatasetConfig, build_dataset, check_dataset
     from avfleet.dataset.labels import OracleLabels, PseudoLabels, ToolLabels
-    from avfleet.index.entry import storage_from_args
     from avfleet.workflows.outputs import write_outputs
 
     st = storage_from_args(args)
@@ -351,7 +350,7 @@ def _cmd_local_run(args: argparse.Namespace) -> int:
 
 
 def _mining_parsers(sub: argparse._SubParsersAction) -> None:
-    from avfleet.index.entry import add_storage_arguments
+    from avfleet.core.storage import add_storage_arguments
     from avfleet.mining.entry import add_arguments
 
     add_arguments(sub.add_parser("mine", help="score a date's frames and select K to label"))
@@ -390,7 +389,7 @@ def _mining_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _mining_plan_parsers(sub: argparse._SubParsersAction) -> None:
-    from avfleet.index.entry import add_storage_arguments
+    from avfleet.core.storage import add_storage_arguments
 
     plan = sub.add_parser("plan-mining", help="the nightly run: yesterday's date, folder, model")
     plan.add_argument("--now", required=True, help="RFC 3339 time the run was created")
@@ -436,7 +435,7 @@ def _cmd_pin_model(args: argparse.Namespace) -> None:
     import json
 
     from avfleet.core.errors import ConfigError
-    from avfleet.index.entry import storage_from_args
+    from avfleet.core.storage import storage_from_args
     from avfleet.serve import repository
 
     name, version = repository.parse_ref(args.model)
@@ -454,7 +453,7 @@ def _cmd_pin_model(args: argparse.Namespace) -> None:
 
 
 def _cmd_plan_mining(args: argparse.Namespace) -> None:
-    from avfleet.index.entry import storage_from_args
+    from avfleet.core.storage import storage_from_args
     from avfleet.mining.plan import plan_mining
     from avfleet.workflows.outputs import write_outputs
 
@@ -472,7 +471,7 @@ def _cmd_plan_mining(args: argparse.Namespace) -> None:
 
 
 def _cmd_publish_queue(args: argparse.Namespace) -> None:
-    from avfleet.index.entry import storage_from_args
+    from avfleet.core.storage import storage_from_args
     from avfleet.mining.plan import publish_queue
     from avfleet.workflows.outputs import write_outputs
 
@@ -482,7 +481,7 @@ def _cmd_publish_queue(args: argparse.Namespace) -> None:
 
 
 def _cmd_publish_model(args: argparse.Namespace) -> None:
-    from avfleet.index.entry import storage_from_args
+    from avfleet.core.storage import storage_from_args
     from avfleet.serve.graph import Reduction
     from avfleet.serve.publish import publish_model
     from avfleet.workflows.outputs import write_outputs
@@ -516,7 +515,7 @@ def _cmd_mine(args: argparse.Namespace) -> None:
 
 
 def _cmd_pseudo_label(args: argparse.Namespace) -> None:
-    from avfleet.index.entry import storage_from_args
+    from avfleet.core.storage import storage_from_args
     from avfleet.mining.pseudo import PseudoConfig, pseudo_label, write_pseudo_labels
     from avfleet.train.loop import load_model
     from avfleet.workflows.outputs import write_outputs
@@ -535,7 +534,7 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> None:
 
 
 def _cmd_label(args: argparse.Namespace) -> None:
-    from avfleet.index.entry import storage_from_args
+    from avfleet.core.storage import storage_from_args
     from avfleet.mining.entry import label_queue
     from avfleet.workflows.outputs import write_outputs
 
@@ -671,10 +670,11 @@ def _metrics_parsers(sub: argparse._SubParsersAction) -> None:
 def _cmd_metrics(args: argparse.Namespace) -> None:
     import json
 
+    from avfleet.core.errors import ConfigError
     from avfleet.core.metrics import forget_stale
 
     if args.max_age_hours <= 0:
-        raise ValueError(f"--max-age-hours must be positive, got {args.max_age_hours}")
+        raise ConfigError("max_age_hours", f"must be positive, got {args.max_age_hours}")
     if not args.pushgateway:
         print(json.dumps({"forgotten": [], "pushgateway": None}))
         return

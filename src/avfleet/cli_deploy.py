@@ -18,7 +18,7 @@ from avfleet.bench.client import TOKEN_ENV, token_from_env
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     _latency_parsers(sub)
-    from avfleet.index.entry import add_storage_arguments
+    from avfleet.core.storage import add_storage_arguments
 
     deploy = sub.add_parser("deploy", help="export, build, promote").add_subparsers(
         dest="deploy_cmd", required=True
@@ -83,7 +83,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> None:
-    from avfleet.index.entry import storage_from_args
+    from avfleet.core.storage import storage_from_args
     from avfleet.workflows.outputs import write_outputs
 
     st = storage_from_args(args)
@@ -153,7 +153,7 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from avfleet.index.entry import storage_from_args
+    from avfleet.core.storage import storage_from_args
 
     if args.bench_cmd == "agent":
         return bench_agent.run(args)
@@ -218,8 +218,8 @@ def _validate(args: argparse.Namespace, st) -> int:  # noqa: ANN001
 
 
 def _cmd_lineage(args: argparse.Namespace) -> None:
+    from avfleet.core.storage import storage_from_args
     from avfleet.deploy.lineage import lineage, render
-    from avfleet.index.entry import storage_from_args
 
     chain = lineage(args.registry, args.release, storage_from_args(args))
     if args.json:

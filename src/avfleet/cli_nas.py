@@ -17,7 +17,7 @@ import json
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from avfleet.index.entry import add_storage_arguments
+    from avfleet.core.storage import add_storage_arguments
 
     nas = sub.add_parser("nas", help="latency-aware architecture search, sweeps").add_subparsers(
         dest="nas_cmd", required=True
@@ -65,7 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_nas(args: argparse.Namespace) -> None:
     from avfleet.core import storage
-    from avfleet.index.entry import storage_from_args
+    from avfleet.core.storage import storage_from_args
     from avfleet.workflows.outputs import write_outputs
 
     st = storage_from_args(args)

@@ -17,8 +17,15 @@ def confusion(pred_BHW: np.ndarray, target_BHW: np.ndarray, num_classes: int) ->
     return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def miou(conf: np.ndarray) -> float:
+def class_iou(conf: np.ndarray) -> np.ndarray:
+    """IoU per class; NaN for a class absent from both truth and prediction."""
     tp = np.diag(conf).astype(float)
     union = conf.sum(0) + conf.sum(1) - tp
-    present = union > 0
-    return float((tp[present] / union[present]).mean()) if present.any() else float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+
+def miou(conf: np.ndarray) -> float:
+    iou = class_iou(conf)
+    present = ~np.isnan(iou)
+    return float(iou[present].mean()) if present.any() else float("nan")

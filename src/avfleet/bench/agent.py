@@ -1,10 +1,9 @@
 """The bench agent: a small HTTP service on a bench device that builds, runs and measures engines.
 
 On a Xavier it runs in the bench image (images/bench.Dockerfile) with the
-TensorRT runtime, as `python3 -m avfleet.bench.agent ...` on JetPack 5's own
-Python 3.8 (its TensorRT bindings exist for no other), started by
-`python3 -m avfleet.bench.agent_main`: that module and everything it imports stay
-runnable there (tests/unit/test_images.py checks them with vermin). On this
+TensorRT runtime on JetPack 5's own Python 3.8 (its TensorRT bindings exist for
+no other), started by `python3 -m avfleet.bench.agent_main`: that module and
+everything it imports stay runnable there (tests/unit/test_images.py checks them with vermin). On this
 machine it runs on localhost with ONNX Runtime (`avfleet bench agent`, the same
 arguments).
 

@@ -284,16 +284,15 @@ def build_dataset(
             if len(versions) == 1
             else "mixed-" + hashlib.sha256("+".join(versions).encode()).hexdigest()[:12]
         )
+        new_frames = set(selected["frame_id"])
         provenance = {
             **(
                 read_manifest(config.base_uri, config.storage).get("label_provenance", {})
                 if config.base_uri
                 else {}
             ),
-            **{
-                f: p
-                for f, p in getattr(labeler, "provenance", {}).items()
-                if f in set(selected["frame_id"])
+            **{  # only the frames this build labels: the base's keep theirs
+                f: p for f, p in getattr(labeler, "provenance", {}).items() if f in new_frames
             },
         }
         return _commit(config, label_version, expected, digests, provenance)
@@ -374,6 +373,7 @@ def _commit(
     data_files = [f"data/part-{i:05d}.parquet" for i in range(len(parts))]
     for src, rel in zip(parts, data_files, strict=True):
         storage.copy(src, storage.join(root, rel), config.storage)
+    kept = set(digests["frame_id"])
     manifest = {
         "version": version,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
@@ -390,9 +390,7 @@ def _commit(
         "bytes_fetched": int(digests.groupby("part_uri")["bytes_read"].first().sum()),
         "data_files": data_files,
         "rejected_frames": rejected,
-        "label_provenance": {
-            f: p for f, p in sorted((provenance or {}).items()) if f in set(digests["frame_id"])
-        },
+        "label_provenance": {f: p for f, p in sorted((provenance or {}).items()) if f in kept},
     }
     storage.atomic_write_text(
         storage.join(root, MANIFEST), json.dumps(manifest, indent=2), config.storage

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from avfleet.core.metrics import MetricsConfig
-from avfleet.core.storage import StorageConfig, add_storage_arguments, storage_from_args  # noqa: F401 - the CLI's entry points import them from here
+from avfleet.core.storage import add_storage_arguments, storage_from_args
 from avfleet.index.job import IndexConfig, IndexReport, LoopEngine, SparkEngine, run_index
 from avfleet.index.scan import ScanConfig
 

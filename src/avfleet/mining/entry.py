@@ -12,7 +12,7 @@ from avfleet.mining.select import STRATEGIES, SelectionConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from avfleet.index.entry import add_storage_arguments
+    from avfleet.core.storage import add_storage_arguments
 
     parser.add_argument("--index", required=True, help="frame index root")
     parser.add_argument("--date", required=True, help="index date to mine, YYYY-MM-DD")
@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> MineReport:
-    from avfleet.index.entry import storage_from_args
+    from avfleet.core.storage import storage_from_args
     from avfleet.serve.repository import load_version
 
     st = storage_from_args(args)

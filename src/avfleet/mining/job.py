@@ -186,7 +186,6 @@ def pre_annotations(
     """frame_id -> Label Studio prediction: the ensemble mean's per-pixel argmax as brush
     layers, scored by its mean confidence."""
     import torch
-    from PIL import Image
 
     from avfleet.dataset import labelstudio
     from avfleet.train.loop import load_model
@@ -196,9 +195,7 @@ def pre_annotations(
     out = {}
     for start in range(0, len(ids), batch_size):
         batch = ids[start : start + batch_size]
-        images = np.stack(
-            [np.asarray(Image.open(io.BytesIO(frames[f])).convert("RGB")) for f in batch]
-        )
+        images = np.stack([decode_jpeg(frames[f]) for f in batch])
         with torch.no_grad():
             x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
             probs = model(x).softmax(2).mean(1)  # (B, K, H, W), the members' mean

@@ -56,6 +56,17 @@ class TritonClientConfig:
             raise ConfigError("model", f"{self.model!r}: mining pins a version, NAME:VERSION")
 
 
+def _connect(tc: Any, protocol: str, address: str, timeout_s: float) -> Any:
+    """A tritonclient client (tc: tritonclient.grpc or .http); HTTP takes its timeouts here,
+    gRPC per call."""
+    timeouts = (
+        {}
+        if protocol == "grpc"
+        else {"connection_timeout": timeout_s, "network_timeout": timeout_s}
+    )
+    return tc.InferenceServerClient(address, **timeouts)
+
+
 def is_unavailable(error: BaseException) -> bool:
     """True for failures that may pass: the server is down, restarting or overloaded."""
     if isinstance(error, OSError):  # ConnectionError and TimeoutError among them
@@ -90,15 +101,7 @@ class TritonScorer:
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
         if client is None:
-            timeouts = (
-                {}
-                if self.protocol == "grpc"
-                else {
-                    "connection_timeout": self.config.timeout_s,
-                    "network_timeout": self.config.timeout_s,
-                }
-            )
-            client = self._tc.InferenceServerClient(self.address, **timeouts)
+            client = _connect(self._tc, self.protocol, self.address, self.config.timeout_s)
             self._local.client = client
         return client
 
@@ -194,13 +197,9 @@ def load_model(url: str, name: str, timeout_s: float = 120.0) -> None:
     if not url.startswith(("grpc://", "http://")):
         raise ConfigError("triton_url", f"{url!r}: expected grpc://HOST:PORT or http://HOST:PORT")
     protocol, address = url.split("://", 1)
-    tc = importlib.import_module(f"tritonclient.{protocol}")
-    kwargs = (
-        {}
-        if protocol == "grpc"
-        else {"connection_timeout": timeout_s, "network_timeout": timeout_s}
+    client = _connect(
+        importlib.import_module(f"tritonclient.{protocol}"), protocol, address, timeout_s
     )
-    client = tc.InferenceServerClient(address, **kwargs)
     try:
         if protocol == "grpc":
             client.load_model(name, client_timeout=timeout_s)

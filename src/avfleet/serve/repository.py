@@ -15,7 +15,7 @@ the version is complete. A version is published by writing avfleet.json, then mo
 refuses a half-published one with a clear error.
 
 Which versions Triton serves is `version_policy: { specific: ... }`: the newest
-KEEP_LATEST plus every pinned version (`pin`): promotion pins the version the registry
+KEEP_LATEST plus every pinned version (`set_pins`): promotion pins the version the registry
 points at and its predecessor (the rollback target), a backfill pins the older version it
 mines with; so a pointer or a pinned backfill never names a version Triton unloaded.
 """
@@ -159,23 +159,24 @@ def publish(
     vdir = storage.join(root, str(version))
     storage.atomic_write_text(storage.join(vdir, INFO_FILE), json.dumps(doc, indent=2), config)
     storage.atomic_write_bytes(storage.join(vdir, MODEL_FILE), onnx, config)
-    storage.atomic_write_text(
-        storage.join(root, CONFIG_FILE),
-        config_pbtxt(
-            name, num_classes, height, width, serving, served_versions(repo_uri, name, config)
-        ),
-        config,
+    # config.pbtxt last, naming the versions to serve (this one now among them)
+    _write_policy(
+        repo_uri, name, config, config_pbtxt(name, num_classes, height, width, serving, [version])
     )
-    _write_policy(repo_uri, name, config)
     return version
 
 
 def pins(repo_uri: str, name: str, config: storage.StorageConfig | None = None) -> dict[int, str]:
     """Pinned version -> why."""
-    uri = storage.join(repo_uri, name, PINS_FILE)
-    if not storage.exists(uri, config):
-        return {}
-    return {int(v): why for v, why in json.loads(storage.read_bytes(uri, config)).items()}
+    return _parse_pins(_pins_text(storage.join(repo_uri, name, PINS_FILE), config))
+
+
+def _pins_text(uri: str, config: storage.StorageConfig | None) -> str | None:
+    return storage.read_bytes(uri, config).decode() if storage.exists(uri, config) else None
+
+
+def _parse_pins(text: str | None) -> dict[int, str]:
+    return {int(v): why for v, why in json.loads(text or "{}").items()}
 
 
 def served_versions(
@@ -206,8 +207,8 @@ def set_pins(
         )
     uri = storage.join(repo_uri, name, PINS_FILE)
     for _ in range(10):
-        text = storage.read_bytes(uri, config).decode() if storage.exists(uri, config) else None
-        current = {int(v): why for v, why in json.loads(text or "{}").items()}
+        text = _pins_text(uri, config)
+        current = _parse_pins(text)
         for version, why in change.items():
             if why is None:
                 current.pop(version, None)
@@ -225,18 +226,26 @@ def set_pins(
     return _write_policy(repo_uri, name, config)
 
 
-def _write_policy(repo_uri: str, name: str, config: storage.StorageConfig | None) -> list[int]:
-    """Rewrite config.pbtxt's version policy to what is served now, until a re-read of the pins
-    agrees (a pin written meanwhile by another step gets into the file); the served versions."""
+def _write_policy(
+    repo_uri: str, name: str, config: storage.StorageConfig | None, pbtxt: str | None = None
+) -> list[int]:
+    """Write config.pbtxt (`pbtxt`, or the one there) with its version policy set to what is
+    served now, until a re-read of the pins agrees (a pin written meanwhile by another step
+    gets into the file); the served versions."""
     config_uri = storage.join(repo_uri, name, CONFIG_FILE)
+    served = served_versions(repo_uri, name, config)
+    unwritten = pbtxt is not None
     for _ in range(5):
-        served = served_versions(repo_uri, name, config)
-        pbtxt = storage.read_bytes(config_uri, config).decode()
+        pbtxt = pbtxt if pbtxt is not None else storage.read_bytes(config_uri, config).decode()
         policy = version_policy(served)
-        if _POLICY.search(pbtxt).group(0) != policy:  # type: ignore[union-attr]
-            storage.atomic_write_text(config_uri, _POLICY.sub(policy, pbtxt), config)
-        if served_versions(repo_uri, name, config) == served:
+        if unwritten or _POLICY.search(pbtxt).group(0) != policy:  # type: ignore[union-attr]
+            pbtxt = _POLICY.sub(policy, pbtxt)
+            storage.atomic_write_text(config_uri, pbtxt, config)
+            unwritten = False
+        now = served_versions(repo_uri, name, config)
+        if now == served:
             return served
+        served = now
     raise TransientError(f"{config_uri}: the pins kept changing while its policy was written")
 
 

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from avfleet.segmentation import confusion, miou
+from avfleet.segmentation import class_iou, confusion, miou
 from avfleet.taxonomy import NAMES, NUM_CLASSES
 from avfleet.train.data import iter_all
 
@@ -48,9 +48,7 @@ def evaluate(model: torch.nn.Module, dataset_uri: str, batch_size: int = 32) -> 
 
 
 def iou_per_class(conf: np.ndarray) -> dict[str, float]:
-    tp = np.diag(conf).astype(float)
-    union = conf.sum(0) + conf.sum(1) - tp
-    return {NAMES[c]: float(tp[c] / union[c]) for c in range(len(NAMES)) if union[c] > 0}
+    return {NAMES[c]: float(v) for c, v in enumerate(class_iou(conf)) if not np.isnan(v)}
 
 
 def mean_by_time_of_day(miou_per_domain: dict[str, float]) -> dict[str, float]:
