@@ -13,6 +13,7 @@ import time
 
 from avfleet.fleet.generate import generate_fleet
 from avfleet.fleet.world import FleetSpec
+from avfleet.recording import layout
 
 RESULTS = pathlib.Path(
     os.environ.get("AVFLEET_BENCH_RESULTS") or pathlib.Path(__file__).resolve().parent / "results"
@@ -27,18 +28,22 @@ if SMOKE:
     sys.argv.remove("--smoke")
 
 
-def cached_fleet(spec: FleetSpec) -> str:
-    """Generate `spec` once under benchmarks/results/cache and reuse it (tiny in smoke mode)."""
+def cached_fleet(spec: FleetSpec, **layout_options: int) -> str:
+    """Generate `spec` once under benchmarks/results/cache and reuse it (tiny in smoke mode).
+
+    `layout_options` go to `recording_bytes` (format_version, signal_zstd_level).
+    """
     if SMOKE:
         spec = dataclasses.replace(
             spec, vehicles=min(spec.vehicles, 2), minutes_per_day=min(spec.minutes_per_day, 1.0)
         )
-    key = hashlib.sha1(spec.to_json().encode()).hexdigest()[:12]
+    options = {"format_version": layout.FORMAT_VERSION, **layout_options}
+    key = hashlib.sha1(f"{spec.to_json()}|{sorted(options.items())}".encode()).hexdigest()[:12]
     root = RESULTS / "cache" / f"fleet-{key}"
     done = root / ".complete"
     if not done.exists():
         started = time.time()
-        generate_fleet(spec, str(root), workers=2, show_progress=True)
+        generate_fleet(spec, str(root), workers=2, show_progress=True, **options)
         done.write_text(f"{time.time() - started:.1f}s\n")
     return str(root)
 

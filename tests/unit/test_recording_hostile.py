@@ -10,6 +10,7 @@ import pytest
 from avfleet.core.errors import RecordingError
 from avfleet.core.storage import ByteSource
 from avfleet.fleet import corrupt
+from avfleet.recording import messages
 from avfleet.recording import reader as rd
 from avfleet.recording.limits import ReaderLimits
 from tests.fleet_helpers import TINY, tiny_recording
@@ -131,7 +132,8 @@ def test_fetch_message_verifies_what_it_fetched(tmp_path):
         index = next(c for c in summary.chunk_indexes if camera in c.message_index_offsets)
         (t0, o0), (t1, o1) = rd.read_message_indexes(source, index, ReaderLimits())[camera][:2]
         start = rd.chunk_records_offset(index)
-        jpeg = rd.fetch_message(source, start + o0, o1 - o0, channel_id=camera, log_time=t0)
+        image = rd.fetch_message(source, start + o0, o1 - o0, channel_id=camera, log_time=t0)
+        jpeg = messages.decode_image(path, None, messages.COMPRESSED_IMAGE, image)
         assert jpeg[:2] == b"\xff\xd8"  # JPEG start-of-image
         with pytest.raises(RecordingError, match="expected message on channel"):
             rd.fetch_message(source, start + o0, o1 - o0, channel_id=camera, log_time=t1)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from avfleet.core.errors import RecordingError
 from avfleet.core.storage import ByteSource, StorageConfig
+from avfleet.recording import messages
 from avfleet.recording import reader as rd
 from avfleet.recording.limits import ReaderLimits
 
@@ -95,9 +96,31 @@ def _fetch_one(
     else:
         offset = int(row.chunk_offset)
         data = _from_compressed_chunk(source, row, chunks, limits)
+    data = _jpeg(source, row, offset, data)
     _check_jpeg(uri, offset, data)
     _check_digest(uri, offset, data, getattr(row, "payload_sha256", None))
     return data
+
+
+def _jpeg(source: ByteSource, row, offset: int, data: bytes) -> bytes:  # noqa: ANN001
+    """The JPEG inside a fetched camera message: its indexed range, or decoded by its schema.
+
+    Indexes written before the camera had a schema have no camera_schema
+    column: their messages are the JPEG.
+    """
+    payload_offset = getattr(row, "payload_offset", None)
+    if pd.notna(payload_offset) and pd.notna(row.record_offset):
+        start = int(payload_offset) - int(row.record_offset) - rd.MESSAGE_PREFIX_BYTES
+        end = start + int(row.payload_length)
+        if start < 0 or end > len(data):
+            raise RecordingError(
+                source.uri, offset, "indexed JPEG range lies outside its camera message"
+            )
+        return data[start:end]
+    schema = getattr(row, "camera_schema", None)
+    return messages.decode_image(
+        source.uri, offset, schema if isinstance(schema, str) else "", data
+    )
 
 
 def _from_compressed_chunk(

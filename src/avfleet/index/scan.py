@@ -2,7 +2,8 @@
 
 Reads the footer and summary, the recording metadata, the message indexes of
 camera chunks and the (small, compressed) signal chunks; never a camera
-payload. A file that cannot be read this way raises `RecordingError`, which
+payload. Recordings of both formats (layout.FORMATS) read: messages are decoded
+by their channel's schema and encoding (recording.messages). A file that cannot be read this way raises `RecordingError`, which
 the caller turns into a quarantine row with the reason.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import posixpath
 import re
 
@@ -20,7 +20,7 @@ import pandas as pd
 from avfleet import domains
 from avfleet.core.errors import RecordingError
 from avfleet.core.storage import ByteSource, StorageConfig
-from avfleet.recording import layout
+from avfleet.recording import layout, messages
 from avfleet.recording import reader as rd
 from avfleet.recording.limits import ReaderLimits
 
@@ -78,13 +78,14 @@ def _scan(source: ByteSource, uri: str, config: ScanConfig) -> pd.DataFrame:
     camera_ids = set(summary.channel_ids(config.camera_topic))
     if not camera_ids:
         raise RecordingError(uri, None, f"no channel on camera topic {config.camera_topic!r}")
+    camera_schema = _camera_schema(uri, summary, camera_ids)
     gps_ids = set(summary.channel_ids(config.gps_topic))
     can_ids = set(summary.channel_ids(config.can_topic))
     digest_ids = set(summary.channel_ids(layout.DIGEST_TOPIC))
     signal_ids = gps_ids | can_ids | digest_ids
 
     gps, can = _Signals(), _Signals()
-    digests: dict[int, str] = {}
+    digests: dict[int, tuple[str, int | None, int | None]] = {}
     frames: list[tuple] = []
     for index in summary.chunk_indexes:
         channels_here = set(index.message_index_offsets)
@@ -92,16 +93,25 @@ def _scan(source: ByteSource, uri: str, config: ScanConfig) -> pd.DataFrame:
         if channels_here & signal_ids:
             records = rd.read_chunk(source, index, limits)
             for message in rd.iter_chunk_messages(uri, index.chunk_start_offset, records, limits):
+                at = index.chunk_start_offset
                 if message.channel_id in digest_ids:
-                    digests[message.log_time] = _decode_digest(
-                        uri, index.chunk_start_offset, message.data
+                    digests[message.log_time] = messages.decode_digest(uri, at, message.data)
+                elif message.channel_id in gps_ids:
+                    channel = summary.channels[message.channel_id]
+                    schema = summary.schemas.get(channel.schema_id)
+                    gps.times_ns.append(message.log_time)
+                    gps.values.append(
+                        messages.decode_gps(
+                            uri,
+                            at,
+                            schema.name if schema else "",
+                            channel.message_encoding,
+                            message.data,
+                        )
                     )
-                elif message.channel_id in signal_ids:
-                    target = gps if message.channel_id in gps_ids else can
-                    target.times_ns.append(message.log_time)
-                    target.values.append(
-                        _decode_signal(uri, index.chunk_start_offset, message.data)
-                    )
+                elif message.channel_id in can_ids:
+                    can.times_ns.append(message.log_time)
+                    can.values.append(messages.decode_json_object(uri, at, message.data, "CAN"))
         if channels_here & camera_ids:
             entries = rd.read_message_indexes(source, index, limits)
             all_offsets = sorted(off for recs in entries.values() for _, off in recs)
@@ -154,22 +164,13 @@ def _scan(source: ByteSource, uri: str, config: ScanConfig) -> pd.DataFrame:
         raise RecordingError(
             uri, None, f"two camera messages share log time {t} ns: their frame ids would repeat"
         )
-    df["payload_sha256"] = [digests.get(int(t)) for t in df["log_time_ns"]]
+    df["camera_schema"] = camera_schema
+    _payload_ranges(df, digests, camera_schema, uri)
     return tag_frames(
         df,
         gps.frame(("lat_deg", "lon_deg", "speed_mps")),
         can.frame(("speed_mps", "wiper_level", "headlights", "fog_lights", "ambient_temp_c")),
     )
-
-
-def _decode_digest(uri: str, offset: int, data: bytes) -> str:
-    try:
-        sha = json.loads(data)["sha256"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise RecordingError(uri, offset, "frame digest message is not {'sha256': hex}") from e
-    if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
-        raise RecordingError(uri, offset, "frame digest is not 64 hex digits")
-    return sha
 
 
 def _utc_date(log_time_ns: pd.Series) -> str:
@@ -181,14 +182,57 @@ def _utc_date(log_time_ns: pd.Series) -> str:
     )
 
 
-def _decode_signal(uri: str, offset: int, data: bytes) -> dict:
-    try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RecordingError(uri, offset, f"signal message is not valid JSON ({e})") from e
-    if not isinstance(value, dict):
-        raise RecordingError(uri, offset, "signal message is not a JSON object")
-    return value
+def _camera_schema(uri: str, summary: rd.RecordingSummary, camera_ids: set[int]) -> str:
+    """The camera channels' schema name: foxglove.CompressedImage, or "" for format 1's raw JPEG."""
+    kinds = set()
+    for channel_id in camera_ids:
+        channel = summary.channels[channel_id]
+        schema = summary.schemas.get(channel.schema_id)
+        if channel.message_encoding == messages.PROTOBUF and schema is not None:
+            kinds.add(schema.name)
+        elif channel.message_encoding == messages.LEGACY_JPEG and channel.schema_id == 0:
+            kinds.add("")
+        else:
+            kinds.add(f"{schema.name if schema else ''} in {channel.message_encoding}")
+    if len(kinds) != 1 or not kinds <= {messages.COMPRESSED_IMAGE, ""}:
+        raise RecordingError(
+            uri,
+            None,
+            f"camera channels carry {sorted(kinds)}: avfleet reads foxglove.CompressedImage "
+            "(protobuf) or schemaless JPEG",
+        )
+    return kinds.pop()
+
+
+def _payload_ranges(df: pd.DataFrame, digests: dict, camera_schema: str, uri: str) -> None:
+    """payload_sha256 from the digests, and each JPEG's absolute file range where it is known.
+
+    Known for frames in uncompressed chunks: a format-1 message is the JPEG; a
+    format-2 CompressedImage holds it between the prefix and suffix its digest
+    records.
+    """
+    sha, start, length = [], [], []
+    for t, record_offset, record_length in zip(
+        df["log_time_ns"], df["record_offset"], df["record_length"], strict=True
+    ):
+        digest, before, after = digests.get(int(t), (None, None, None))
+        sha.append(digest)
+        if camera_schema == "":
+            before, after = 0, 0
+        if pd.isna(record_offset) or before is None:
+            start.append(None)
+            length.append(None)
+            continue
+        jpeg_length = int(record_length) - rd.MESSAGE_PREFIX_BYTES - before - after
+        if jpeg_length <= 0:
+            raise RecordingError(
+                uri, int(record_offset), "frame digest places the JPEG outside its camera message"
+            )
+        start.append(int(record_offset) + rd.MESSAGE_PREFIX_BYTES + before)
+        length.append(jpeg_length)
+    df["payload_sha256"] = sha
+    df["payload_offset"] = pd.array(start, dtype="Int64")
+    df["payload_length"] = pd.array(length, dtype="Int64")
 
 
 def _asof(frame_t_ns: np.ndarray, signal_t_ns: np.ndarray) -> np.ndarray:

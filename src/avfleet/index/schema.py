@@ -38,6 +38,12 @@ FRAMES = pa.schema(
         ("road_type", pa.string()),
         # sha256 of the JPEG as recorded (the recording's DIGEST_TOPIC); null when it has none.
         ("payload_sha256", pa.string()),
+        # The camera channel's schema: "foxglove.CompressedImage", or "" for format 1's raw JPEG.
+        ("camera_schema", pa.string()),
+        # The JPEG's own absolute byte range in the file (inside the message record above);
+        # null where the index cannot know it without reading the frame (compressed chunks).
+        ("payload_offset", pa.int64()),
+        ("payload_length", pa.int64()),
     ]
 )
 

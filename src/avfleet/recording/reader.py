@@ -36,6 +36,9 @@ MAGIC = b"\x89MCAP0\r\n"
 RECORD_HEADER_BYTES = 9  # opcode u8 + length u64
 FOOTER_BODY_BYTES = 20  # summary_start u64, summary_offset_start u64, summary_crc u32
 MESSAGE_HEADER_BYTES = 22  # channel_id u16, sequence u32, log_time u64, publish_time u64
+MESSAGE_PREFIX_BYTES = (
+    RECORD_HEADER_BYTES + MESSAGE_HEADER_BYTES
+)  # a Message record's data starts here
 _READ_STEP = 1 << 20
 
 _PARSERS = {

@@ -35,7 +35,10 @@ class _OpenChunk:
 
 
 class ChunkedWriter:
-    """Chunk groups: name -> (compression "", "zstd" or "lz4", target chunk size in bytes)."""
+    """Chunk groups: name -> (compression "", "zstd" or "lz4", target chunk size in bytes).
+
+    `zstd_level` is the level of every zstd chunk (zstd's own default is 3).
+    """
 
     def __init__(
         self,
@@ -44,8 +47,10 @@ class ChunkedWriter:
         *,
         profile: str = "",
         library: str = "avfleet",
+        zstd_level: int = 3,
     ) -> None:
         self._out = stream
+        self._zstd_level = zstd_level
         self._pos = 0
         self._data_crc = 0
         self._groups = {
@@ -186,7 +191,7 @@ class ChunkedWriter:
         if compression == "zstd":
             import zstandard
 
-            return zstandard.ZstdCompressor(level=3).compress(records), len(records)
+            return zstandard.ZstdCompressor(level=self._zstd_level).compress(records), len(records)
         if compression == "lz4":
             import lz4.frame
 
