@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -48,7 +49,7 @@ from avfleet.nas.space import default_space
 from avfleet.nas.supernet import SuperNet, annealed_tau, argmax_choice, gumbel_masks, init_alpha
 from avfleet.train import checkpoint
 from avfleet.train.context import RunContext
-from avfleet.train.data import Batch, ShardedDataset
+from avfleet.train.data import Batch, ShardedDataset, batches_from
 from avfleet.train.loop import cosine_lr, loss_fn, setup_device
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ def search(config: SearchConfig, ctx: RunContext) -> dict:
     )
     stop_at = min(config.stop_after_steps or total, total)
     started, frames = time.time(), 0
-    arch_steps = arch_data.steps_per_epoch
+    arch_batches: Iterator[Batch] | None = None  # opened at the first alpha step, then kept
     while step < stop_at:
         epoch = step // weights_data.steps_per_epoch
         for batch in weights_data.epoch(epoch, skip_steps=step % weights_data.steps_per_epoch):
@@ -238,8 +239,9 @@ def search(config: SearchConfig, ctx: RunContext) -> dict:
             sgd.step()
             record = {"step": step + 1, "tau": tau, "weights_ce": float(loss.detach())}
             if step >= warmup_steps:  # one alpha step on the arch split
-                k = step - warmup_steps
-                arch_batch = next(arch_data.epoch(k // arch_steps, skip_steps=k % arch_steps))
+                if arch_batches is None:
+                    arch_batches = batches_from(arch_data, step - warmup_steps)
+                arch_batch = next(arch_batches)
                 masks = gumbel_masks(alpha, tau, generator, hard=config.hard)
                 ce, lat = _arch_step(model, alpha, adam, masks, arch_batch, costs, config, ctx)
                 record.update(arch_ce=ce, expected_ms=lat)

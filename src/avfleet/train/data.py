@@ -1,11 +1,18 @@
-"""Training batches from a dataset version through Petastorm, sharded by rank, deterministic.
+"""Training batches from a dataset version streamed through Petastorm, sharded by rank.
 
 Petastorm assigns row group i to shard i mod world_size, so each rank can
 compute how many rows it holds; every rank runs the same number of steps per
 epoch (the smallest shard's), or DDP would wait forever on the rank with more.
-Within a rank's shard the order is a seeded permutation per epoch: the same
-(seed, epoch, rank) always gives the same batches, which is what makes a
-resumed run end with the same weights as an uninterrupted one.
+
+An epoch streams the rank's shard: Petastorm's reader visits its row groups in
+a seeded order with one worker and a short results queue, and a bounded
+shuffle buffer (SHUFFLE_BUFFER_ROWS, drawn from a seeded generator) mixes rows
+across row groups. Memory is the queue plus the buffer, whatever the dataset's
+size (benchmarks/train_throughput.py measures it at 1x, 4x and 16x), and the
+same (seed, epoch, rank) always gives the same batches, which is what makes a
+resumed run end with the same weights as an uninterrupted one. Petastorm's own
+torch DataLoader is not used: its shuffling queue draws from numpy's global
+generator, so a resumed run would see other batches.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ from avfleet.dataset.build import check_dataset
 COLUMNS = ["frame_id", "image_jpeg", "mask_png", "time_of_day", "weather", "road_type"]
 SOURCE_COLUMN = "label_source"
 """Read too where the dataset records it (its manifest counts frames per source)."""
+SHUFFLE_BUFFER_ROWS = 512
+"""Rows an epoch holds to shuffle across row groups (16 of the builder's 32-row groups)."""
+READER_QUEUE_ROW_GROUPS = 2
+"""Row groups Petastorm may read ahead of the shuffle buffer."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +126,10 @@ class ShardedDataset:
         self.steps_per_epoch = steps_per_epoch(sizes, world_size, batch_size)
         if self.steps_per_epoch == 0:
             raise ValueError(f"{dataset_uri}: too few frames per rank for batch size {batch_size}")
-        self._rows: list[tuple] | None = None
 
-    def _load_shard(self) -> list[tuple]:
-        """This rank's rows, read through Petastorm once (datasets for one rank fit in memory).
+    def _stream(self, columns: list[str], seed: int | None) -> Iterator[tuple]:
+        """This rank's rows as Petastorm reads them: row groups in a seeded order (file order
+        for None), one worker, a short results queue; rows failing `keep` left out.
 
         Petastorm 0.12 still calls pyarrow's legacy dataset API, and pyarrow warns
         (FutureWarning) at each call, a dozen lines per rank per dataset: those
@@ -128,49 +139,88 @@ class ShardedDataset:
 
         data_dir = storage.join(self.uri, "data")  # Petastorm wants a folder of Parquet files only
         url = data_dir if "://" in data_dir else f"file://{os.path.abspath(data_dir)}"
-        rows: list[tuple] = []
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
-            with make_batch_reader(
+            reader = make_batch_reader(
                 url,
                 filesystem=_petastorm_filesystem(url, self.storage),
-                schema_fields=self.columns,
+                schema_fields=columns,
                 cur_shard=self.rank,
                 shard_count=self.world_size,
-                shuffle_row_groups=False,
+                shuffle_row_groups=seed is not None,
+                seed=seed,
                 num_epochs=1,
                 workers_count=1,
-            ) as reader:
-                for chunk in reader:
-                    for i in range(len(chunk.frame_id)):
-                        rows.append(tuple(getattr(chunk, c)[i] for c in self.columns))
-        rows.sort(key=lambda r: r[0])  # reader threads may interleave row groups: fix the order
-        return rows
+                results_queue_size=READER_QUEUE_ROW_GROUPS,
+            )
+        with reader:
+            for chunk in reader:
+                for i in range(len(chunk.frame_id)):
+                    if self._keep(str(chunk.frame_id[i])):
+                        yield tuple(getattr(chunk, c)[i] for c in columns)
+
+    def _load_shard(self) -> list[tuple]:
+        """Every row of this rank's shard in frame_id order, in memory (evaluation sets only)."""
+        return sorted(self._stream(self.columns, None), key=lambda r: r[0])
+
+    def _keep(self, frame_id: str) -> bool:
+        return True
 
     def split_off(self, keep: Callable[[str], bool], seed: int) -> ShardedDataset:
         """Move this rank's frames whose id passes `keep` into a dataset of their own (its own
-        seed); this one keeps the rest. Rows are read once for both.
+        seed); this one keeps the rest. Both stream; counting them reads frame ids only.
 
         Every rank must run as many steps as the others: the caller sets each one's
         `steps_per_epoch` from the smallest over the ranks.
         """
-        if self._rows is None:
-            self._rows = self._load_shard()
+        before = self._keep
         other = copy.copy(self)
         other.seed = seed
-        other._rows = [r for r in self._rows if keep(str(r[0]))]
-        self._rows = [r for r in self._rows if not keep(str(r[0]))]
+        other._keep = lambda f: before(f) and keep(f)  # type: ignore[method-assign]
+        self._keep = lambda f: before(f) and not keep(f)  # type: ignore[method-assign]
         for data in (self, other):
-            data.steps_per_epoch = len(data._rows) // data.batch_size
+            rows = sum(1 for _ in data._stream(["frame_id"], None))
+            data.steps_per_epoch = rows // data.batch_size
         return other
 
     def epoch(self, epoch: int, skip_steps: int = 0) -> Iterator[Batch]:
-        if self._rows is None:
-            self._rows = self._load_shard()
-        order = np.random.default_rng([self.seed, epoch, self.rank]).permutation(len(self._rows))
-        for step in range(skip_steps, self.steps_per_epoch):
-            idx = order[step * self.batch_size : (step + 1) * self.batch_size]
-            yield collate([self._rows[i] for i in idx])
+        """steps_per_epoch batches; the first `skip_steps` are read but not decoded (resume)."""
+        rng = np.random.default_rng([self.seed, epoch, self.rank])
+        reader_seed = int(rng.integers(2**31))
+        batch: list[tuple] = []
+        step = 0
+        for row in _shuffled(self._stream(self.columns, reader_seed), rng, SHUFFLE_BUFFER_ROWS):
+            batch.append(row)
+            if len(batch) < self.batch_size:
+                continue
+            if step >= skip_steps:
+                yield collate(batch)
+            batch = []
+            step += 1
+            if step == self.steps_per_epoch:
+                return
+
+
+def batches_from(data: ShardedDataset, step: int) -> Iterator[Batch]:
+    """Batches from global step `step` on, epoch after epoch, from one open stream per epoch."""
+    while True:
+        epoch, skip = divmod(step, data.steps_per_epoch)
+        for batch in data.epoch(epoch, skip_steps=skip):
+            yield batch
+            step += 1
+
+
+def _shuffled(rows: Iterator[tuple], rng: np.random.Generator, capacity: int) -> Iterator[tuple]:
+    """Rows in a random order drawn from `rng`, holding at most `capacity` at a time."""
+    buffer: list[tuple] = []
+    for row in rows:
+        buffer.append(row)
+        if len(buffer) >= capacity:
+            i = int(rng.integers(len(buffer)))
+            buffer[i], buffer[-1] = buffer[-1], buffer[i]
+            yield buffer.pop()
+    for i in rng.permutation(len(buffer)):
+        yield buffer[i]
 
 
 def domain_of(row: tuple) -> str:
