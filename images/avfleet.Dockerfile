@@ -16,6 +16,9 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY jobs ./jobs
+# src/avfleet/data links to these: the installed package carries them (avfleet.resources)
+COPY manifests ./manifests
+COPY infra ./infra
 COPY operators ./operators
 RUN pip install --no-deps . \
     && useradd --uid 10001 --create-home --shell /usr/sbin/nologin avfleet

@@ -40,6 +40,9 @@ ADD --chown=185:185 --checksum=sha256:873fe7cf495126619997bec21c44de5d992544aea7
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY jobs ./jobs
+# src/avfleet/data links to these: the installed package carries them (avfleet.resources)
+COPY manifests ./manifests
+COPY infra ./infra
 RUN pip install --no-deps .
 USER 10001
 ENTRYPOINT ["/opt/entrypoint.sh"]

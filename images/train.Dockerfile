@@ -22,6 +22,9 @@ RUN pip install torch==2.13.0 \
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY jobs ./jobs
+# src/avfleet/data links to these: the installed package carries them (avfleet.resources)
+COPY manifests ./manifests
+COPY infra ./infra
 RUN pip install --no-deps . \
     && useradd --uid 10001 --create-home --shell /usr/sbin/nologin avfleet
 USER 10001:10001

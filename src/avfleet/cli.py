@@ -682,11 +682,32 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
     print(json.dumps({"forgotten": deleted, "pushgateway": args.pushgateway}))
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("avfleet")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avfleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="how much to log (any case) (default: %(default)s)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _fleet_parsers(sub)
     _index_parsers(sub)

@@ -21,6 +21,7 @@ import urllib.request
 import pytest
 import yaml
 
+from avfleet import resources
 from avfleet.workflows.render import default_manifests_dir, manifests_root
 from tests.conftest import TESTDATA, shared_testdata, tool, tool_path
 from tests.integration.conftest import free_port
@@ -215,7 +216,7 @@ def controller(installed, tmp_path_factory):
     binary = tool_path("workflow-controller")
     if not binary:
         pytest.skip("workflow-controller is not built (tools/build.sh)")
-    config = manifests_root().parent / "infra" / "argo" / "workflow-controller-configmap.yaml"
+    config = resources.infra_dir() / "argo" / "workflow-controller-configmap.yaml"
     # As shipped, but its metrics on a free port (9090 may be taken on a shared machine).
     installed.argo_metrics_port = free_port()
     text = config.read_text().replace("port: 9090", f"port: {installed.argo_metrics_port}")
@@ -354,7 +355,7 @@ def prometheus_server(workdir: pathlib.Path, targets: dict[str, str]):  # noqa: 
     binary = shutil.which("prometheus")
     if not binary:
         pytest.skip("prometheus is absent: apt-get install prometheus (.ci/run does)")
-    infra = manifests_root().parent / "infra" / "prometheus"
+    infra = resources.infra_dir() / "prometheus"
     config = yaml.safe_load((infra / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = [str(infra / "avfleet-rules.yaml")]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import pathlib
 import sys
 import time
 
@@ -21,8 +22,10 @@ import pytest
 import yaml
 
 from avfleet.bench.local import local_agent
-from avfleet.workflows.render import default_manifests_dir, repo_root
+from avfleet.workflows.render import default_manifests_dir
 from tests.integration.kube import api_server, host_process
+
+REPO = pathlib.Path(__file__).resolve().parents[2]  # the checkout
 
 pytestmark = pytest.mark.integration
 NS = "avfleet"
@@ -145,7 +148,7 @@ def operator_process(cluster, token: str, log_path, **env: str):  # noqa: ANN001
         "run",
         "--standalone",
         f"--namespace={NS}",
-        str(repo_root() / "operators" / "bench_operator.py"),
+        str(REPO / "operators" / "bench_operator.py"),
     ]
     env = {**os.environ, "KUBECONFIG": cluster.kubeconfig(token, "operator"), **env}
     with host_process(args, log_path, env) as operator:

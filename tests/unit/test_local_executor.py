@@ -214,7 +214,7 @@ def test_spark_application_maps_to_local_spark_submit():
             },
         },
     }
-    run = spark_application(manifest, LocalContext(repo_root="/repo", spark_master="local[2]"))
+    run = spark_application(manifest, LocalContext(image_root="/repo", spark_master="local[2]"))
     argv = run.argv
     assert run.restarts == 0 and run.policy == "Never"  # no restartPolicy: the operator's default
     assert argv[0].endswith("spark-submit")
@@ -291,7 +291,7 @@ def test_pytorchjob_maps_to_local_torchrun():
             },
         },
     }
-    argv = pytorch_job(manifest, LocalContext(repo_root="/repo", spark_master="local[2]")).argv
+    argv = pytorch_job(manifest, LocalContext(image_root="/repo", spark_master="local[2]")).argv
     assert argv[0] == sys.executable and argv[1:3] == ["-m", "avfleet.train.launch"]
     assert argv[3:6] == ["--standalone", "--nproc_per_node=2", "--max-restarts=3"]
     assert argv[6:] == ["/repo/jobs/train.py", "--epochs", "2"]

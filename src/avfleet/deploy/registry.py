@@ -32,7 +32,6 @@ from avfleet.bench.gates import Gates, Verdict, judge, policy_gates
 from avfleet.core import storage
 from avfleet.core.errors import PermanentError
 from avfleet.core.metrics import JobMetrics, MetricsConfig
-from avfleet.deploy.export import read_export
 
 POINTER = "promoted.json"
 
@@ -172,6 +171,8 @@ def promote(config: PromoteConfig) -> dict:
     from avfleet.serve.publish import publish_model
 
     st = config.storage
+    from avfleet.deploy.export import read_export  # torch: only where a release is judged
+
     export = read_export(config.release_uri, st)
     release_id = export["release_id"]
     report = json.loads(storage.read_bytes(config.report_uri, st))

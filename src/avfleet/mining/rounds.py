@@ -27,6 +27,7 @@ import pathlib
 import subprocess
 import sys
 
+from avfleet import resources
 from avfleet.core.metrics import MetricsConfig
 from avfleet.dataset.build import DatasetConfig, build_dataset
 from avfleet.dataset.labels import PseudoLabels, ToolLabels
@@ -37,8 +38,6 @@ from avfleet.mining.select import SelectionConfig
 from avfleet.serve.local import local_triton
 from avfleet.serve.publish import publish_model
 from avfleet.serve.repository import load_version
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -110,7 +109,7 @@ def train_ensemble(
     `config.warm_start`, it starts from the model of the run folder `last`."""
     members = members or config.members
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    cmd = [torchrun, "--standalone", "--nproc_per_node=2", str(REPO_ROOT / "jobs" / "train.py")]
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", str(resources.jobs_dir() / "train.py")]
     cmd += ["--dataset", dataset_uri, "--out", run, "--members", str(members)]
     cmd += ["--epochs", str(config.epochs), "--steps", str(config.steps)]
     cmd += ["--batch-size", str(config.batch_size)]

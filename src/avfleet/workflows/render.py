@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import yaml
 
-from avfleet import dashboards
+from avfleet import dashboards, resources
 from avfleet.workflows import deploy, fleet_index, mining, nas, train
 
 HEADER = (
@@ -30,13 +30,9 @@ BUILDERS: dict[str, Callable[[], object]] = {
 }
 
 
-def repo_root() -> pathlib.Path:
-    return pathlib.Path(__file__).resolve().parents[3]
-
-
 def manifests_root() -> pathlib.Path:
-    """manifests/: base/, components/, overlays/{local,staging,prod}/."""
-    return repo_root() / "manifests"
+    """manifests/: base/, components/, overlays/{local,staging,prod}/ (package data)."""
+    return resources.manifests_dir()
 
 
 def default_manifests_dir() -> pathlib.Path:
@@ -63,14 +59,15 @@ def render_install() -> dict[str, str]:
         "base/site.yaml": install.site_configmap(),
         "components/site/kustomization.yaml": install.site_component(workflows),
         "base/monitoring/prometheus-rules.yaml": install.prometheus_rule(
-            repo_root() / "infra" / "prometheus" / "avfleet-rules.yaml"
+            resources.infra_dir() / "prometheus" / "avfleet-rules.yaml"
         ),
         "base/monitoring/grafana-dashboards.yaml": install.grafana_dashboards(dashboards.render()),
     }
 
 
 def render_infra() -> dict[str, str]:
-    """Path relative to the repository -> text of the files rendered outside manifests/: the
+    """Path relative to the package data (the repository in a checkout) -> text of the files
+    rendered outside manifests/: the
     Grafana dashboards' JSON (for a Grafana without kube-prometheus-stack's sidecar) and the
     Label Studio project's labeling config (the taxonomy's classes)."""
     from avfleet import taxonomy
@@ -87,7 +84,7 @@ def check_or_write(manifests_dir: str | None, *, write: bool) -> list[str]:
     rendered = {f"base/{rel}": text for rel, text in render_all().items()}
     changed = []
     paths = {root / rel: text for rel, text in {**rendered, **render_install()}.items()}
-    paths.update({repo_root() / rel: text for rel, text in render_infra().items()})
+    paths.update({resources.data_root() / rel: text for rel, text in render_infra().items()})
     for path, text in paths.items():
         if not path.exists() or path.read_text() != text:
             changed.append(str(path))

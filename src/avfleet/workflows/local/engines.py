@@ -48,16 +48,17 @@ def _signalled(code: int) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class LocalContext:
-    repo_root: str
+    image_root: str
+    """What stands in for the image's IMAGE_ROOT here: avfleet's package data (jobs/ inside)."""
     spark_master: str
     torchrun_nproc: int = 2
     """Processes a PyTorchJob gets on this machine, whatever its nodes x GPUs (CPU, gloo)."""
 
     def map_image_path(self, path: str) -> str:
-        """A path inside the image (/opt/avfleet/...) -> the same file in this checkout."""
+        """A path inside the image (/opt/avfleet/...) -> the same file in avfleet's package data."""
         path = path.removeprefix("local://")
         if path.startswith(common.IMAGE_ROOT + "/"):
-            return os.path.join(self.repo_root, path[len(common.IMAGE_ROOT) + 1 :])
+            return os.path.join(self.image_root, path[len(common.IMAGE_ROOT) + 1 :])
         return path
 
 

@@ -48,6 +48,7 @@ from collections import deque
 
 import yaml
 
+from avfleet import resources
 from avfleet.core.errors import ConfigError, ExitCode, PermanentError
 from avfleet.workflows import common
 from avfleet.workflows.local import engines
@@ -135,14 +136,14 @@ class LocalExecutor:
         *,
         workdir: str | None = None,
         spark_master: str = "local[2]",
-        repo_root: str | None = None,
+        image_root: str | None = None,
         backoff_scale: float = 1.0,
         quiet: bool = False,
         library: dict[str, dict] | None = None,
     ) -> None:
         self.workdir = pathlib.Path(workdir or tempfile.mkdtemp(prefix="avfleet-local-run-"))
         self.ctx = engines.LocalContext(
-            repo_root=repo_root or str(pathlib.Path(__file__).resolve().parents[4]),
+            image_root=image_root or str(resources.data_root()),
             spark_master=spark_master,
         )
         self.backoff_scale = backoff_scale
@@ -589,7 +590,7 @@ class LocalExecutor:
                 proc = subprocess.run(
                     argv,
                     env=env,
-                    cwd=self.ctx.repo_root,
+                    cwd=self.workdir,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     check=False,
