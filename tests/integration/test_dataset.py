@@ -331,3 +331,37 @@ def test_the_shuffle_buffer_holds_at_most_its_capacity():
         out.append(row[0])
         assert len(held) - len(out) <= 16
     assert sorted(out) == list(range(1000)) and out != list(range(1000))
+
+
+def test_petastorm_reads_a_version_with_its_unischema(index_uri, clean_fleet, tmp_path):
+    """A Petastorm user's make_reader decodes images and masks through the declared codecs,
+    pixel for pixel what avfleet's own decode gives."""
+    from petastorm import make_reader
+
+    from avfleet.dataset.unischema import petastorm_url
+    from avfleet.train.data import decode
+
+    version = build_dataset(
+        DatasetConfig(index_uri=index_uri, selection="random:12", out_uri=str(tmp_path), seed=8),
+        OracleLabels(clean_fleet),
+    )
+    stored = {
+        r.frame_id: r
+        for r in pq.read_table(f"{version.uri}/data/part-00000.parquet").to_pandas().itertuples()
+    }
+    oracle = OracleLabeler.from_uri(clean_fleet)
+    seen = 0
+    with make_reader(petastorm_url(f"{version.uri}/data"), workers_count=1, num_epochs=1) as reader:
+        assert reader.schema.image_jpeg.codec.image_codec == "jpeg"
+        assert reader.schema.mask_png.codec.image_codec == "png"
+        for row in reader:
+            raw = stored[row.frame_id]
+            image, mask = decode(raw.image_jpeg, raw.mask_png)
+            assert row.image_jpeg.shape == image.shape and np.array_equal(row.image_jpeg, image)
+            assert np.array_equal(row.mask_png, mask)
+            assert np.array_equal(
+                row.mask_png, oracle.label(raw.recording_id, raw.frame_index).mask
+            )
+            assert row.weather == raw.weather
+            seen += 1
+    assert seen == 12

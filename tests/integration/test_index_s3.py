@@ -73,7 +73,7 @@ def test_swap_text_is_a_conditional_put_on_s3(s3_endpoint):
 def test_training_reads_a_dataset_from_s3_through_its_endpoint(s3_endpoint, clean_fleet, tmp_path):
     """Petastorm gets the S3 endpoint too: a dataset version copied to the bucket reads the
     same rows as on disk. Before, training could not read from S3 at all: Petastorm 0.12 gave
-    pyarrow 14 an fsspec filesystem it refused (avfleet.train.data._petastorm_filesystem)."""
+    pyarrow 14 an fsspec filesystem it refused (avfleet.dataset.unischema.petastorm_filesystem)."""
     from avfleet.dataset.build import DatasetConfig, build_dataset
     from avfleet.dataset.labels import OracleLabels
     from avfleet.index.job import LoopEngine

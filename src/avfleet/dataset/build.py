@@ -35,6 +35,7 @@ from avfleet.core.errors import ConfigError, PermanentError
 from avfleet.core.progress import progress
 from avfleet.dataset.fetch import fetch_frames
 from avfleet.dataset.labels import SOURCES, Labeler
+from avfleet.dataset.unischema import materialize
 from avfleet.index.table import IndexTable
 
 log = logging.getLogger(__name__)
@@ -373,6 +374,7 @@ def _commit(
     data_files = [f"data/part-{i:05d}.parquet" for i in range(len(parts))]
     for src, rel in zip(parts, data_files, strict=True):
         storage.copy(src, storage.join(root, rel), config.storage)
+    materialize(data_dir, config.storage)  # Petastorm's Unischema and row groups per file
     kept = set(digests["frame_id"])
     manifest = {
         "version": version,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
-import os
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -30,6 +29,7 @@ import torch
 from avfleet.core import storage
 from avfleet.core.errors import PermanentError
 from avfleet.dataset.build import check_dataset
+from avfleet.dataset.unischema import petastorm_filesystem, petastorm_url
 
 COLUMNS = ["frame_id", "image_jpeg", "mask_png", "time_of_day", "weather", "road_type"]
 SOURCE_COLUMN = "label_source"
@@ -62,31 +62,6 @@ def _row_group_sizes(
             meta = pq.ParquetFile(f).metadata
             sizes += [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
     return sizes
-
-
-def _petastorm_filesystem(url: str, storage_config: storage.StorageConfig | None):  # noqa: ANN202
-    """What Petastorm 0.12 reads a dataset through: for S3, our configured s3fs (endpoint and
-    region) in pyarrow's legacy fsspec wrapper. Given s3fs itself, or only its options,
-    Petastorm hands pyarrow 14 a new-API filesystem with `validate_schema`, which pyarrow
-    refuses ("not yet supported with the new Dataset API"); pyarrow's S3FSWrapper calls an
-    s3fs method that is a coroutine in today's s3fs. Local paths need nothing (None)."""
-    if storage.protocol_of(url) != "s3":
-        return None
-    from pyarrow.filesystem import DaskFileSystem
-
-    class LegacyFsspec(DaskFileSystem):
-        """pyarrow's legacy wrapper of an fsspec filesystem, with the two questions it
-        leaves unanswered."""
-
-        def isdir(self, path: str) -> bool:
-            return self.fs.isdir(path)
-
-        def isfile(self, path: str) -> bool:
-            return self.fs.isfile(path)
-
-    with warnings.catch_warnings():  # deprecated since pyarrow 3, and all Petastorm 0.12 takes
-        warnings.filterwarnings("ignore", category=FutureWarning, message="The pyarrow.filesystem")
-        return LegacyFsspec(storage.filesystem(url, storage_config))
 
 
 def steps_per_epoch(row_group_sizes: list[int], world_size: int, batch_size: int) -> int:
@@ -137,13 +112,13 @@ class ShardedDataset:
         """
         from petastorm import make_batch_reader
 
-        data_dir = storage.join(self.uri, "data")  # Petastorm wants a folder of Parquet files only
-        url = data_dir if "://" in data_dir else f"file://{os.path.abspath(data_dir)}"
+        # Petastorm wants a folder of Parquet files only
+        url = petastorm_url(storage.join(self.uri, "data"))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
             reader = make_batch_reader(
                 url,
-                filesystem=_petastorm_filesystem(url, self.storage),
+                filesystem=petastorm_filesystem(url, self.storage),
                 schema_fields=columns,
                 cur_shard=self.rank,
                 shard_count=self.world_size,
