@@ -1,4 +1,4 @@
-"""spark-submit entry of the index job: `spark-submit jobs/index_recordings.py --recordings ... --date ... --out ...`.
+"""spark-submit entry of the index job: `spark-submit jobs/index_recordings.py --recordings ... --date ... --index ...`.
 
 The master comes from spark-submit (local[N] on one machine, k8s:// or the
 spark-operator in a cluster). Exit codes: 0 ok, 75 transient (the spark-operator restarts
@@ -7,17 +7,17 @@ driver exits 0, so the operator does not run it again; the workflow's verify ste
 the recorded code (avfleet.core.outcome).
 """
 
-import argparse
 import logging
 import sys
 
+from avfleet.core.cliopts import Parser
 from avfleet.core.logs import setup_logging
 from avfleet.core.outcome import run_with_outcome
 from avfleet.index import entry
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="index_recordings.py", description=__doc__)
+    parser = Parser(prog="index_recordings.py", description=__doc__)
     entry.add_arguments(parser)
     parser.add_argument(
         "--outcome", default=None, help="where a permanent failure is recorded (exit 0 then)"

@@ -3,10 +3,10 @@
 Exit codes: 0 ok, 75 transient (Triton unavailable, storage hiccup: retried), 65/78 permanent.
 """
 
-import argparse
 import logging
 import sys
 
+from avfleet.core.cliopts import Parser
 from avfleet.core.entry import run_main
 from avfleet.core.logs import setup_logging
 from avfleet.mining import entry
@@ -14,7 +14,7 @@ from avfleet.workflows.outputs import write_outputs
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mine.py", description=__doc__)
+    parser = Parser(prog="mine.py", description=__doc__)
     entry.add_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()

@@ -5,11 +5,11 @@ maps errors to exit codes (75 transient: the PyTorchJob restarts the group,
 which resumes from the newest complete checkpoint), recorded for avfleet.train.launch.
 """
 
-import argparse
 import logging
 import os
 import sys
 
+from avfleet.core.cliopts import Parser
 from avfleet.core.logs import setup_logging
 from avfleet.nas.entry import add_arguments, config_from_args
 from avfleet.train.context import RunContext
@@ -17,7 +17,7 @@ from avfleet.train.launch import run_worker
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="search.py", description=__doc__)
+    parser = Parser(prog="search.py", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()

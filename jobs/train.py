@@ -6,11 +6,11 @@ PyTorchJob restarts the group). Run under `python -m avfleet.train.launch`, whic
 the workers' codes into one Kubeflow understands; each worker records its own here.
 """
 
-import argparse
 import logging
 import os
 import sys
 
+from avfleet.core.cliopts import Parser
 from avfleet.core.logs import setup_logging
 from avfleet.train.context import RunContext
 from avfleet.train.entry import add_arguments, config_from_args
@@ -18,7 +18,7 @@ from avfleet.train.launch import run_worker
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="train.py", description=__doc__)
+    parser = Parser(prog="train.py", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
     setup_logging()

@@ -2,7 +2,9 @@
 
 avfleet fleet generate|heldout|corrupt   synthetic fleet recordings
 avfleet index                            recordings -> frame index (Spark)
-avfleet plan-index / verify-index        the workflow's steps around the Spark job
+avfleet dataset build|check             training sets from the index
+avfleet mine / label / pseudo-label      select frames to label, label them
+avfleet evaluate                         mIoU of a model on a dataset
 avfleet workflows render                 Hera builders -> manifests/
 avfleet local-run FILE -p k=v            run a rendered workflow on this machine
 avfleet deploy / bench / lineage         the deploy stage (avfleet.cli_deploy)
@@ -11,45 +13,63 @@ avfleet demo                             the whole loop on embedded engines
 avfleet report --run DIR                 a demo run's report/index.html and summary.json
 avfleet metrics forget                   delete avfleet's Pushgateway groups past the retention
 avfleet pin-model --model NAME:V         keep a repository version served (a backfill's)
+avfleet step plan-index|verify-index|... the workflows' plumbing steps (plan, verify, publish)
+
+Every command takes --json (its result as one JSON document on stdout); every option's help
+is its config field's docstring (avfleet.core.cliopts).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from avfleet import cli_deploy, cli_nas
+from avfleet.core.cliopts import (
+    Parser,
+    add_field,
+    add_fields,
+    add_json_flags,
+    add_outputs_dir,
+    emit,
+    from_args,
+)
 from avfleet.core.entry import run_main
 from avfleet.core.logs import setup_logging
+
+HELDOUT_FIELDS = ("seed", "segment_s", "camera_hz", "gps_hz", "can_hz", "height", "width")
+"""What of FleetSpec a held-out set takes: its domains and rates are its own."""
 
 
 def _fleet_parsers(sub: argparse._SubParsersAction) -> None:
     fleet = sub.add_parser("fleet", help="synthetic fleet recordings").add_subparsers(
         dest="fleet_cmd", required=True
     )
+    from avfleet.fleet.world import FleetSpec
+
     gen = fleet.add_parser("generate", help="write a fleet of MCAP recordings")
-    gen.add_argument("--out", required=True)
-    gen.add_argument("--vehicles", type=int, default=4)
-    gen.add_argument("--days", type=int, default=1)
-    gen.add_argument("--minutes-per-day", type=float, default=5.0)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--start-date", default="2026-11-20")
-    gen.add_argument("--segment-s", type=float, default=60.0)
-    gen.add_argument("--workers", type=int, default=2)
+    gen.add_argument("--out", required=True, help="fleet root (path, file:// or s3://)")
+    add_fields(gen, FleetSpec)
+    gen.add_argument("--workers", type=int, default=2, help="processes rendering recordings")
     held = fleet.add_parser("heldout", help="write the domain-balanced held-out test set")
-    held.add_argument("--out", required=True)
-    held.add_argument("--segments-per-domain", type=int, default=1)
-    held.add_argument("--segment-s", type=float, default=10.0)
-    held.add_argument("--seed", type=int, default=1)
-    held.add_argument("--workers", type=int, default=2)
+    held.add_argument("--out", required=True, help="held-out root, apart from the fleet's")
+    held.add_argument(
+        "--segments-per-domain",
+        type=int,
+        default=1,
+        help="recordings per (time of day, weather, road) domain",
+    )
+    add_fields(held, FleetSpec, HELDOUT_FIELDS, seed=1, segment_s=10.0)
+    held.add_argument("--workers", type=int, default=2, help="processes rendering recordings")
     bad = fleet.add_parser(
         "corrupt", help="corrupt some recordings of a date in place (drills, tests)"
     )
-    bad.add_argument("--fleet", required=True)
-    bad.add_argument("--date", required=True)
+    bad.add_argument("--fleet", required=True, help="fleet root whose recordings to corrupt")
+    bad.add_argument("--date", required=True, help="the day whose recordings to corrupt")
     for kind in ("truncated", "bitflip-summary", "bitflip-signals", "bomb", "bomb-lying"):
         bad.add_argument(f"--{kind}", type=int, default=0, help=f"number of {kind} recordings")
-    bad.add_argument("--seed", type=int, default=0)
+    bad.add_argument("--seed", type=int, default=0, help="seed of which files and bytes")
     for p in (gen, held, bad):
         from avfleet.core.storage import add_storage_arguments
 
@@ -63,22 +83,15 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
 
     st = storage_from_args(args)
     if args.fleet_cmd == "generate":
-        spec = FleetSpec(
-            seed=args.seed,
-            vehicles=args.vehicles,
-            days=args.days,
-            start_date=args.start_date,
-            minutes_per_day=args.minutes_per_day,
-            segment_s=args.segment_s,
-        )
+        spec = from_args(FleetSpec, args, [f.name for f in dataclasses.fields(FleetSpec)])
         uris = generate.generate_fleet(spec, args.out, workers=args.workers, storage_config=st)
-        print(f"{len(uris)} recordings under {args.out}")
+        emit(args, {"recordings": uris}, f"{len(uris)} recordings under {args.out}")
     elif args.fleet_cmd == "heldout":
-        spec = FleetSpec(seed=args.seed, segment_s=args.segment_s)
+        spec = from_args(FleetSpec, args, HELDOUT_FIELDS)
         uris = generate.generate_heldout(
             spec, args.out, args.segments_per_domain, workers=args.workers, storage_config=st
         )
-        print(f"{len(uris)} held-out recordings under {args.out}")
+        emit(args, {"recordings": uris}, f"{len(uris)} held-out recordings under {args.out}")
     else:
         from avfleet.fleet.corrupt import KINDS, corrupt_fleet
 
@@ -87,12 +100,13 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
             for k in KINDS
             if getattr(args, k.replace("-", "_"))
         }
-        for c in corrupt_fleet(args.fleet, args.date, counts, args.seed, st):
-            print(f"{c.kind:16s} {c.uri}")
+        done = corrupt_fleet(args.fleet, args.date, counts, args.seed, st)
+        emit(args, {"corrupted": done}, "\n".join(f"{c.kind:16s} {c.uri}" for c in done))
 
 
-def _index_parsers(sub: argparse._SubParsersAction) -> None:
+def _index_parsers(sub: argparse._SubParsersAction, step: argparse._SubParsersAction) -> None:
     from avfleet.index import entry
+    from avfleet.index.job import IndexConfig
 
     index = sub.add_parser("index", help="index one day of recordings (Spark, metadata only)")
     entry.add_arguments(index)
@@ -104,33 +118,36 @@ def _index_parsers(sub: argparse._SubParsersAction) -> None:
         help="loop: one process without Spark (baseline)",
     )
 
-    plan = sub.add_parser("plan-index", help="count a date's recordings and size the Spark job")
-    plan.add_argument("--recordings", required=True)
-    plan.add_argument("--date", required=True)
-    plan.add_argument("--files-per-executor", type=int, default=200)
-    plan.add_argument("--max-executors", type=int, default=20)
+    plan = step.add_parser("plan-index", help="count a date's recordings and size the Spark job")
+    add_field(plan, IndexConfig, "recordings_uri", "--recordings")
+    add_field(plan, IndexConfig, "date")
     plan.add_argument(
-        "--outputs-dir",
-        default=None,
-        help="write num-files and executors here (Argo output parameters)",
+        "--files-per-executor", type=int, default=200, help="recordings one Spark executor scans"
     )
+    plan.add_argument(
+        "--max-executors", type=int, default=20, help="the most executors the job may ask for"
+    )
+    add_outputs_dir(plan)
     entry.add_storage_arguments(plan)
 
-    verify = sub.add_parser(
+    verify = step.add_parser(
         "verify-index", help="check a committed date: every input indexed or quarantined"
     )
-    verify.add_argument("--out", required=True)
-    verify.add_argument("--date", required=True)
-    verify.add_argument("--expect-files", type=int, default=None)
+    add_field(verify, IndexConfig, "out_uri", "--index")
+    add_field(verify, IndexConfig, "date")
+    verify.add_argument(
+        "--expect-files",
+        type=int,
+        default=None,
+        help="recordings the plan counted: fewer accounted for fails the step",
+    )
     verify.add_argument(
         "--outcome",
         default=None,
         help="the index job's outcome record: a permanent failure recorded there ends this "
         "step with its code",
     )
-    verify.add_argument(
-        "--outputs-dir", default=None, help="write quarantined and frames counts here"
-    )
+    add_outputs_dir(verify)
     entry.add_storage_arguments(verify)
 
 
@@ -138,7 +155,8 @@ def _cmd_index(args: argparse.Namespace) -> None:
     from avfleet.index import entry
     from avfleet.index.summary import print_index_report
 
-    print_index_report(entry.run(args, master=args.master, engine=args.engine))
+    report = entry.run(args, master=args.master, engine=args.engine)
+    emit(args, report, lambda: print_index_report(report))
 
 
 def _cmd_plan_index(args: argparse.Namespace) -> None:
@@ -150,7 +168,7 @@ def _cmd_plan_index(args: argparse.Namespace) -> None:
     executors = max(1, min(args.max_executors, -(-len(files) // args.files_per_executor)))
     outputs = {"num-files": len(files), "executors": executors}
     write_outputs(args.outputs_dir, outputs)
-    print(outputs)
+    emit(args, outputs)
 
 
 def _cmd_verify_index(args: argparse.Namespace) -> None:
@@ -160,27 +178,24 @@ def _cmd_verify_index(args: argparse.Namespace) -> None:
     from avfleet.workflows.outputs import write_outputs
 
     raise_recorded(args.outcome, storage_from_args(args))
-    result = verify_date(args.out, args.date, args.expect_files, storage_from_args(args))
+    result = verify_date(args.index, args.date, args.expect_files, storage_from_args(args))
     write_outputs(
         args.outputs_dir, {"frames": result["frames"], "quarantined": result["quarantined"]}
     )
-    print(result)
+    emit(args, result)
 
 
 def _dataset_parsers(sub: argparse._SubParsersAction) -> None:
     from avfleet.core.storage import add_storage_arguments
+    from avfleet.dataset.build import ENGINES, DatasetConfig
 
     ds = sub.add_parser("dataset", help="training sets").add_subparsers(
         dest="ds_cmd", required=True
     )
     build = ds.add_parser("build", help="fetch, label and write a versioned training set")
-    build.add_argument("--index", required=True, help="frame index root")
-    build.add_argument(
-        "--frames",
-        required=True,
-        help="random:N, or a .parquet/.json of frame ids (a mining selection)",
-    )
-    build.add_argument("--out", required=True, help="datasets root")
+    add_field(build, DatasetConfig, "index_uri", "--index")
+    add_field(build, DatasetConfig, "selection", "--frames")
+    add_field(build, DatasetConfig, "out_uri", "--out")
     build.add_argument(
         "--labels",
         required=True,
@@ -190,30 +205,17 @@ def _dataset_parsers(sub: argparse._SubParsersAction) -> None:
         "masks; each frame's annotation id and annotator go into the manifest), or a labeling "
         "tool's Parquet export (frame_id, mask_png)",
     )
-    build.add_argument(
-        "--engine",
-        choices=["auto", "loop", "spark"],
-        default="auto",
-        help="auto: Spark when the selection has at least --spark-min-frames frames",
-    )
-    build.add_argument("--spark-master", default=None, help="default local[*]")
-    build.add_argument("--spark-min-frames", type=int, default=20_000)
-    build.add_argument(
-        "--dates", nargs="*", default=[], help="index dates to select from (default: all)"
-    )
-    build.add_argument(
-        "--exclude", default=None, help="a dataset whose frames random selections skip"
-    )
-    build.add_argument(
-        "--base", default=None, help="a dataset version to extend with the selected frames"
-    )
-    build.add_argument("--seed", type=int, default=0)
-    build.add_argument(
-        "--outputs-dir", default=None, help="write dataset-uri here (Argo output parameter)"
-    )
+    add_field(build, DatasetConfig, "engine", choices=ENGINES)
+    add_field(build, DatasetConfig, "spark_master")
+    add_field(build, DatasetConfig, "spark_min_frames")
+    add_field(build, DatasetConfig, "dates")
+    add_field(build, DatasetConfig, "exclude_uri", "--exclude")
+    add_field(build, DatasetConfig, "base_uri", "--base")
+    add_field(build, DatasetConfig, "seed")
+    add_outputs_dir(build)
     add_storage_arguments(build)
     check = ds.add_parser("check", help="check a dataset's manifest against its data")
-    check.add_argument("dataset")
+    check.add_argument("dataset", help="the dataset version's URI")
     add_storage_arguments(check)
 
 
@@ -227,10 +229,13 @@ def _cmd_dataset(args: argparse.Namespace) -> None:
     if args.ds_cmd == "check":
         manifest = check_dataset(args.dataset, st)
         sources = manifest.get("frames_per_source", {})
-        print(
+        emit(
+            args,
+            {k: manifest[k] for k in ("version", "num_frames", "label_version")}
+            | {"frames_per_source": sources, "ok": True},
             f"{args.dataset}: {manifest['num_frames']} frames, labels {manifest['label_version']}"
             + (f" ({', '.join(f'{k} {v}' for k, v in sources.items())})" if sources else "")
-            + ": ok"
+            + ": ok",
         )
         return
     config = DatasetConfig(
@@ -258,21 +263,29 @@ def _cmd_dataset(args: argparse.Namespace) -> None:
         labeler = ToolLabels(args.labels, st)
     version = build_dataset(config, labeler)
     write_outputs(args.outputs_dir, {"dataset-uri": version.uri})
-    print(
-        f"{version.uri}: {version.num_frames} frames, labels {version.label_version}{' (reused)' if version.reused else ''}"
+    emit(
+        args,
+        version,
+        f"{version.uri}: {version.num_frames} frames, labels {version.label_version}"
+        + (" (reused)" if version.reused else ""),
     )
 
 
-def _train_parsers(sub: argparse._SubParsersAction) -> None:
-    plan = sub.add_parser("plan-train", help="size a PyTorchJob (worker replicas = nodes - 1)")
-    plan.add_argument("--nodes", type=int, required=True)
-    plan.add_argument("--outputs-dir", default=None)
+def _train_parsers(sub: argparse._SubParsersAction, step: argparse._SubParsersAction) -> None:
+    plan = step.add_parser("plan-train", help="size a PyTorchJob (worker replicas = nodes - 1)")
+    plan.add_argument(
+        "--nodes",
+        type=int,
+        required=True,
+        help="nodes the job spans (one master, the rest workers)",
+    )
+    add_outputs_dir(plan)
     ev = sub.add_parser(
         "evaluate", help="mIoU overall and per domain of a saved model on a dataset"
     )
     ev.add_argument("--model", required=True, help="model folder (arch.json + weights.pt)")
     ev.add_argument("--dataset", required=True, help="dataset version (e.g. the held-out set)")
-    ev.add_argument("--outputs-dir", default=None)
+    add_outputs_dir(ev)
 
 
 def _cmd_plan_train(args: argparse.Namespace) -> None:
@@ -282,7 +295,7 @@ def _cmd_plan_train(args: argparse.Namespace) -> None:
     if args.nodes < 1:
         raise ConfigError("nodes", "must be at least 1")
     write_outputs(args.outputs_dir, {"worker-replicas": args.nodes - 1})
-    print({"worker-replicas": args.nodes - 1})
+    emit(args, {"worker-replicas": args.nodes - 1})
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -298,9 +311,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         storage.join(args.model, "evaluation.json"), json.dumps(result.__dict__, indent=2)
     )
     write_outputs(args.outputs_dir, {"miou": f"{result.miou:.4f}"})
-    print(f"mIoU {100 * result.miou:.1f} on {sum(result.frames_per_domain.values())} frames")
+    lines = [f"mIoU {100 * result.miou:.1f} on {sum(result.frames_per_domain.values())} frames"]
     for domain, value in result.miou_per_domain.items():
-        print(f"  {domain:<26} {100 * value:5.1f}  ({result.frames_per_domain[domain]} frames)")
+        lines.append(
+            f"  {domain:<26} {100 * value:5.1f}  ({result.frames_per_domain[domain]} frames)"
+        )
+    emit(args, result, "\n".join(lines))
 
 
 def _workflow_parsers(sub: argparse._SubParsersAction) -> None:
@@ -318,7 +334,7 @@ def _workflow_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--workdir", default=None, help="where step sandboxes go (default: a temp folder)"
     )
-    run.add_argument("--spark-master", default="local[2]")
+    run.add_argument("--spark-master", default="local[2]", help="where SparkApplications run here")
     run.add_argument(
         "--templates",
         action="append",
@@ -331,8 +347,11 @@ def _cmd_workflows(args: argparse.Namespace) -> int:
     from avfleet.workflows.render import check_or_write
 
     drift = check_or_write(args.manifests, write=args.write)
-    for path in drift:
-        print(("wrote " if args.write else "drift: ") + path)
+    emit(
+        args,
+        {"written" if args.write else "drift": drift},
+        "\n".join(("wrote " if args.write else "drift: ") + path for path in drift) or "up to date",
+    )
     return 0 if args.write or not drift else 1
 
 
@@ -345,7 +364,11 @@ def _cmd_local_run(args: argparse.Namespace) -> int:
     for folder in args.templates or [os.path.dirname(os.path.abspath(args.manifest))]:
         executor.load_library(folder)
     result = executor.run_file(args.manifest, parse_parameters(args.parameter))
-    print(result.summary())
+    emit(
+        args,
+        {"succeeded": result.succeeded, "exit_code": result.exit_code, "summary": result.summary()},
+        result.summary(),
+    )
     return 0 if result.succeeded else result.exit_code
 
 
@@ -358,7 +381,7 @@ def _mining_parsers(sub: argparse._SubParsersAction) -> None:
     label.add_argument("--queue", required=True, help="queue.json of a mining run")
     label.add_argument("--oracle", required=True, metavar="FLEET_URI", help="synthetic fleet")
     label.add_argument("--out", required=True, help="labels export to write (.parquet)")
-    label.add_argument("--outputs-dir", default=None)
+    add_outputs_dir(label)
     add_storage_arguments(label)
     pseudo = sub.add_parser(
         "pseudo-label",
@@ -384,38 +407,39 @@ def _mining_parsers(sub: argparse._SubParsersAction) -> None:
         help="skip frames whose members agree on fewer pixels than this",
     )
     pseudo.add_argument("--max-frames", type=int, default=0, help="cap per run; 0: no cap")
-    pseudo.add_argument("--outputs-dir", default=None)
+    add_outputs_dir(pseudo)
     add_storage_arguments(pseudo)
 
 
-def _mining_plan_parsers(sub: argparse._SubParsersAction) -> None:
+def _mining_plan_parsers(sub: argparse._SubParsersAction, step: argparse._SubParsersAction) -> None:
     from avfleet.core.storage import add_storage_arguments
+    from avfleet.serve.outputs import Reduction
 
-    plan = sub.add_parser("plan-mining", help="the nightly run: yesterday's date, folder, model")
+    plan = step.add_parser("plan-mining", help="the nightly run: yesterday's date, folder, model")
     plan.add_argument("--now", required=True, help="RFC 3339 time the run was created")
     plan.add_argument("--timezone", default="UTC", help="the fleet's timezone")
-    plan.add_argument("--mining-root", required=True)
+    plan.add_argument("--mining-root", required=True, help="root of the nightly runs' folders")
     plan.add_argument("--repo", required=True, help="Triton model repository")
     plan.add_argument("--model", required=True, help="NAME (newest version) or NAME:VERSION")
     plan.add_argument("--date", default="", help="a day to mine instead of yesterday (backfill)")
-    plan.add_argument("--outputs-dir", default=None)
-    publish = sub.add_parser("publish-queue", help="hand a mining run's queue to labelers")
-    publish.add_argument("--queue", required=True)
+    add_outputs_dir(plan)
+    publish = step.add_parser("publish-queue", help="hand a mining run's queue to labelers")
+    publish.add_argument("--queue", required=True, help="queue.json of a finished mining run")
     publish.add_argument("--to", required=True, help="queues root")
-    publish.add_argument("--date", required=True)
-    publish.add_argument("--outputs-dir", default=None)
+    publish.add_argument("--date", required=True, help="the mined day: the queue's folder name")
+    add_outputs_dir(publish)
     model = sub.add_parser("publish-model", help="a trained ensemble -> a repository version")
     model.add_argument("--model-uri", required=True, help="saved model folder (arch.json, weights)")
     model.add_argument("--repo", required=True, help="Triton model repository")
-    model.add_argument("--name", required=True)
-    model.add_argument("--reduce", default="mean", choices=["mean", "top"])
-    model.add_argument("--top-fraction", type=float, default=0.1)
+    model.add_argument("--name", required=True, help="model name in the repository")
+    add_field(model, Reduction, "how", "--reduce", choices=["mean", "top"])
+    add_field(model, Reduction, "top_fraction")
     model.add_argument(
         "--triton-url",
         default="",
         help="a Triton in explicit model-control mode to load the new version; empty: none",
     )
-    model.add_argument("--outputs-dir", default=None)
+    add_outputs_dir(model)
     pin = sub.add_parser(
         "pin-model",
         help="keep a repository version served by Triton whatever is published after (a backfill)",
@@ -449,7 +473,7 @@ def _cmd_pin_model(args: argparse.Namespace) -> None:
         from avfleet.serve.client import load_model
 
         load_model(args.triton_url, name)
-    print(json.dumps({"model": name, "served": served}))
+    emit(args, {"model": name, "served": served}, json.dumps({"model": name, "served": served}))
 
 
 def _cmd_plan_mining(args: argparse.Namespace) -> None:
@@ -467,7 +491,7 @@ def _cmd_plan_mining(args: argparse.Namespace) -> None:
         date=args.date,
     )
     write_outputs(args.outputs_dir, plan)
-    print(plan)
+    emit(args, plan)
 
 
 def _cmd_publish_queue(args: argparse.Namespace) -> None:
@@ -477,7 +501,7 @@ def _cmd_publish_queue(args: argparse.Namespace) -> None:
 
     published = publish_queue(args.queue, args.to, args.date, storage_from_args(args))
     write_outputs(args.outputs_dir, {"published": published})
-    print(published)
+    emit(args, {"published": published}, str(published))
 
 
 def _cmd_publish_model(args: argparse.Namespace) -> None:
@@ -498,7 +522,7 @@ def _cmd_publish_model(args: argparse.Namespace) -> None:
 
         load_model(args.triton_url, ref.partition(":")[0])
     write_outputs(args.outputs_dir, {"model-ref": ref})
-    print(ref)
+    emit(args, {"model-ref": ref}, ref)
 
 
 def _cmd_mine(args: argparse.Namespace) -> None:
@@ -507,10 +531,12 @@ def _cmd_mine(args: argparse.Namespace) -> None:
 
     report = run(args)
     write_outputs(args.outputs_dir, output_parameters(args))
-    print(
+    emit(
+        args,
+        report,
         f"{report.selected} frames selected from {report.candidates} candidates "
         f"({report.frames_indexed} indexed, {report.frames_scored} scored, "
-        f"{report.shards_skipped} shards skipped); per domain: {report.selected_per_domain}"
+        f"{report.shards_skipped} shards skipped); per domain: {report.selected_per_domain}",
     )
 
 
@@ -530,7 +556,11 @@ def _cmd_pseudo_label(args: argparse.Namespace) -> None:
     write_pseudo_labels(table, args.out, st)
     write_outputs(args.outputs_dir, {"pseudo-labels": args.out})
     counts = table["domain"].value_counts().sort_index().to_dict()
-    print(f"{len(table)} frames pseudo-labeled -> {args.out}; per domain: {counts}")
+    emit(
+        args,
+        {"frames": len(table), "pseudo_labels": args.out, "per_domain": counts},
+        f"{len(table)} frames pseudo-labeled -> {args.out}; per domain: {counts}",
+    )
 
 
 def _cmd_label(args: argparse.Namespace) -> None:
@@ -540,19 +570,19 @@ def _cmd_label(args: argparse.Namespace) -> None:
 
     n = label_queue(args.queue, args.oracle, args.out, storage_from_args(args))
     write_outputs(args.outputs_dir, {"labels": args.out})
-    print(f"{n} frames labeled -> {args.out}")
+    emit(args, {"frames": n, "labels": args.out}, f"{n} frames labeled -> {args.out}")
 
 
 def _serve_parsers(sub: argparse._SubParsersAction) -> None:
+    from avfleet.serve.local import LocalServerConfig
+
     serve = sub.add_parser(
         "serve", help="a local Triton server (PyTriton's tritonserver) for repository versions"
     )
     serve.add_argument("--repo", required=True, help="Triton model repository")
     serve.add_argument("--model", action="append", required=True, help="NAME:VERSION (repeat)")
-    serve.add_argument("--http-port", type=int, default=8000)
-    serve.add_argument("--grpc-port", type=int, default=8001)
-    serve.add_argument("--metrics-port", type=int, default=8002)
-    serve.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads per model")
+    for name in ("http_port", "grpc_port", "metrics_port", "threads"):
+        add_field(serve, LocalServerConfig, name)
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
@@ -568,7 +598,16 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     )
     with LocalTriton(config) as server:
         names = ", ".join(f"{v.name}:{v.version}" for v in server.versions)
-        print(f"serving {names} on http :{args.http_port}, grpc :{args.grpc_port}", flush=True)
+        emit(
+            args,
+            {
+                "serving": [f"{v.name}:{v.version}" for v in server.versions],
+                "http_port": args.http_port,
+                "grpc_port": args.grpc_port,
+            },
+            f"serving {names} on http :{args.http_port}, grpc :{args.grpc_port}",
+        )
+        sys.stdout.flush()
         server.serve_forever()
 
 
@@ -578,8 +617,8 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
     d = DemoConfig()
     demo = sub.add_parser("demo", help="the data-engine loop on embedded engines")
     demo.add_argument("--out", default=d.out_dir, help=f"work folder (default ./{d.out_dir})")
-    demo.add_argument("--vehicles", type=int, default=d.vehicles)
-    demo.add_argument("--minutes-per-day", type=float, default=d.minutes_per_day)
+    add_field(demo, DemoConfig, "vehicles")
+    add_field(demo, DemoConfig, "minutes_per_day")
     demo.add_argument("--seed", type=int, default=d.seed, help=f"fleet seed (default {d.seed})")
     demo.add_argument(
         "--rounds", type=int, default=d.rounds, help="mining rounds after the first training"
@@ -645,8 +684,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from avfleet.report import write_report
 
     page, summary = write_report(args.run)
-    print("\n".join(summary["story"]))
-    print(f"report: {page}")
+    emit(args, {"report": page, **summary}, "\n".join([*summary["story"], f"report: {page}"]))
 
 
 def _metrics_parsers(sub: argparse._SubParsersAction) -> None:
@@ -668,7 +706,6 @@ def _metrics_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_metrics(args: argparse.Namespace) -> None:
-    import json
 
     from avfleet.core.errors import ConfigError
     from avfleet.core.metrics import forget_stale
@@ -676,10 +713,15 @@ def _cmd_metrics(args: argparse.Namespace) -> None:
     if args.max_age_hours <= 0:
         raise ConfigError("max_age_hours", f"must be positive, got {args.max_age_hours}")
     if not args.pushgateway:
-        print(json.dumps({"forgotten": [], "pushgateway": None}))
+        emit(args, {"forgotten": [], "pushgateway": None}, "no Pushgateway: nothing to forget")
         return
     deleted = forget_stale(args.pushgateway, args.max_age_hours * 3600)
-    print(json.dumps({"forgotten": deleted, "pushgateway": args.pushgateway}))
+    emit(
+        args,
+        {"forgotten": deleted, "pushgateway": args.pushgateway},
+        f"forgot {len(deleted)} stale group(s) on {args.pushgateway}"
+        + "".join(f"\n  {d}" for d in deleted),
+    )
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -695,9 +737,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="avfleet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = Parser(prog="avfleet", description=__doc__)
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
     )
@@ -708,35 +748,54 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LOG_LEVELS,
         help="how much to log (any case) (default: %(default)s)",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    step_parser = sub.add_parser(
+        "step",
+        help="workflow plumbing: what the Argo steps run between the stages (plan, verify, "
+        "publish)",
+    )
+    step = step_parser.add_subparsers(dest="step_cmd", required=True)
     _fleet_parsers(sub)
-    _index_parsers(sub)
+    _index_parsers(sub, step)
     _dataset_parsers(sub)
-    _train_parsers(sub)
+    _train_parsers(sub, step)
     _workflow_parsers(sub)
     _mining_parsers(sub)
-    _mining_plan_parsers(sub)
+    _mining_plan_parsers(sub, step)
     _serve_parsers(sub)
     cli_deploy.add_parsers(sub)
     cli_nas.add_parsers(sub)
     _demo_parser(sub)
     _metrics_parsers(sub)
+    # Listed last: people run the verbs above; the workflows run these.
+    sub._choices_actions.append(sub._choices_actions.pop(0))
+    add_json_flags(parser)
     return parser
 
 
-COMMANDS = {
-    "fleet": _cmd_fleet,
-    "index": _cmd_index,
+STEP_COMMANDS = {
     "plan-index": _cmd_plan_index,
     "verify-index": _cmd_verify_index,
-    "dataset": _cmd_dataset,
     "plan-train": _cmd_plan_train,
+    "plan-mining": _cmd_plan_mining,
+    "publish-queue": _cmd_publish_queue,
+}
+"""`avfleet step <verb>`: what the workflows' plumbing steps run."""
+
+
+def _cmd_step(args: argparse.Namespace) -> int | None:
+    return STEP_COMMANDS[args.step_cmd](args)
+
+
+COMMANDS = {
+    "step": _cmd_step,
+    "fleet": _cmd_fleet,
+    "index": _cmd_index,
+    "dataset": _cmd_dataset,
     "evaluate": _cmd_evaluate,
     "workflows": _cmd_workflows,
     "local-run": _cmd_local_run,
     "mine": _cmd_mine,
-    "plan-mining": _cmd_plan_mining,
-    "publish-queue": _cmd_publish_queue,
     "publish-model": _cmd_publish_model,
     "pin-model": _cmd_pin_model,
     "label": _cmd_label,

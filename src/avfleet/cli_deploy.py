@@ -13,7 +13,11 @@ import json
 import sys
 
 from avfleet.bench import agent_main as bench_agent
+from avfleet.bench.agent import AgentConfig
 from avfleet.bench.client import TOKEN_ENV, token_from_env
+from avfleet.core.cliopts import add_field, add_input_hw, add_outputs_dir, emit, say
+from avfleet.deploy.config import ExportConfig
+from avfleet.deploy.registry import PromoteConfig
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -28,19 +32,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--validation", required=True, help="dataset the bench scores")
     export.add_argument("--releases", required=True, help="releases root")
     export.add_argument("--calibration", default="", help="INT8 calibration dataset")
-    export.add_argument("--validation-frames", type=int, default=240)
+    add_field(export, ExportConfig, "validation_frames")
     build = deploy.add_parser("build", help="the release's engine for this machine (cached)")
-    build.add_argument("--release", required=True)
+    build.add_argument("--release", required=True, help="the release folder (deploy export)")
     build.add_argument("--cache", required=True, help="engine cache root")
-    build.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
-    build.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
-    build.add_argument("--target", default="")
+    add_field(build, AgentConfig, "runtime", choices=["onnxruntime", "tensorrt"])
+    build.add_argument(
+        "--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="engine precision"
+    )
+    add_field(build, AgentConfig, "target")
     promote = deploy.add_parser("promote", help="gates -> Triton version -> registry pointer")
-    promote.add_argument("--release", required=True)
-    promote.add_argument("--report", required=True, help="the bench report (JSON)")
-    promote.add_argument("--registry", required=True)
-    promote.add_argument("--repo", required=True, help="Triton model repository mining reads")
-    promote.add_argument("--name", default="dpe-scorer")
+    add_field(promote, PromoteConfig, "release_uri", "--release")
+    add_field(promote, PromoteConfig, "report_uri", "--report")
+    add_field(promote, PromoteConfig, "registry_uri", "--registry")
+    add_field(promote, PromoteConfig, "model_repo_uri", "--repo")
+    add_field(promote, PromoteConfig, "model_name", "--name")
     promote.add_argument(
         "--policy",
         default="",
@@ -55,7 +61,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="the serving Triton (grpc:// or http://), told to load the promoted version; empty: none",
     )
     for p in (export, build, promote):
-        p.add_argument("--outputs-dir", default=None, help="write output parameters here (Argo)")
+        add_outputs_dir(p)
         add_storage_arguments(p)
 
     bench = sub.add_parser("bench", help="bench agent and validations").add_subparsers(
@@ -74,7 +80,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     validate.add_argument("--cache", default="", help="engine cache of the local agent")
 
     lineage = sub.add_parser("lineage", help="promoted engine -> model -> dataset -> recordings")
-    lineage.add_argument("--registry", required=True)
+    add_field(lineage, PromoteConfig, "registry_uri", "--registry")
     lineage.add_argument("--release", default="", help="a release id (default: the promoted one)")
     lineage.add_argument("--frames", type=int, default=5, help="frame ids shown per dataset")
     lineage.add_argument("--json", action="store_true", help="the whole chain as JSON")
@@ -105,10 +111,12 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
             args.outputs_dir,
             {"release-uri": release, "reference-miou": f"{info['reference_miou']:.6f}"},
         )
-        print(
+        emit(
+            args,
+            {"release_uri": release, **info},
             f"release {info['release_id']} at {release}: {info['parameters']:,} parameters, "
             f"ONNX vs PyTorch max abs error {info['export_parity']['max_abs_error']:.2g}, "
-            f"reference mIoU {100 * info['reference_miou']:.1f} on {info['validation_frames']} frames"
+            f"reference mIoU {100 * info['reference_miou']:.1f} on {info['validation_frames']} frames",
         )
     elif args.deploy_cmd == "build":
         from avfleet.bench.engines import EngineSpec, build_engine
@@ -125,7 +133,11 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
         )
         write_outputs(args.outputs_dir, {"engine-key": engine.key})
         how = "cached" if engine.cached else f"built in {engine.info['build_s']:.1f} s"
-        print(f"engine {engine.key} ({engine.info['engine_bytes']:,} bytes, {how}) at {engine.uri}")
+        emit(
+            args,
+            {"key": engine.key, "uri": engine.uri, "cached": engine.cached, **engine.info},
+            f"engine {engine.key} ({engine.info['engine_bytes']:,} bytes, {how}) at {engine.uri}",
+        )
     else:
         from avfleet.core.metrics import MetricsConfig
         from avfleet.deploy.registry import PromoteConfig, promote, promotion_policy
@@ -147,8 +159,10 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
             args.outputs_dir,
             {"release-id": pointer["release_id"], "model-ref": pointer["model_ref"]},
         )
-        print(
-            f"promoted release {pointer['release_id']}; mining now scores with {pointer['model_ref']}"
+        emit(
+            args,
+            pointer,
+            f"promoted release {pointer['release_id']}; mining now scores with {pointer['model_ref']}",
         )
 
 
@@ -184,7 +198,7 @@ def _validate(args: argparse.Namespace, st) -> int:  # noqa: ANN001
                 }
         else:  # this machine stands in for the bench: ONNX Runtime, which has no fp16 path
             if spec.get("precision") == "fp16":
-                print(f"{name}: the local ONNX Runtime bench builds fp32 for fp16", flush=True)
+                say(args, f"{name}: the local ONNX Runtime bench builds fp32 for fp16")
                 spec = {**spec, "precision": "fp32"}
             cache = args.cache or spec["reportUri"].rsplit("/", 1)[0] + "/engine-cache"
             local = stack.enter_context(
@@ -202,7 +216,7 @@ def _validate(args: argparse.Namespace, st) -> int:  # noqa: ANN001
             benches = {"local-bench": local}
 
         def show(status: dict) -> None:
-            print(f"{name}: {status.get('phase')}: {status.get('message')}", flush=True)
+            say(args, f"{name}: {status.get('phase')}: {status.get('message')}")
 
         status = run_validation(name, spec, benches, on_status=show, storage_config=st)
     if status["phase"] != scheduler.SUCCEEDED:
@@ -210,9 +224,11 @@ def _validate(args: argparse.Namespace, st) -> int:  # noqa: ANN001
             f"validation {name} {status['phase'].lower()}: {status.get('message')}"
         )
     summary = status["summary"]
-    print(
+    emit(
+        args,
+        status,
         f"{name}: p50 {summary['p50Ms']:.2f} ms, p99 {summary['p99Ms']:.2f} ms, "
-        f"mIoU {100 * summary['miou']:.1f}, argmax agreement {summary['argmaxAgreement']:.4f}"
+        f"mIoU {100 * summary['miou']:.1f}, argmax agreement {summary['argmaxAgreement']:.4f}",
     )
     return 0
 
@@ -238,7 +254,7 @@ def _latency_parsers(sub: argparse._SubParsersAction) -> None:
         help="measure every unit pruning a width-W net can reach on a bench -> a table file",
     )
     prof.add_argument("--width", type=float, default=2.0, help="width multiplier of the net")
-    prof.add_argument("--input-hw", type=int, nargs=2, default=[64, 128], metavar=("H", "W"))
+    add_input_hw(prof)
     prof.add_argument("--out", required=True, help="the table file to write (lut.json)")
     prof.add_argument(
         "--bench",
@@ -248,7 +264,7 @@ def _latency_parsers(sub: argparse._SubParsersAction) -> None:
     prof.add_argument(
         "--cache", default="", help="unit cache when profiling here (default: beside --out)"
     )
-    prof.add_argument("--outputs-dir", default=None)
+    add_outputs_dir(prof)
 
 
 def _cmd_latency(args: argparse.Namespace) -> None:
@@ -266,9 +282,16 @@ def _cmd_latency(args: argparse.Namespace) -> None:
     )
     write_outputs(args.outputs_dir, {"lut-uri": args.out})
     dense = table.predict(arch)
-    print(
+    emit(
+        args,
+        {
+            "lut": args.out,
+            "units": len(table.entries),
+            "bench": table.bench,
+            "predicted_ms": dense.total_ms,
+        },
         f"{args.out}: {len(table.entries)} units on {table.bench} in {time.time() - started:.1f} s; "
-        f"the width-{args.width:g} net: {dense.total_ms:.3f} ms predicted"
+        f"the width-{args.width:g} net: {dense.total_ms:.3f} ms predicted",
     )
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from avfleet.core.cliopts import add_input_hw, add_outputs_dir, emit
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     from avfleet.core.storage import add_storage_arguments
@@ -26,7 +28,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     prof.add_argument("--out", required=True, help="the table file to write (lut.json)")
     prof.add_argument("--bench", default="", help="a bench agent's address; '': this machine")
     prof.add_argument("--cache", default="", help="unit cache here (default: beside --out)")
-    prof.add_argument("--input-hw", type=int, nargs=2, default=[64, 128], metavar=("H", "W"))
+    add_input_hw(prof)
 
     plan = nas.add_parser("plan", help="the items a map job fans out over (a JSON list)")
     what = plan.add_mutually_exclusive_group(required=True)
@@ -35,16 +37,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     derive = nas.add_parser("derive", help="a finished search -> the arch.json to retrain")
     derive.add_argument("--search", required=True, help="the search folder (search.json)")
-    derive.add_argument("--latency-lut", required=True)
+    derive.add_argument(
+        "--latency-lut", required=True, help="the latency table the search used (lut.json)"
+    )
     derive.add_argument("--target-ms", type=float, default=0.0, help="0: take the argmax as it is")
     derive.add_argument("--out", required=True, help="arch.json to write")
 
     rec = nas.add_parser("record", help="one candidate's measurements -> its record")
-    rec.add_argument("--name", required=True)
+    rec.add_argument("--name", required=True, help="the candidate's name in the front")
     rec.add_argument("--model", required=True, help="the trained model folder")
     rec.add_argument("--release", required=True, help="its release folder (avfleet deploy export)")
     rec.add_argument("--report", required=True, help="the bench's report of the release")
-    rec.add_argument("--target-ms", type=float, default=0.0)
+    rec.add_argument(
+        "--target-ms", type=float, default=0.0, help="the latency target it was searched for"
+    )
     rec.add_argument("--arch", default="", help="the derived arch.json (its predicted latency)")
     rec.add_argument("--search", default="", help="the search folder (its cost)")
     rec.add_argument("--settings", default="{}", help="the item's settings (JSON object)")
@@ -56,10 +62,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     pick = nas.add_parser("pick", help="the best net of a front under a latency budget")
     pick.add_argument("--pareto", required=True, help="pareto.json")
-    pick.add_argument("--budget-ms", type=float, required=True)
+    pick.add_argument(
+        "--budget-ms", type=float, required=True, help="the latency the picked net must meet"
+    )
 
     for p in (prof, plan, derive, rec, par, pick):
-        p.add_argument("--outputs-dir", default=None)
+        add_outputs_dir(p)
         add_storage_arguments(p)
 
 
@@ -77,7 +85,7 @@ def _cmd_nas(args: argparse.Namespace) -> None:
         items = plan_targets(args.targets) if args.targets else plan_grid(args.grid)
         text = json.dumps(items)
         write_outputs(args.outputs_dir, {"items": text, "count": len(items)})
-        print(text)
+        emit(args, items, text)
     elif args.nas_cmd == "derive":
         from avfleet.latency.lut import load_table
         from avfleet.nas.derive import derive, entropy_bits
@@ -103,9 +111,17 @@ def _cmd_nas(args: argparse.Namespace) -> None:
             args.outputs_dir, {"arch-uri": args.out, "predicted-ms": f"{result.predicted_ms:.4f}"}
         )
         how = "" if result.met else f" (over the {args.target_ms} ms target: nothing faster left)"
-        print(
+        emit(
+            args,
+            {
+                "arch": args.out,
+                "choice": result.choice,
+                "predicted_ms": result.predicted_ms,
+                "met": result.met,
+                "changes": len(result.changes),
+            },
             f"{args.out}: {result.choice}, {result.predicted_ms:.3f} ms predicted{how}, "
-            f"{len(result.changes)} change(s) to the argmax"
+            f"{len(result.changes)} change(s) to the argmax",
         )
     elif args.nas_cmd == "record":
         from avfleet.nas.pareto import record
@@ -132,8 +148,10 @@ def _cmd_nas(args: argparse.Namespace) -> None:
         )
         storage.atomic_write_text(args.out, json.dumps(rec, indent=2), st)
         write_outputs(args.outputs_dir, {"result": json.dumps(rec, separators=(",", ":"))})
-        print(
-            f"{args.name}: p50 {rec['p50_ms']:.3f} ms on {rec['bench']}, mIoU {100 * rec['miou']:.1f}"
+        emit(
+            args,
+            rec,
+            f"{args.name}: p50 {rec['p50_ms']:.3f} ms on {rec['bench']}, mIoU {100 * rec['miou']:.1f}",
         )
     elif args.nas_cmd == "pareto":
         from avfleet.nas.pareto import parse_results, table, write_front
@@ -141,8 +159,12 @@ def _cmd_nas(args: argparse.Namespace) -> None:
         records = parse_results(args.results)
         doc = write_front(records, args.out, st)
         write_outputs(args.outputs_dir, {"pareto-uri": storage.join(args.out, "pareto.json")})
-        print(table(records, set(doc["front"])), end="")
-        print(f"front: {', '.join(doc['front'])} (written to {args.out})")
+        emit(
+            args,
+            doc,
+            table(records, set(doc["front"]))
+            + f"front: {', '.join(doc['front'])} (written to {args.out})",
+        )
     else:
         from avfleet.nas.pareto import pick
 
@@ -152,9 +174,11 @@ def _cmd_nas(args: argparse.Namespace) -> None:
             args.outputs_dir,
             {"model-uri": best["model_uri"], "release-uri": best["release_uri"]},
         )
-        print(
+        emit(
+            args,
+            best,
             f"{best['name']}: p50 {best['p50_ms']:.3f} ms <= {args.budget_ms} ms, "
-            f"mIoU {100 * best['miou']:.1f}; model {best['model_uri']}"
+            f"mIoU {100 * best['miou']:.1f}; model {best['model_uri']}",
         )
 
 
@@ -176,9 +200,11 @@ def _profile(args: argparse.Namespace) -> None:
         cache=args.cache,
     )
     write_outputs(args.outputs_dir, {"lut-uri": args.out})
-    print(
+    emit(
+        args,
+        {"lut": args.out, "units": len(table.entries), "bench": table.bench},
         f"{args.out}: {len(table.entries)} units of the search space on {table.bench} "
-        f"in {time.time() - started:.1f} s"
+        f"in {time.time() - started:.1f} s",
     )
 
 

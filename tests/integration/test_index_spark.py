@@ -133,7 +133,7 @@ def test_killed_rerun_never_shows_half_a_version(clean_fleet, tmp_path):
         str(fleet),
         "--date",
         DATE,
-        "--out",
+        "--index",
         out,
     ]
     subprocess.run(cmd, check=True, capture_output=True)

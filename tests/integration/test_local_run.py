@@ -18,7 +18,7 @@ def avfleet(*args: str) -> subprocess.CompletedProcess:
 
 def test_local_run_matches_avfleet_index(corrupt_fleet_uri, tmp_path):
     via_cli, via_workflow = str(tmp_path / "cli"), str(tmp_path / "workflow")
-    cli = avfleet("index", "--recordings", corrupt_fleet_uri, "--date", DATE, "--out", via_cli)
+    cli = avfleet("index", "--recordings", corrupt_fleet_uri, "--date", DATE, "--index", via_cli)
     assert cli.returncode == 0, cli.stderr[-3000:]
     manifest = str(default_manifests_dir() / "workflows" / "fleet-index.yaml")
     run = avfleet(
@@ -53,7 +53,13 @@ def test_local_run_matches_avfleet_index(corrupt_fleet_uri, tmp_path):
 
 def test_bad_input_exits_with_a_permanent_code(tmp_path):
     bad_date = avfleet(
-        "index", "--recordings", str(tmp_path), "--date", "2026-13-01", "--out", str(tmp_path / "i")
+        "index",
+        "--recordings",
+        str(tmp_path),
+        "--date",
+        "2026-13-01",
+        "--index",
+        str(tmp_path / "i"),
     )
     assert bad_date.returncode == 78
     assert "IndexConfig.date" in bad_date.stderr
@@ -65,7 +71,7 @@ def test_bad_input_exits_with_a_permanent_code(tmp_path):
             str(tmp_path),
             "--date",
             "nope",
-            "--out",
+            "--index",
             str(tmp_path),
         ],
         capture_output=True,

@@ -71,7 +71,9 @@ class AgentConfig:
     cache_uri: str
     """Engine cache on the device (engines are built once per model, precision and runtime)."""
     host: str = "127.0.0.1"
+    """Address to listen on."""
     port: int = 8470
+    """Port to listen on."""
     runtime: str = "onnxruntime"
     """onnxruntime (CPU) or tensorrt (Jetson / GPU)."""
     target: str = ""

@@ -12,11 +12,24 @@ from avfleet.core import storage
 def add_arguments(agent: argparse.ArgumentParser) -> None:
     """The agent's command line (`avfleet bench agent`, `python3 -m avfleet.bench.agent_main`)."""
     agent.add_argument("--cache", required=True, help="engine cache on this device")
-    agent.add_argument("--host", default="127.0.0.1")
-    agent.add_argument("--port", type=int, default=8470)
-    agent.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
-    agent.add_argument("--target", default="")
-    agent.add_argument("--threads", type=int, default=1)
+    # Written out, not made from AgentConfig (avfleet.core.cliopts): the agent runs on JetPack's
+    # Python 3.8 with nothing but its own few dependencies; the texts are AgentConfig's.
+    agent.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    agent.add_argument("--port", type=int, default=8470, help="port to listen on")
+    agent.add_argument(
+        "--runtime",
+        default="onnxruntime",
+        choices=["onnxruntime", "tensorrt"],
+        help="onnxruntime (CPU) or tensorrt (Jetson / GPU)",
+    )
+    agent.add_argument(
+        "--target",
+        default="",
+        help="the bench's name for what it runs on, e.g. xavier-agx-jp5; '' = this machine",
+    )
+    agent.add_argument(
+        "--threads", type=int, default=1, help="inference threads (ONNX Runtime intra-op)"
+    )
     agent.add_argument(
         "--allow",
         action="append",

@@ -295,11 +295,19 @@ class ByteSource:
         self.close()
 
 
+STORAGE_OPTIONS = {
+    "s3_endpoint_url": "S3 endpoint (moto, MinIO, a VPC endpoint); None uses AWS's.",
+    "s3_region": "Region passed to the S3 client; None lets botocore decide.",
+}
+"""The S3 options' help: StorageConfig's docstrings, written out (tests/unit/test_cli.py checks
+they agree) because the bench agent takes these options on JetPack's Python 3.8, where the
+generator (avfleet.core.cliopts) does not run."""
+
+
 def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--s3-endpoint-url", default=None, help="S3 endpoint (moto, MinIO); default AWS"
-    )
-    parser.add_argument("--s3-region", default=None, help="S3 region")
+    """The S3 options of every command that touches storage (StorageConfig's fields)."""
+    for name, text in STORAGE_OPTIONS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", default=None, help=text)
 
 
 def storage_from_args(args: argparse.Namespace) -> StorageConfig:

@@ -14,7 +14,6 @@ broken export must not reach a bench.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import pickle
@@ -26,30 +25,13 @@ from avfleet.bench.engines import ort_runner
 from avfleet.bench.measure import Bundle, accuracy, parity, to_input
 from avfleet.core import storage
 from avfleet.core.errors import PermanentError
+from avfleet.deploy.config import ExportConfig
 from avfleet.train.data import decode, domain_of, read_rows
 from avfleet.train.export import export_onnx
 from avfleet.train.loop import load_model
 from avfleet.train.models import num_parameters
 
 EXPORT_INFO = "export.json"
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ExportConfig:
-    model_uri: str
-    """A trained model folder (arch.json + weights.pt), e.g. <run>/deployable/model."""
-    validation_uri: str
-    """Dataset whose frames the bench scores (the held-out set)."""
-    releases_uri: str
-    """Where release folders are written."""
-    calibration_uri: str = ""
-    """Dataset INT8 calibration frames come from ('' = the model's training dataset)."""
-    validation_frames: int = 240
-    calibration_frames: int = 64
-    parity_frames: int = 16
-    max_export_error: float = 1e-3
-    """ONNX Runtime vs PyTorch on the parity frames, max absolute logit difference."""
-    storage: storage.StorageConfig = storage.StorageConfig()
 
 
 def model_sha256(model_uri: str, config: storage.StorageConfig | None = None) -> str:

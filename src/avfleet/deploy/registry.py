@@ -59,12 +59,15 @@ class NotPromoted(PermanentError):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PromoteConfig:
     release_uri: str
+    """The release folder to judge (deploy export wrote it)."""
     report_uri: str
     """The bench report (written by the bench operator or the local validation)."""
     registry_uri: str
+    """The model registry: releases, the promoted pointer and its history."""
     model_repo_uri: str
     """The Triton model repository that mining reads."""
     model_name: str = "dpe-scorer"
+    """The scorer's name in the repository and the registry."""
     gates: Gates = dataclasses.field(default_factory=promotion_policy)
     """The promotion policy's gates (never a submitter's parameter)."""
     storage: storage.StorageConfig = storage.StorageConfig()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from avfleet.core.cliopts import add_field
 from avfleet.core.metrics import MetricsConfig
 from avfleet.core.storage import add_storage_arguments, storage_from_args
 from avfleet.index.job import IndexConfig, IndexReport, LoopEngine, SparkEngine, run_index
@@ -12,20 +13,13 @@ from avfleet.index.scan import ScanConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--recordings",
-        required=True,
-        help="fleet root holding raw/date=D/... (path, file:// or s3://)",
-    )
-    parser.add_argument("--date", required=True, help="day to index, YYYY-MM-DD")
-    parser.add_argument("--out", required=True, help="index root")
-    parser.add_argument("--run-id", default="", help="run id (default: new, sortable)")
-    parser.add_argument(
-        "--num-partitions", type=int, default=0, help="Spark tasks (default: 2 per core)"
-    )
-    parser.add_argument(
-        "--pushgateway", default=None, help="Pushgateway host:port to push metrics to"
-    )
+    add_field(parser, IndexConfig, "recordings_uri", "--recordings")
+    add_field(parser, IndexConfig, "date")
+    add_field(parser, IndexConfig, "out_uri", "--index")
+    add_field(parser, IndexConfig, "run_id")
+    add_field(parser, IndexConfig, "num_partitions")
+    add_field(parser, IndexConfig, "worker_memory_cap_bytes")
+    add_field(parser, MetricsConfig, "pushgateway_url", "--pushgateway")
     parser.add_argument(
         "--summary-json",
         default=None,
@@ -38,9 +32,10 @@ def config_from_args(args: argparse.Namespace) -> IndexConfig:
     return IndexConfig(
         recordings_uri=args.recordings,
         date=args.date,
-        out_uri=args.out,
+        out_uri=args.index,
         run_id=args.run_id,
         num_partitions=args.num_partitions,
+        worker_memory_cap_bytes=args.worker_memory_cap_bytes,
         scan=ScanConfig(storage=storage_from_args(args)),
         metrics=MetricsConfig(pushgateway_url=args.pushgateway),
     )

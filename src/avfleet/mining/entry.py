@@ -6,6 +6,7 @@ import argparse
 import json
 
 from avfleet.core import storage
+from avfleet.core.cliopts import add_field, add_outputs_dir
 from avfleet.core.metrics import MetricsConfig
 from avfleet.mining.job import InProcessScorer, MineConfig, MineReport, run_mine, write_parquet
 from avfleet.mining.select import STRATEGIES, SelectionConfig
@@ -14,9 +15,9 @@ from avfleet.mining.select import STRATEGIES, SelectionConfig
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from avfleet.core.storage import add_storage_arguments
 
-    parser.add_argument("--index", required=True, help="frame index root")
-    parser.add_argument("--date", required=True, help="index date to mine, YYYY-MM-DD")
-    parser.add_argument("--model", required=True, help="NAME:VERSION in the model repository")
+    add_field(parser, MineConfig, "index_uri", "--index")
+    add_field(parser, MineConfig, "date")
+    add_field(parser, MineConfig, "model")
     parser.add_argument("--repo", required=True, help="Triton model repository")
     parser.add_argument(
         "--no-pre-annotate",
@@ -24,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="leave the Label Studio tasks without the model's predicted masks",
     )
-    parser.add_argument("--budget", type=int, required=True, help="K: frames to select")
-    parser.add_argument("--out", required=True, help="run folder")
+    add_field(parser, SelectionConfig, "budget")
+    add_field(parser, MineConfig, "out_uri", "--out")
     parser.add_argument(
         "--triton-url",
         default=None,
@@ -34,30 +35,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ready-timeout-s", type=float, default=60.0, help="wait this long for Triton to be ready"
     )
-    parser.add_argument(
-        "--labeled", default=None, help="a dataset version whose frames are already labeled"
-    )
-    parser.add_argument("--score", default="mutual_information")
-    parser.add_argument(
-        "--strategy",
-        default="uncertainty",
-        choices=list(STRATEGIES),
-        help="uncertainty (scores, quotas, diversity), stratified (quotas, random inside a "
-        "domain) or random (uniform)",
-    )
+    add_field(parser, MineConfig, "labeled_uri", "--labeled")
+    add_field(parser, SelectionConfig, "score")
+    add_field(parser, SelectionConfig, "strategy", choices=list(STRATEGIES))
     parser.add_argument(
         "--no-diversity",
         dest="diversity",
         action="store_false",
         help="take each domain's most uncertain frames in order (no k-center)",
     )
-    parser.add_argument("--window-s", type=float, default=2.0, help="de-duplication window")
-    parser.add_argument("--alpha", type=float, default=0.5, help="domain quota exponent")
-    parser.add_argument("--shard-recordings", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pushgateway", default=None)
-    parser.add_argument("--outputs-dir", default=None, help="write output parameters here (Argo)")
+    add_field(parser, SelectionConfig, "window_s")
+    add_field(parser, SelectionConfig, "alpha")
+    add_field(parser, MineConfig, "shard_recordings")
+    add_field(parser, MineConfig, "batch_size")
+    add_field(parser, SelectionConfig, "seed")
+    add_field(parser, MetricsConfig, "pushgateway_url", "--pushgateway")
+    add_outputs_dir(parser)
     add_storage_arguments(parser)
 
 

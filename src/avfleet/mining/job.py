@@ -61,18 +61,25 @@ class InProcessScorer:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MineConfig:
     index_uri: str
+    """Frame index root."""
     date: str
+    """Index date to mine, YYYY-MM-DD."""
     model: str
     """NAME:VERSION in the model repository."""
     out_uri: str
+    """This mining run's folder (scores, selection, queue, report)."""
     selection: SelectionConfig
+    """How the budget is spent over the scored frames."""
     labeled_uri: str | None = None
     """A dataset version whose frames are already labeled: never candidates again."""
     shard_recordings: int = 8
     """Recordings per shard: the unit a rerun skips."""
     batch_size: int = 32
+    """Frames per scoring request."""
     storage: storage.StorageConfig = dataclasses.field(default_factory=storage.StorageConfig)
+    """How to reach the index, recordings, repository and outputs."""
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+    """Where metrics go."""
     pre_annotate_with: str = ""
     """A model folder (the scoring version's source ensemble) whose predicted masks go into
     each task's `predictions`, so labelers correct rather than draw; empty: none."""

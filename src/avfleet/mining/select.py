@@ -55,6 +55,7 @@ class SelectionConfig:
     diversity: bool = True
     """k-center inside a domain's pool; False takes the pool in score order."""
     seed: int = 0
+    """Seed of random choices (stratified and random strategies, ties)."""
 
     def __post_init__(self) -> None:
         if self.budget <= 0:

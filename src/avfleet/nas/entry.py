@@ -4,29 +4,33 @@ from __future__ import annotations
 
 import argparse
 
+from avfleet.core.cliopts import add_field
 from avfleet.nas.search import SearchConfig
+
+# The options, in order, with the SearchConfig field each one sets (flag: None = --field-name).
+SEARCH_OPTIONS = {
+    "dataset_uri": "--dataset",
+    "out_uri": "--out",
+    "latency_lut_uri": "--latency-lut",
+    "target_latency_ms": None,
+    "epochs": None,
+    "batch_size": None,
+    "lr": None,
+    "arch_lr": None,
+    "latency_weight": None,
+    "warmup": None,
+    "arch_split": None,
+    "seed": None,
+    "checkpoint_every": None,
+    "stop_after_steps": None,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="dataset version URI")
-    parser.add_argument("--out", required=True, help="search folder")
-    parser.add_argument(
-        "--latency-lut", required=True, help="the bench's table (avfleet nas profile)"
-    )
-    parser.add_argument("--target-latency-ms", type=float, required=True)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--arch-lr", type=float, default=0.03)
-    parser.add_argument("--latency-weight", type=float, default=2.0)
-    parser.add_argument("--warmup", type=float, default=0.2)
+    """The search job's options, made from SearchConfig's fields (help: their docstrings)."""
+    for name, flag in SEARCH_OPTIONS.items():
+        add_field(parser, SearchConfig, name, *([flag] if flag else []))
     parser.add_argument("--soft", action="store_true", help="FBNet's soft mix (every block runs)")
-    parser.add_argument(
-        "--arch-split", type=int, default=5, help="one frame in N trains alpha, the rest weights"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-every", type=int, default=20)
-    parser.add_argument("--stop-after-steps", type=int, default=0)
 
 
 def config_from_args(args: argparse.Namespace) -> SearchConfig:

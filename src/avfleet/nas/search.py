@@ -68,9 +68,11 @@ class SearchConfig:
     epochs: int = 4
     """Passes over the weights split."""
     batch_size: int = 8
+    """Frames per rank per step (each split)."""
     lr: float = 0.05
     """SGD learning rate of the supernet weights (momentum 0.9, cosine decay)."""
     weight_decay: float = 1e-4
+    """SGD weight decay of the supernet weights."""
     arch_lr: float = 0.03
     """Adam learning rate of alpha."""
     latency_weight: float = 2.0
@@ -78,13 +80,17 @@ class SearchConfig:
     warmup: float = 0.2
     """Share of the steps that train the weights alone."""
     tau_start: float = 5.0
+    """Gumbel-softmax temperature at the first step (annealed exponentially)."""
     tau_end: float = 0.2
+    """Gumbel-softmax temperature at the last step."""
     hard: bool = True
     """Straight-through one-hot masks (one sampled block runs); False: FBNet's soft mix."""
     arch_split: int = 5
     """One frame in `arch_split` trains alpha, the rest the weights."""
     seed: int = 0
+    """Seed of initialisation, data order and the Gumbel noise."""
     checkpoint_every: int = 20
+    """Steps between checkpoints."""
     stop_after_steps: int = 0
     """Stop (after a checkpoint) at this step; 0 runs to the end. For drills."""
 

@@ -13,31 +13,18 @@ bytes of float32 on the wire, and the graph does the scaling.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from avfleet import uncertainty
-from avfleet.serve.outputs import OUTPUTS, SCORES
+from avfleet.serve.outputs import OUTPUTS, SCORES, Reduction
 
 __all__ = ["OUTPUTS", "SCORES", "Reduction", "ScoringGraph", "export_onnx", "score_in_process"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Reduction:
-    how: str = "mean"
-    """mean, or top (the mean of the top `top_fraction` of pixels)."""
-    top_fraction: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.how not in ("mean", "top") or not 0.0 < self.top_fraction <= 1.0:
-            raise ValueError(f"reduction: expected mean or top with 0 < q <= 1, got {self}")
 
 
 class ScoringGraph(torch.nn.Module):
     """Wraps a stacked ensemble (members >= 1): uint8 frames -> scores (N,) x 3 and (N, C)."""
 
-    def __init__(self, ensemble: torch.nn.Module, reduction: Reduction = Reduction()) -> None:
+    def __init__(self, ensemble: torch.nn.Module, reduction: Reduction = Reduction()) -> None:  # noqa: B008 - frozen
         super().__init__()
         self.ensemble = ensemble.eval()
         self.reduction = reduction

@@ -33,15 +33,21 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class LocalServerConfig:
     repo_uri: str
+    """Triton model repository."""
     models: tuple[str, ...]
     """NAME:VERSION refs to serve (NAME alone: the newest version)."""
     http_port: int = 8000
+    """Triton's HTTP/REST port."""
     grpc_port: int = 8001
+    """Triton's gRPC port."""
     metrics_port: int = 8002
+    """Triton's Prometheus metrics port (/metrics)."""
     threads: int = 2
     """ONNX Runtime intra-op threads per model."""
     serving: ServingConfig = ServingConfig(kind="KIND_CPU")
+    """Where the models run (instance kind and count)."""
     workspace: str | None = None
+    """PyTriton's workspace folder; None: a temporary one."""
 
 
 def _infer_func(model: ModelVersion, threads: int) -> Any:

@@ -4,80 +4,44 @@ from __future__ import annotations
 
 import argparse
 
+from avfleet.core.cliopts import add_field
 from avfleet.core.metrics import MetricsConfig
 from avfleet.train.loop import TrainConfig
 
+# The options, in order, with the TrainConfig field each one sets (flag: None = --field-name).
+TRAIN_OPTIONS = {
+    "dataset_uri": "--dataset",
+    "out_uri": "--out",
+    "members": None,
+    "width": None,
+    "arch_uri": "--arch",
+    "epochs": None,
+    "init_uri": "--init",
+    "steps": None,
+    "batch_size": None,
+    "lr": None,
+    "dpe_strength": None,
+    "group_sparsity": None,
+    "finetune_epochs": None,
+    "low_rank": None,
+    "low_rank_energy": None,
+    "target_latency_ms": None,
+    "target_params": None,
+    "latency_lut_uri": "--latency-lut",
+    "expand_ratio": None,
+    "pseudo_label_weight": None,
+    "seed": None,
+    "checkpoint_every": None,
+    "log_every": None,
+    "stop_after_steps": None,
+}
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="dataset version URI")
-    parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument(
-        "--members", type=int, default=1, help="1: deployable net; E > 1: DPE ensemble"
-    )
-    parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument(
-        "--arch", default="", help="an arch.json to train (a searched net) instead of the family"
-    )
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument(
-        "--init", default="", help="a model folder whose weights start training (warm start)"
-    )
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=0,
-        help="train exactly this many steps instead of --epochs (same compute for any set size)",
-    )
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--dpe-strength", type=float, default=0.0)
-    parser.add_argument("--group-sparsity", type=float, default=0.0)
-    parser.add_argument(
-        "--finetune-epochs", type=int, default=0, help="after pruning: epochs without the penalty"
-    )
-    parser.add_argument(
-        "--low-rank", type=float, default=0.0, help="nuclear-norm strength; 0 disables"
-    )
-    parser.add_argument(
-        "--low-rank-energy", type=float, default=0.9, help="spectral energy kept at the reload"
-    )
-    parser.add_argument(
-        "--target-latency-ms",
-        type=float,
-        default=0.0,
-        help="latency budget of the pruned net (batch 1, as the latency table predicts); 0: none",
-    )
-    parser.add_argument(
-        "--target-params", type=int, default=0, help="parameter budget of the pruned net; 0: none"
-    )
-    parser.add_argument(
-        "--latency-lut",
-        default="",
-        help="the bench's latency table (avfleet latency profile): latency-weighted pruning",
-    )
-    parser.add_argument(
-        "--expand-ratio",
-        type=int,
-        default=1,
-        help="ExpandNets: train dense convs expanded r times, contract exactly after (1: off)",
-    )
-    parser.add_argument(
-        "--pseudo-label-weight",
-        type=float,
-        default=1.0,
-        help="loss weight of pseudo-labeled frames against human/oracle ones, in [0, 1]",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-every", type=int, default=20)
-    parser.add_argument(
-        "--log-every",
-        type=int,
-        default=10,
-        help="report loss, lr and frames/s every N steps (a bar on a terminal, log lines in a "
-        "pod, pushed to the Pushgateway); 0: only at checkpoints (default 10)",
-    )
-    parser.add_argument("--stop-after-steps", type=int, default=0)
-    parser.add_argument("--pushgateway", default=None)
+    """The training job's options, made from TrainConfig's fields (help: their docstrings)."""
+    for name, flag in TRAIN_OPTIONS.items():
+        add_field(parser, TrainConfig, name, *([flag] if flag else []))
+    add_field(parser, MetricsConfig, "pushgateway_url", "--pushgateway")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

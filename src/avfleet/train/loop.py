@@ -86,11 +86,11 @@ class TrainConfig:
     seed: int = 0
     """Seed of initialisation and data order."""
     checkpoint_every: int = 20
+    """Steps between checkpoints."""
     log_every: int = 10
     """Report loss, learning rate and frames/s every this many steps (rank 0): a progress bar
     on a terminal, a plain log line elsewhere (a pod's log), and the same figures pushed to
     the Pushgateway; 0: only at checkpoints."""
-    """Steps between checkpoints."""
     stop_after_steps: int = 0
     """Stop (cleanly, after a checkpoint) at this global step; 0 runs to the end. For drills."""
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)

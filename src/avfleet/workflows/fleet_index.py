@@ -17,15 +17,23 @@ import textwrap
 from hera.workflows import DAG, Container, Parameter, Resource, Task, WorkflowTemplate
 from hera.workflows.models import TemplateRef, ValueFrom
 
+from avfleet.core.cliopts import field_doc
+from avfleet.core.metrics import MetricsConfig
+from avfleet.core.storage import StorageConfig
+from avfleet.index.job import IndexConfig
 from avfleet.workflows import common as c
 
 NAME = "fleet-index"
+# Descriptions of what the job's config documents are its fields' docstrings (as --help's).
 PARAMETERS = {
-    "recordings": ("s3://avfleet-fleet/fleet", "fleet root holding raw/date=D/vehicle=V/*.mcap"),
-    "date": ("2026-11-20", "day to index, YYYY-MM-DD"),
-    "index": ("s3://avfleet-data/index", "index root"),
-    "s3-endpoint-url": ("", "S3 endpoint override; empty uses AWS's"),
-    "pushgateway": ("prometheus-pushgateway.monitoring:9091", "Pushgateway for job metrics"),
+    "recordings": ("s3://avfleet-fleet/fleet", field_doc(IndexConfig, "recordings_uri")),
+    "date": ("2026-11-20", field_doc(IndexConfig, "date")),
+    "index": ("s3://avfleet-data/index", field_doc(IndexConfig, "out_uri")),
+    "s3-endpoint-url": ("", field_doc(StorageConfig, "s3_endpoint_url")),
+    "pushgateway": (
+        "prometheus-pushgateway.monitoring:9091",
+        field_doc(MetricsConfig, "pushgateway_url"),
+    ),
     "image": (c.DEFAULT_IMAGE, "avfleet image (CLI steps)"),
     "spark-image": (c.DEFAULT_SPARK_IMAGE, "avfleet Spark image (driver and executors)"),
 }
@@ -37,7 +45,14 @@ INDEX_DATE = "index-date"
 
 def plan_template() -> Container:
     w = c.workflow_parameter
-    args = ["plan-index", "--recordings", w("recordings"), "--date", c.input_parameter("date")]
+    args = [
+        "step",
+        "plan-index",
+        "--recordings",
+        w("recordings"),
+        "--date",
+        c.input_parameter("date"),
+    ]
     return c.cli_step(
         "plan-index",
         [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
@@ -70,7 +85,7 @@ def spark_application_manifest(date: str) -> str:
         w("recordings"),
         "--date",
         date,
-        "--out",
+        "--index",
         w("index"),
         "--s3-endpoint-url",
         w("s3-endpoint-url"),
@@ -171,8 +186,9 @@ def spark_template() -> Resource:
 def verify_template() -> Container:
     w = c.workflow_parameter
     args = [
+        "step",
         "verify-index",
-        "--out",
+        "--index",
         w("index"),
         "--date",
         c.input_parameter("date"),

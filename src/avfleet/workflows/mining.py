@@ -25,6 +25,9 @@ from __future__ import annotations
 from hera.workflows import DAG, Container, CronWorkflow, Task, WorkflowTemplate
 from hera.workflows.models import TemplateRef
 
+from avfleet.core.cliopts import field_doc
+from avfleet.mining.job import MineConfig
+from avfleet.mining.select import SelectionConfig
 from avfleet.workflows import common as c
 from avfleet.workflows import fleet_index, train
 
@@ -33,12 +36,12 @@ DATA_ENGINE = "data-engine"
 
 MINING_PARAMETERS = {
     "model-repo": ("s3://avfleet-data/models/triton", "Triton model repository"),
-    "model": ("dpe-scorer", "model name (newest version) or NAME:VERSION"),
+    "model": ("dpe-scorer", "model name (its newest version) or " + field_doc(MineConfig, "model")),
     "triton-url": (
         "grpc://triton.avfleet.svc.cluster.local:8001",
         "Triton endpoint; empty scores in process",
     ),
-    "budget": ("2000", "frames to select per night"),
+    "budget": ("2000", field_doc(SelectionConfig, "budget") + " Per night."),
     "mining-root": ("s3://avfleet-data/mining", "mining runs root (<root>/<date>/<model>)"),
     "queues": ("s3://avfleet-data/labeling/queues", "where labelers pick up queues"),
 }
@@ -46,7 +49,7 @@ MINING_PARAMETERS = {
 
 def plan_mining_template() -> Container:
     w = c.workflow_parameter
-    args = ["plan-mining", "--now", "{{workflow.creationTimestamp}}"]
+    args = ["step", "plan-mining", "--now", "{{workflow.creationTimestamp}}"]
     args += ["--timezone", w("timezone"), "--mining-root", w("mining-root")]
     args += ["--repo", w("model-repo"), "--model", w("model"), "--date", w("date")]
     return c.cli_step(
@@ -72,7 +75,7 @@ def mine_template() -> Container:
 
 def publish_queue_template() -> Container:
     i = c.input_parameter
-    args = ["publish-queue", "--queue", i("queue"), "--to", c.workflow_parameter("queues")]
+    args = ["step", "publish-queue", "--queue", i("queue"), "--to", c.workflow_parameter("queues")]
     args += ["--date", i("date")]
     return c.cli_step(
         "publish-queue",

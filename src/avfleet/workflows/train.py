@@ -263,7 +263,14 @@ def ensemble_args() -> list[str]:
 def plan_train_template() -> Container:
     return c.cli_step(
         "plan-train",
-        ["plan-train", "--nodes", c.workflow_parameter("nodes"), "--outputs-dir", c.OUTPUTS_DIR],
+        [
+            "step",
+            "plan-train",
+            "--nodes",
+            c.workflow_parameter("nodes"),
+            "--outputs-dir",
+            c.OUTPUTS_DIR,
+        ],
         outputs=["worker-replicas"],
     )
 
