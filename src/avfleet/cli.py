@@ -110,7 +110,7 @@ def _index_parsers(sub: argparse._SubParsersAction, step: argparse._SubParsersAc
 
     index = sub.add_parser("index", help="index one day of recordings (Spark, metadata only)")
     entry.add_arguments(index)
-    index.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
+    index.add_argument("--master", default="local[2]", help="Spark master")
     index.add_argument(
         "--engine",
         choices=("spark", "loop"),
@@ -619,20 +619,9 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", default=d.out_dir, help=f"work folder (default ./{d.out_dir})")
     add_field(demo, DemoConfig, "vehicles")
     add_field(demo, DemoConfig, "minutes_per_day")
-    demo.add_argument("--seed", type=int, default=d.seed, help=f"fleet seed (default {d.seed})")
-    demo.add_argument(
-        "--rounds", type=int, default=d.rounds, help="mining rounds after the first training"
-    )
-    demo.add_argument("--budget", type=int, default=d.budget, help="frames picked per round")
-    demo.add_argument(
-        "--epochs", type=int, default=d.epochs, help=f"first training's epochs (default {d.epochs})"
-    )
-    demo.add_argument(
-        "--round-epochs",
-        type=int,
-        default=d.round_epochs,
-        help=f"epochs of each round's fine-tune (default {d.round_epochs})",
-    )
+    add_field(demo, DemoConfig, "seed")
+    for name in ("rounds", "budget", "epochs", "round_epochs"):
+        add_field(demo, DemoConfig, name)
     demo.add_argument(
         "--no-random-arm",
         dest="random_arm",

@@ -32,15 +32,20 @@ class DefaultsFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         help_text = action.help or ""
+        default = action.default
         if (
-            action.option_strings
-            and not action.required
-            and action.default not in (None, argparse.SUPPRESS, False, [], ())
-            and "%(default)" not in help_text
-            and not isinstance(action, argparse._VersionAction)
+            not action.option_strings
+            or action.required
+            or default is None
+            or default is argparse.SUPPRESS
+            or isinstance(default, bool)  # flags say what they switch
+            or default in ([], ())
+            or "(default" in help_text
+            or isinstance(action, argparse._VersionAction)
         ):
-            help_text += " (default: %(default)s)"
-        return help_text
+            return help_text
+        shown = "''" if default == "" else "%(default)s"
+        return f"{help_text} (default: {shown})"
 
 
 class Parser(argparse.ArgumentParser):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from avfleet.core.cliopts import add_field
-from avfleet.nas.search import SearchConfig
+from avfleet.nas.config import SearchConfig
 
 # The options, in order, with the SearchConfig field each one sets (flag: None = --field-name).
 SEARCH_OPTIONS = {

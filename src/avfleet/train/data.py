@@ -34,6 +34,13 @@ from avfleet.dataset.unischema import petastorm_filesystem, petastorm_url
 COLUMNS = ["frame_id", "image_jpeg", "mask_png", "time_of_day", "weather", "road_type"]
 SOURCE_COLUMN = "label_source"
 """Read too where the dataset records it (its manifest counts frames per source)."""
+# Petastorm 0.12 calls pyarrow's legacy dataset API, and pyarrow 14 warns (FutureWarning) at
+# every call, attributed to Petastorm's modules, from its worker threads as well as here: a
+# dozen lines per rank per epoch. Ignored for warnings from Petastorm's own modules only, and
+# process-wide, since catch_warnings neither reaches the reader's threads nor survives the
+# generator's yields. Remove with Petastorm (or pyarrow's legacy API).
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
+
 SHUFFLE_BUFFER_ROWS = 512
 """Rows an epoch holds to shuffle across row groups (16 of the builder's 32-row groups)."""
 READER_QUEUE_ROW_GROUPS = 2
@@ -106,28 +113,25 @@ class ShardedDataset:
         """This rank's rows as Petastorm reads them: row groups in a seeded order (file order
         for None), one worker, a short results queue; rows failing `keep` left out.
 
-        Petastorm 0.12 still calls pyarrow's legacy dataset API, and pyarrow warns
-        (FutureWarning) at each call, a dozen lines per rank per dataset: those
-        warnings, and only those, are silenced here.
+        Petastorm's FutureWarnings about pyarrow's legacy API are filtered at the top of
+        this module (they come from the reader's threads too).
         """
         from petastorm import make_batch_reader
 
         # Petastorm wants a folder of Parquet files only
         url = petastorm_url(storage.join(self.uri, "data"))
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\.")
-            reader = make_batch_reader(
-                url,
-                filesystem=petastorm_filesystem(url, self.storage),
-                schema_fields=columns,
-                cur_shard=self.rank,
-                shard_count=self.world_size,
-                shuffle_row_groups=seed is not None,
-                seed=seed,
-                num_epochs=1,
-                workers_count=1,
-                results_queue_size=READER_QUEUE_ROW_GROUPS,
-            )
+        reader = make_batch_reader(
+            url,
+            filesystem=petastorm_filesystem(url, self.storage),
+            schema_fields=columns,
+            cur_shard=self.rank,
+            shard_count=self.world_size,
+            shuffle_row_groups=seed is not None,
+            seed=seed,
+            num_epochs=1,
+            workers_count=1,
+            results_queue_size=READER_QUEUE_ROW_GROUPS,
+        )
         with reader:
             for chunk in reader:
                 for i in range(len(chunk.frame_id)):

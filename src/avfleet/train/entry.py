@@ -6,7 +6,7 @@ import argparse
 
 from avfleet.core.cliopts import add_field
 from avfleet.core.metrics import MetricsConfig
-from avfleet.train.loop import TrainConfig
+from avfleet.train.config import TrainConfig
 
 # The options, in order, with the TrainConfig field each one sets (flag: None = --field-name).
 TRAIN_OPTIONS = {

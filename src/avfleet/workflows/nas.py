@@ -24,6 +24,9 @@ from __future__ import annotations
 from hera.workflows import DAG, Container, Parameter, WorkflowTemplate
 from hera.workflows.models import ValueFrom
 
+from avfleet.core.cliopts import field_doc
+from avfleet.core.storage import StorageConfig
+from avfleet.nas.config import SearchConfig
 from avfleet.workflows import common as c
 from avfleet.workflows import deploy, train
 
@@ -36,21 +39,21 @@ COMMON_PARAMETERS = {
     "validation": ("s3://avfleet-data/datasets/heldout", "held-out dataset the bench scores"),
     "out": ("s3://avfleet-data/nas", "runs root: a folder per workflow run"),
     "train-epochs": ("40", "epochs training each candidate from scratch"),
-    "batch-size": ("16", "frames per process per step"),
-    "seed": ("0", "seed of search and training"),
+    "batch-size": ("16", field_doc(SearchConfig, "batch_size")),
+    "seed": ("0", field_doc(SearchConfig, "seed")),
     "budget-ms": ("", "pick the best net within this measured latency ('': no pick)"),
     "nodes": ("1", "PyTorchJob nodes per candidate"),
     "gpus-per-node": ("8", "GPUs per node (processes per node)"),
     **{k: deploy.PARAMETERS[k] for k in ("bench-target", "bench-precision", "bench-runs")},
     "bench-warmup": deploy.PARAMETERS["bench-warmup"],
     **deploy.GATES,
-    "s3-endpoint-url": ("", "S3 endpoint override ('' = AWS)"),
+    "s3-endpoint-url": ("", field_doc(StorageConfig, "s3_endpoint_url")),
     "image": (c.DEFAULT_IMAGE, "avfleet image (CLI steps)"),
     "train-image": train.PARAMETERS["train-image"],
 }
 NAS_PARAMETERS = {
     "targets": ("1.0,1.6,2.0", "latency targets, ms at batch 1 on the bench, comma-separated"),
-    "search-epochs": ("20", "epochs of the supernet search per target"),
+    "search-epochs": ("20", field_doc(SearchConfig, "epochs") + " Per target."),
     "bench": ("", "bench agent that profiles the latency table ('': the profile step's pod)"),
     "lut-cache": ("s3://avfleet-data/latency-cache", "unit cache of the profile step"),
     **COMMON_PARAMETERS,

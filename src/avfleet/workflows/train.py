@@ -19,50 +19,42 @@ import textwrap
 
 from hera.workflows import DAG, Container, Resource, WorkflowTemplate
 
+from avfleet.core.cliopts import field_doc
+from avfleet.core.metrics import MetricsConfig
+from avfleet.dataset.build import DatasetConfig
+from avfleet.train.config import TrainConfig
 from avfleet.workflows import common as c
 
 NAME = "train"
+# Descriptions of what TrainConfig and DatasetConfig document are their fields' docstrings.
 PARAMETERS = {
-    "index": ("s3://avfleet-data/index", "frame index root"),
-    "frames": ("random:2000", "selection: random:N or a mining selection URI"),
+    "index": ("s3://avfleet-data/index", field_doc(DatasetConfig, "index_uri")),
+    "frames": ("random:2000", field_doc(DatasetConfig, "selection")),
     "labels": (
         "s3://avfleet-data/labels/latest.parquet",
         "labeling tool export (frame_id, mask_png)",
     ),
-    "datasets": ("s3://avfleet-data/datasets", "datasets root"),
+    "datasets": ("s3://avfleet-data/datasets", field_doc(DatasetConfig, "out_uri")),
     "runs": ("s3://avfleet-data/runs", "training runs root"),
     "heldout": ("s3://avfleet-data/datasets/heldout", "held-out dataset version (evaluation)"),
     "run-name": ("nightly", "name of this training run"),
-    "members": ("4", "DPE ensemble members"),
-    "epochs": ("20", "training epochs"),
+    "members": ("4", field_doc(TrainConfig, "members")),
+    "epochs": ("20", field_doc(TrainConfig, "epochs")),
     "nodes": ("2", "PyTorchJob nodes"),
     "gpus-per-node": ("8", "GPUs per node (processes per node)"),
-    "group-sparsity": ("0.05", "lambda of the group-sparsity proximal step (deployable net)"),
-    "dpe-strength": ("0.02", "weight of the DPE KL-to-prior term per training frame (ensemble)"),
-    "pseudo-label-weight": (
-        "0.5",
-        "loss weight of pseudo-labeled frames (label source pseudo) in the ensemble's training",
-    ),
-    "low-rank": ("0", "strength of the nuclear-norm proximal step (0: no SVD reload)"),
-    "finetune-epochs": ("4", "epochs fine-tuning the pruned net without the penalty"),
-    "target-latency-ms": (
-        "0",
-        "latency budget of the pruned net (batch 1, the bench's latency table); 0: none",
-    ),
-    "target-params": ("0", "parameter budget of the pruned net; 0: none"),
-    "latency-lut": (
-        "",
-        "the bench's latency table (avfleet latency profile); '': weigh channels by parameters",
-    ),
-    "expand-ratio": (
-        "1",
-        "ExpandNets: train the deployable net's dense convs expanded r times, contracted after "
-        "(r > 1 needs group-sparsity 0 and no budget)",
-    ),
-    "width": ("2.0", "width multiplier of the deployable net before pruning"),
+    "group-sparsity": ("0.05", field_doc(TrainConfig, "group_sparsity")),
+    "dpe-strength": ("0.02", field_doc(TrainConfig, "dpe_strength")),
+    "pseudo-label-weight": ("0.5", field_doc(TrainConfig, "pseudo_label_weight")),
+    "low-rank": ("0", field_doc(TrainConfig, "low_rank")),
+    "finetune-epochs": ("4", field_doc(TrainConfig, "finetune_epochs")),
+    "target-latency-ms": ("0", field_doc(TrainConfig, "target_latency_ms")),
+    "target-params": ("0", field_doc(TrainConfig, "target_params")),
+    "latency-lut": ("", field_doc(TrainConfig, "latency_lut_uri")),
+    "expand-ratio": ("1", field_doc(TrainConfig, "expand_ratio")),
+    "width": ("2.0", field_doc(TrainConfig, "width")),
     "pushgateway": (
         "prometheus-pushgateway.monitoring:9091",
-        "Pushgateway the trainer pushes progress and results to (grouped by run); '': none",
+        field_doc(MetricsConfig, "pushgateway_url"),
     ),
     "image": (c.DEFAULT_IMAGE, "avfleet image (CLI steps)"),
     "train-image": (c.DEFAULT_TRAIN_IMAGE, "avfleet training image (CUDA, NCCL)"),
