@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 UV_VERSION  ?= 0.13.9
 
-.PHONY: demo test setup tools lint render bench clean
+.PHONY: demo test setup tools lint render bench perf clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,6 +35,11 @@ tools:
 test: $(STAMP) tools
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Triton's own load generator (perf_analyzer, built by tools/build.sh) against avfleet's client on
+# the local Triton, at 1-8 requests in flight and batch 1-64 (benchmarks/triton_perf.py).
+perf: $(STAMP) tools
+	$(PY) benchmarks/triton_perf.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src jobs tests benchmarks

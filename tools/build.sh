@@ -14,6 +14,10 @@
 #   label-studio-python   a Python with label-studio-sdk (PyPI, its own venv: it needs numpy 2,
 #             PyTriton numpy 1): the tests parse avfleet's labeling config with Label Studio's own
 #             parser
+#   perf_analyzer   Triton's own load generator: the binary inside the tritonclient==2.41.1
+#             wheel (PyPI's `perf-analyzer` is a placeholder), in its own venv with the CUDA
+#             runtime library it links (nvidia-cuda-runtime-cu12; it runs without a GPU);
+#             libb64 comes from Debian (.ci/run)
 set -euo pipefail
 cd "$(dirname "$0")"
 OUT=${AVFLEET_TOOLS:-$HOME/.cache/avfleet-tools}
@@ -84,4 +88,17 @@ fi
 rm -f "$OUT/bin/label-studio-python"
 printf '#!/bin/sh\nexec "%s/bin/python" "$@"\n' "$ls_venv" >"$OUT/bin/label-studio-python"
 chmod +x "$OUT/bin/label-studio-python"
+
+pa_venv="$OUT/perf-analyzer-2.41.1"
+if [ ! -x "$pa_venv/bin/perf_analyzer" ] || ! ls "$pa_venv"/lib/python3*/site-packages/nvidia/cuda_runtime/lib/libcudart.so.12 >/dev/null 2>&1; then
+  rm -rf "$pa_venv"
+  python3 -m venv "$pa_venv"
+  "$pa_venv/bin/pip" install -q --disable-pip-version-check --no-deps tritonclient==2.41.1 \
+    nvidia-cuda-runtime-cu12==12.4.127
+fi
+cudart=$(ls -d "$pa_venv"/lib/python3*/site-packages/nvidia/cuda_runtime/lib)
+rm -f "$OUT/bin/perf_analyzer"
+printf '#!/bin/sh\nLD_LIBRARY_PATH="%s${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "%s/bin/perf_analyzer" "$@"\n' \
+  "$cudart" "$pa_venv" >"$OUT/bin/perf_analyzer"
+chmod +x "$OUT/bin/perf_analyzer"
 "$OUT/bin/argo" version --short >&2 || true

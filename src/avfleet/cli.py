@@ -586,7 +586,9 @@ def _serve_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    from avfleet.serve.local import LocalServerConfig, LocalTriton
+    import os
+
+    from avfleet.serve.local import ACCESS_TOKEN_ENV, LocalServerConfig, LocalTriton
 
     config = LocalServerConfig(
         repo_uri=args.repo,
@@ -595,6 +597,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
         threads=args.threads,
+        access_token=os.environ.get(ACCESS_TOKEN_ENV) or None,
     )
     with LocalTriton(config) as server:
         names = ", ".join(f"{v.name}:{v.version}" for v in server.versions)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, tool
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +22,8 @@ def test_every_benchmark_is_listed():
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_smoke_mode_runs(script, tmp_path):
+    if script == "triton_perf.py":
+        tool("perf_analyzer")  # Triton's load generator, from tools/build.sh
     proc = subprocess.run(
         [sys.executable, str(REPO_ROOT / "benchmarks" / script), "--smoke"],
         env={**os.environ, "AVFLEET_BENCH_RESULTS": str(tmp_path)},

@@ -48,6 +48,10 @@ class LocalServerConfig:
     """Where the models run (instance kind and count)."""
     workspace: str | None = None
     """PyTriton's workspace folder; None: a temporary one."""
+    access_token: str | None = None
+    """Token for Triton's restricted endpoints (model repository, statistics, shared memory,
+    trace, logging): a client sends it as the triton-access-token header. None: PyTriton makes
+    one no client knows, so only inference and health are reachable."""
 
 
 def _infer_func(model: ModelVersion, threads: int) -> Any:
@@ -86,7 +90,7 @@ class LocalTriton:
 
     def __enter__(self) -> LocalTriton:
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-        from pytriton.triton import Triton, TritonConfig
+        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
         _fix_stub_libpython()
         c = self.config
@@ -98,6 +102,7 @@ class LocalTriton:
                 exit_timeout_secs=5,
             ),
             workspace=c.workspace,
+            security_config=TritonSecurityConfig(access_token=c.access_token),
         )
         for ref in c.models:
             model = load_version(c.repo_uri, ref)
@@ -135,18 +140,36 @@ class LocalTriton:
             self._triton = None
 
 
+ACCESS_TOKEN_ENV = "AVFLEET_TRITON_ACCESS_TOKEN"
+"""`avfleet serve` takes the restricted endpoints' token from here (not a flag: command lines
+are readable by every user of the machine)."""
+
+
 @contextlib.contextmanager
 def local_triton(
-    repo: str, model_ref: str, max_in_flight: int = 4, metrics_port: int = 0
+    repo: str,
+    model_ref: str,
+    max_in_flight: int = 4,
+    metrics_port: int = 0,
+    access_token: str | None = None,
 ) -> Iterator[TritonScorer]:
     """`avfleet serve` in a child process; a ready client scorer; the server stopped after.
-    Triton's metrics are served on `metrics_port` (0: any free port)."""
+    Triton's metrics are served on `metrics_port` (0: any free port); `access_token` opens its
+    restricted endpoints (statistics, model repository) to whoever holds it, e.g. perf_analyzer."""
     ports = [free_port(), free_port(), metrics_port or free_port()]
     cmd = [sys.executable, "-m", "avfleet", "serve", "--repo", repo, "--model", model_ref]
     cmd += ["--http-port", str(ports[0]), "--grpc-port", str(ports[1])]
     cmd += ["--metrics-port", str(ports[2])]
+    env = dict(os.environ)
+    env.pop(ACCESS_TOKEN_ENV, None)
+    if access_token:
+        env[ACCESS_TOKEN_ENV] = access_token
     server = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
     )
     try:
         scorer = TritonScorer(

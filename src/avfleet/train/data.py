@@ -40,6 +40,12 @@ SOURCE_COLUMN = "label_source"
 # process-wide, since catch_warnings neither reaches the reader's threads nor survives the
 # generator's yields. Remove with Petastorm (or pyarrow's legacy API).
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
+# Datasets carry a Unischema (dataset.unischema) for Petastorm users' make_reader; the trainer
+# reads the raw columns with make_batch_reader on purpose (PIL decodes, as serving does), which
+# Petastorm warns about once per reader. That one message, from Petastorm, is expected here.
+warnings.filterwarnings(
+    "ignore", message=r"Please use make_reader", category=UserWarning, module=r"petastorm(\.|$)"
+)
 
 SHUFFLE_BUFFER_ROWS = 512
 """Rows an epoch holds to shuffle across row groups (16 of the builder's 32-row groups)."""
