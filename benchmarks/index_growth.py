@@ -1,0 +1,220 @@
+"""The index job's cost as a day's files grow, in one run.
+
+1. On disk, 100 -> 10,000 files (smoke: 2 -> 8): a generated day of 100 recordings
+   replicated through hard links (`index_throughput.replicated`; a replica costs what its
+   original costs to scan). Each size runs `run_index` on Spark local[2] in a fresh process, so
+   its peak memory is its own: wall time, files/s, and the peak resident memory of the
+   driver's two processes (PySpark's Python driver, which collects the scan rows and writes
+   the commit, and the JVM), read from the kernel's high-water marks. Replicas share their
+   original's recording id, so the job scans each in full and then quarantines it as a
+   duplicate: the scan work grows with the files, the frames indexed do not.
+2. On S3 (moto's server in this process), 30 -> 300 short recordings (smoke: 20 -> 40): the
+   requests the server answers, counted on its side (werkzeug's request log), by method,
+   and the bytes the scan read, per file.
+
+Fitted exponents (benchmarks/_growth.py): time and requests k <= 1.05; driver memory flat.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from _common import RESULTS, SMOKE, cached_fleet, save  # noqa: E402
+from _growth import exponent, plot  # noqa: E402
+from index_throughput import replicated  # noqa: E402
+
+from avfleet.fleet.world import FleetSpec  # noqa: E402
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+}
+LOCAL_SPEC = FleetSpec(seed=41, vehicles=10, minutes_per_day=10.0)
+LOCAL_TIMES = (1, 2, 4) if SMOKE else (1, 10, 100)
+S3_SPEC = FleetSpec(seed=43, vehicles=3, minutes_per_day=1.0, segment_s=6.0)
+S3_TIMES = (1, 2) if SMOKE else (1, 3, 10)
+
+
+def _hwm(pid: int | str) -> int:
+    """A process's peak resident memory (VmHWM), bytes."""
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def index_in_process(root: str, date: str) -> dict:
+    """One run_index on Spark local[2]: seconds, frames, and the driver's peak memory."""
+    from avfleet.index.job import IndexConfig, SparkEngine, run_index
+    from avfleet.index.spark import spark_session
+
+    spark = spark_session("avfleet-growth", "local[2]")
+    jvm = spark.sparkContext._gateway.proc.pid  # spark-submit execs the driver JVM
+    out = tempfile.mkdtemp(prefix="avfleet-growth-")
+    started = time.perf_counter()
+    report = run_index(IndexConfig(recordings_uri=root, date=date, out_uri=out), SparkEngine(spark))
+    seconds = time.perf_counter() - started
+    result = {
+        "files": report.num_files,
+        "frames": report.num_frames,
+        "seconds": seconds,
+        "files_per_s": report.num_files / seconds,
+        "python_driver_peak_bytes": _hwm("self"),
+        "jvm_driver_peak_bytes": _hwm(jvm),
+    }
+    spark.stop()
+    return result
+
+
+def local_growth() -> list[dict]:
+    fleet = cached_fleet(LOCAL_SPEC)
+    date = LOCAL_SPEC.start_date
+    runs = []
+    for times in LOCAL_TIMES:
+        root = replicated(fleet, date, times)
+        out = subprocess.run(
+            [sys.executable, __file__, "--index", root, date],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"{runs[-1]['files']:>6} files: {runs[-1]['seconds']:.1f} s", flush=True)
+    return runs
+
+
+class _RequestCounter(logging.Handler):
+    """Counts the requests moto's server answers, by method, from werkzeug's request log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # '... "GET /bucket/key HTTP/1.1" 206 -', coloured with ANSI codes for some statuses
+        found = re.search(r"(GET|PUT|POST|HEAD|DELETE) /", record.getMessage())
+        if found:
+            self.counts[found.group(1)] += 1
+
+
+def s3_growth() -> list[dict]:
+    from moto.server import ThreadedMotoServer
+
+    from avfleet.core import storage
+    from avfleet.core.net import free_port
+    from avfleet.core.storage import StorageConfig
+    from avfleet.index.job import IndexConfig, SparkEngine, run_index
+    from avfleet.index.scan import ScanConfig
+    from avfleet.index.spark import spark_session
+
+    os.environ.update(S3_ENV)  # before Spark starts: its Python workers inherit them
+    fleet = cached_fleet(S3_SPEC)
+    date = S3_SPEC.start_date
+    counter = _RequestCounter()
+    werkzeug = logging.getLogger("werkzeug")
+    werkzeug.addHandler(counter)
+    werkzeug.setLevel(logging.INFO)
+    werkzeug.propagate = False
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    spark = spark_session("avfleet-growth-s3", "local[2]")
+    st = StorageConfig(s3_endpoint_url=f"http://127.0.0.1:{port}", s3_region="eu-west-1")
+    fs = storage.filesystem("s3://growth", st)
+    fs.mkdir("growth", region_name="eu-west-1")
+    runs = []
+    try:
+        for times in S3_TIMES:
+            root = pathlib.Path(replicated(fleet, date, times))
+            prefix = f"growth/x{times}"
+            for path in sorted(root.glob(f"raw/date={date}/*/*.mcap")):
+                fs.put_file(str(path), f"{prefix}/{path.relative_to(root)}")
+            counter.counts.clear()
+            config = IndexConfig(
+                recordings_uri=f"s3://{prefix}",
+                date=date,
+                out_uri=f"s3://{prefix}-index",
+                scan=ScanConfig(storage=st),
+            )
+            report = run_index(config, SparkEngine(spark))
+            requests = sum(counter.counts.values())
+            runs.append(
+                {
+                    "files": report.num_files,
+                    "frames": report.num_frames,
+                    "requests": requests,
+                    "requests_by_method": dict(counter.counts),
+                    "requests_per_file": requests / report.num_files,
+                    "bytes_read": report.bytes_read,
+                    "bytes_read_per_file": report.bytes_read / report.num_files,
+                    "read_fraction": report.read_fraction,
+                }
+            )
+            print(f"{report.num_files:>4} files on S3: {requests} requests", flush=True)
+    finally:
+        spark.stop()
+        server.stop()
+    return runs
+
+
+def main() -> None:
+    local = local_growth()
+    s3 = s3_growth()
+    fits = {
+        "local_seconds": exponent([r["files"] for r in local], [r["seconds"] for r in local]),
+        "python_driver_peak": exponent(
+            [r["files"] for r in local], [r["python_driver_peak_bytes"] for r in local]
+        ),
+        "jvm_driver_peak": exponent(
+            [r["files"] for r in local], [r["jvm_driver_peak_bytes"] for r in local]
+        ),
+        "s3_requests": exponent([r["files"] for r in s3], [r["requests"] for r in s3]),
+        "s3_bytes_read": exponent([r["files"] for r in s3], [r["bytes_read"] for r in s3]),
+    }
+    plot(
+        RESULTS / ("index_growth-smoke.png" if SMOKE else "index_growth.png"),
+        "index job: cost vs files in a day",
+        "files",
+        {
+            "seconds (disk, Spark local[2])": (
+                [r["files"] for r in local],
+                [r["seconds"] for r in local],
+            ),
+            "driver peak MiB (Python / JVM)": (
+                [r["files"] for r in local],
+                [
+                    (r["python_driver_peak_bytes"] + r["jvm_driver_peak_bytes"]) / 2**20
+                    for r in local
+                ],
+            ),
+            "S3 requests (moto)": ([r["files"] for r in s3], [r["requests"] for r in s3]),
+        },
+    )
+    save(
+        "index_growth",
+        {
+            "goal": "time and requests k <= 1.05; driver memory flat (k near 0)",
+            "local": local,
+            "s3": s3,
+            "exponents": fits,
+        },
+    )
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--index"]:
+        print(json.dumps(index_in_process(sys.argv[2], sys.argv[3])))
+    else:
+        main()
