@@ -165,11 +165,17 @@ def scan_partition(
                 storage.strip_protocol(part_uri),
                 filesystem=storage.filesystem(part_uri, config.scan.storage),
                 compression="zstd",
+                row_group_size=PART_ROW_GROUP_ROWS,
             )
         for row in rows:
             if row["num_frames"]:
                 row["part_uri"] = part_uri
     return rows
+
+
+PART_ROW_GROUP_ROWS = 65_536
+"""Rows per row group of the index's part files: what the driver holds at once when it
+rewrites a part without a duplicate's frames (a part holds every frame of a Spark task's files)."""
 
 
 class ScanEngine(Protocol):
@@ -366,24 +372,40 @@ def quarantine_duplicates(
 def _rewrite_part_without(
     part_uri: str, uris: set[str], part_dir: str, st: storage.StorageConfig
 ) -> str | None:
-    """A new part file holding `part_uri`'s frames but those of `uris` (None when none are left)."""
+    """A new part file holding `part_uri`'s frames but those of `uris` (None when none are left).
+
+    Streamed a row group at a time: a part holds every frame of its Spark task's files (millions
+    of rows at fleet scale), and this runs in the driver."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     fs = storage.filesystem(part_uri, st)
-    with storage.translate_errors(part_uri):
-        frames = pq.read_table(storage.strip_protocol(part_uri), filesystem=fs)
-    kept = frames.filter(
-        pc.invert(pc.is_in(frames["recording_uri"], pa.array(sorted(uris), pa.string())))
-    )
-    if kept.num_rows == 0:
-        return None
+    drop = pa.array(sorted(uris), pa.string())
     new_uri = storage.join(
         part_dir, f"{part_uri.rsplit('/', 1)[1].removesuffix('.parquet')}-d.parquet"
     )
-    with storage.translate_errors(new_uri):
-        pq.write_table(kept, storage.strip_protocol(new_uri), filesystem=fs, compression="zstd")
+    kept_rows = 0
+    with storage.translate_errors(part_uri), fs.open(storage.strip_protocol(part_uri), "rb") as f:
+        source = pq.ParquetFile(f)
+        with (
+            storage.translate_errors(new_uri),
+            pq.ParquetWriter(
+                storage.strip_protocol(new_uri),
+                source.schema_arrow,
+                filesystem=fs,
+                compression="zstd",
+            ) as writer,
+        ):
+            for i in range(source.num_row_groups):
+                group = source.read_row_group(i)
+                kept = group.filter(pc.invert(pc.is_in(group["recording_uri"], drop)))
+                if kept.num_rows:
+                    writer.write_table(kept, row_group_size=PART_ROW_GROUP_ROWS)
+                    kept_rows += kept.num_rows
+    if kept_rows == 0:
+        fs.rm(storage.strip_protocol(new_uri))
+        return None
     return new_uri
 
 
