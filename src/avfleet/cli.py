@@ -22,7 +22,6 @@ is its config field's docstring (avfleet.core.cliopts).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 from avfleet import cli_deploy, cli_nas
@@ -83,7 +82,7 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
 
     st = storage_from_args(args)
     if args.fleet_cmd == "generate":
-        spec = from_args(FleetSpec, args, [f.name for f in dataclasses.fields(FleetSpec)])
+        spec = from_args(FleetSpec, args)
         uris = generate.generate_fleet(spec, args.out, workers=args.workers, storage_config=st)
         emit(args, {"recordings": uris}, f"{len(uris)} recordings under {args.out}")
     elif args.fleet_cmd == "heldout":

@@ -66,6 +66,12 @@ def field_doc(cls: type, name: str) -> str:
     return " ".join(text.split())
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A config's resolved field types (every CLI call builds every parser: resolve once)."""
+    return typing.get_type_hints(cls)
+
+
 def _field(cls: type, name: str) -> dataclasses.Field:
     for f in dataclasses.fields(cls):
         if f.name == name:
@@ -87,7 +93,7 @@ def add_field(
     """An option for `cls.name`: flags default to --name-with-dashes; `overrides` go to
     add_argument (help, dest, default, choices, metavar...)."""
     f = _field(cls, name)
-    hint = _unwrap_optional(typing.get_type_hints(cls)[name])
+    hint = _unwrap_optional(_hints(cls)[name])
     kwargs: dict[str, Any] = {"help": field_doc(cls, name).replace("%", "%%")}
     if f.default is not dataclasses.MISSING:
         kwargs["default"] = f.default
@@ -122,10 +128,15 @@ def add_fields(
     return names
 
 
-def from_args(cls: type, args: argparse.Namespace, names: typing.Iterable[str], **more: Any) -> Any:
-    """`cls` built from the options `add_fields` made (and `more`)."""
+def from_args(
+    cls: type, args: argparse.Namespace, names: typing.Iterable[str] | None = None, **more: Any
+) -> Any:
+    """`cls` built from the options `add_fields` made for `names` (all fields by default) and
+    `more`."""
+    if names is None:
+        names = [f.name for f in dataclasses.fields(cls)]
     values = {n: getattr(args, n) for n in names}
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     for n, v in values.items():
         if typing.get_origin(_unwrap_optional(hints[n])) is tuple and isinstance(v, list):
             values[n] = tuple(v)

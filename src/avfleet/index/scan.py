@@ -3,8 +3,9 @@
 Reads the footer and summary, the recording metadata, the message indexes of
 camera chunks and the (small, compressed) signal chunks; never a camera
 payload. Recordings of both formats (layout.FORMATS) read: messages are decoded
-by their channel's schema and encoding (recording.messages). A file that cannot be read this way raises `RecordingError`, which
-the caller turns into a quarantine row with the reason.
+by their channel's schema and encoding (recording.messages). A file that cannot
+be read this way raises `RecordingError`, which the caller turns into a
+quarantine row with the reason.
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ def _scan(source: ByteSource, uri: str, config: ScanConfig) -> pd.DataFrame:
         raise RecordingError(uri, None, f"no channel on camera topic {config.camera_topic!r}")
     camera_schema = _camera_schema(uri, summary, camera_ids)
     gps_ids = set(summary.channel_ids(config.gps_topic))
+    gps_kinds = {  # (schema name, message encoding) of each GPS channel, for its decoder
+        cid: (
+            getattr(summary.schemas.get(summary.channels[cid].schema_id), "name", ""),
+            summary.channels[cid].message_encoding,
+        )
+        for cid in gps_ids
+    }
     can_ids = set(summary.channel_ids(config.can_topic))
     digest_ids = set(summary.channel_ids(layout.DIGEST_TOPIC))
     signal_ids = gps_ids | can_ids | digest_ids
@@ -97,17 +105,10 @@ def _scan(source: ByteSource, uri: str, config: ScanConfig) -> pd.DataFrame:
                 if message.channel_id in digest_ids:
                     digests[message.log_time] = messages.decode_digest(uri, at, message.data)
                 elif message.channel_id in gps_ids:
-                    channel = summary.channels[message.channel_id]
-                    schema = summary.schemas.get(channel.schema_id)
+                    schema_name, encoding = gps_kinds[message.channel_id]
                     gps.times_ns.append(message.log_time)
                     gps.values.append(
-                        messages.decode_gps(
-                            uri,
-                            at,
-                            schema.name if schema else "",
-                            channel.message_encoding,
-                            message.data,
-                        )
+                        messages.decode_gps(uri, at, schema_name, encoding, message.data)
                     )
                 elif message.channel_id in can_ids:
                     can.times_ns.append(message.log_time)

@@ -23,6 +23,7 @@ the files without anything of avfleet's.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -57,12 +58,14 @@ def protobuf_schema(message_class) -> tuple[str, bytes]:  # noqa: ANN001 - a pro
     )
 
 
+@functools.cache  # the same descriptors go into every recording
 def camera_schema() -> tuple[str, bytes]:
     from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
 
     return protobuf_schema(CompressedImage)
 
 
+@functools.cache
 def gps_schema() -> tuple[str, bytes]:
     from foxglove_schemas_protobuf.LocationFix_pb2 import LocationFix
 
