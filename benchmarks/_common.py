@@ -48,6 +48,25 @@ def cached_fleet(spec: FleetSpec, **layout_options: int) -> str:
     return str(root)
 
 
+def proc_memory_bytes(field: str, pid: int | str = "self") -> int:
+    """A process's VmRSS or VmHWM (its peak since start or the last reset) from /proc, bytes."""
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def in_fresh_process(script: str, *args: str) -> dict:
+    """`python script args...` in a new process (so its peak memory is its own): the JSON
+    object its last line of output prints."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, script, *args], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def save(name: str, result: dict) -> None:
     """RESULTS/<name>.json (<name>-smoke.json in smoke mode: a smoke run never overwrites a result)."""
     RESULTS.mkdir(parents=True, exist_ok=True)

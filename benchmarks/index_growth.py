@@ -23,14 +23,20 @@ import logging
 import os
 import pathlib
 import re
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from _common import RESULTS, SMOKE, cached_fleet, save  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    SMOKE,
+    cached_fleet,
+    in_fresh_process,
+    proc_memory_bytes,
+    save,
+)
 from _growth import exponent, plot  # noqa: E402
 from index_throughput import replicated  # noqa: E402
 
@@ -45,14 +51,6 @@ LOCAL_SPEC = FleetSpec(seed=41, vehicles=10, minutes_per_day=10.0)
 LOCAL_TIMES = (1, 2, 4) if SMOKE else (1, 10, 100)
 S3_SPEC = FleetSpec(seed=43, vehicles=3, minutes_per_day=1.0, segment_s=6.0)
 S3_TIMES = (1, 2) if SMOKE else (1, 3, 10)
-
-
-def _hwm(pid: int | str) -> int:
-    """A process's peak resident memory (VmHWM), bytes."""
-    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def index_in_process(root: str, date: str) -> dict:
@@ -71,8 +69,8 @@ def index_in_process(root: str, date: str) -> dict:
         "frames": report.num_frames,
         "seconds": seconds,
         "files_per_s": report.num_files / seconds,
-        "python_driver_peak_bytes": _hwm("self"),
-        "jvm_driver_peak_bytes": _hwm(jvm),
+        "python_driver_peak_bytes": proc_memory_bytes("VmHWM"),
+        "jvm_driver_peak_bytes": proc_memory_bytes("VmHWM", jvm),
     }
     spark.stop()
     return result
@@ -84,13 +82,7 @@ def local_growth() -> list[dict]:
     runs = []
     for times in LOCAL_TIMES:
         root = replicated(fleet, date, times)
-        out = subprocess.run(
-            [sys.executable, __file__, "--index", root, date],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        runs.append(json.loads(out.strip().splitlines()[-1]))
+        runs.append(in_fresh_process(__file__, "--index", root, date))
         print(f"{runs[-1]['files']:>6} files: {runs[-1]['seconds']:.1f} s", flush=True)
     return runs
 

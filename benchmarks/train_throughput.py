@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from _common import RESULTS, save  # noqa: E402
+from _common import RESULTS, in_fresh_process, proc_memory_bytes, save  # noqa: E402
 from _train_common import datasets, torchrun  # noqa: E402
 
 from avfleet.dataset.build import ROWS_PER_ROW_GROUP, read_manifest  # noqa: E402
@@ -63,14 +62,6 @@ def scaled(dataset: str, factor: int) -> str:
     return str(out)
 
 
-def _status_bytes(field: str) -> int:
-    """VmRSS or VmHWM (the peak since the last reset) of this process, in bytes."""
-    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
 def epoch_in_process(dataset: str, arm: str) -> dict:
     """One epoch of `arm` ("streamed" or "in_memory"): frames/s with decode, and peak RSS.
 
@@ -79,7 +70,7 @@ def epoch_in_process(dataset: str, arm: str) -> dict:
     hide it under torch's import."""
     data = ShardedDataset(dataset, rank=0, world_size=1, batch_size=BATCH, seed=0)
     pathlib.Path("/proc/self/clear_refs").write_text("5")
-    rss_before = _status_bytes("VmRSS")
+    rss_before = proc_memory_bytes("VmRSS")
     started = time.perf_counter()
     frames = 0
     if arm == "streamed":
@@ -95,7 +86,7 @@ def epoch_in_process(dataset: str, arm: str) -> dict:
                 collate([rows[i] for i in order[step * BATCH : (step + 1) * BATCH]]).frame_ids
             )
     seconds = time.perf_counter() - started
-    peak = _status_bytes("VmHWM")
+    peak = proc_memory_bytes("VmHWM")
     return {
         "frames": frames,
         "frames_per_s": frames / seconds,
@@ -112,13 +103,7 @@ def reader_scaling(dataset: str) -> dict:
         uri = scaled(dataset, factor)
         stored[factor] = sum(f.stat().st_size for f in pathlib.Path(uri, "data").rglob("*.parquet"))
         for arm in ("in_memory", "streamed"):
-            out = subprocess.run(
-                [sys.executable, __file__, "--epoch", uri, arm],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            result = json.loads(out.strip().splitlines()[-1])
+            result = in_fresh_process(__file__, "--epoch", uri, arm)
             runs.append({"scale": factor, "arm": arm, "dataset_bytes": stored[factor], **result})
     by = {(r["scale"], r["arm"]): r for r in runs}
     top = SCALES[-1]
