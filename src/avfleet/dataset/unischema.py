@@ -27,6 +27,19 @@ import warnings
 
 from avfleet.core import storage
 
+# Petastorm 0.12 calls pyarrow's legacy dataset API, and pyarrow 14 warns (FutureWarning) at
+# every call, attributed to Petastorm's modules, from its worker threads as well as here: a
+# dozen lines per rank per epoch. Ignored for warnings from Petastorm's own modules only, and
+# process-wide, since catch_warnings neither reaches the reader's threads nor survives the
+# generator's yields. Remove with Petastorm (or pyarrow's legacy API).
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
+# Datasets carry a Unischema (below) for Petastorm users' make_reader; the trainer
+# reads the raw columns with make_batch_reader on purpose (PIL decodes, as serving does), which
+# Petastorm warns about once per reader (train.data). That one message, from Petastorm, is expected.
+warnings.filterwarnings(
+    "ignore", message=r"Please use make_reader", category=UserWarning, module=r"petastorm(\.|$)"
+)
+
 _STRING_COLUMNS = (
     "frame_id",
     "recording_id",

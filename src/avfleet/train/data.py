@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
-import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -34,19 +33,6 @@ from avfleet.dataset.unischema import petastorm_filesystem, petastorm_url
 COLUMNS = ["frame_id", "image_jpeg", "mask_png", "time_of_day", "weather", "road_type"]
 SOURCE_COLUMN = "label_source"
 """Read too where the dataset records it (its manifest counts frames per source)."""
-# Petastorm 0.12 calls pyarrow's legacy dataset API, and pyarrow 14 warns (FutureWarning) at
-# every call, attributed to Petastorm's modules, from its worker threads as well as here: a
-# dozen lines per rank per epoch. Ignored for warnings from Petastorm's own modules only, and
-# process-wide, since catch_warnings neither reaches the reader's threads nor survives the
-# generator's yields. Remove with Petastorm (or pyarrow's legacy API).
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
-# Datasets carry a Unischema (dataset.unischema) for Petastorm users' make_reader; the trainer
-# reads the raw columns with make_batch_reader on purpose (PIL decodes, as serving does), which
-# Petastorm warns about once per reader. That one message, from Petastorm, is expected here.
-warnings.filterwarnings(
-    "ignore", message=r"Please use make_reader", category=UserWarning, module=r"petastorm(\.|$)"
-)
-
 SHUFFLE_BUFFER_ROWS = 512
 """Rows an epoch holds to shuffle across row groups (16 of the builder's 32-row groups)."""
 READER_QUEUE_ROW_GROUPS = 2
@@ -119,8 +105,8 @@ class ShardedDataset:
         """This rank's rows as Petastorm reads them: row groups in a seeded order (file order
         for None), one worker, a short results queue; rows failing `keep` left out.
 
-        Petastorm's FutureWarnings about pyarrow's legacy API are filtered at the top of
-        this module (they come from the reader's threads too).
+        Petastorm's FutureWarnings about pyarrow's legacy API are filtered where avfleet meets
+        Petastorm (avfleet.dataset.unischema; they come from the reader's threads too).
         """
         from petastorm import make_batch_reader
 
