@@ -96,6 +96,12 @@ class BoundedServer(http.server.ThreadingHTTPServer):
     """A threading HTTP server with a bounded number of connections, each with a deadline."""
 
     daemon_threads = True
+    # socketserver's default backlog is 5: under a burst of connections (a
+    # flood, or a busy host where the accepting thread runs late) the kernel
+    # drops SYNs past it and the client retries a second later. Take the
+    # system's maximum, as Go's net/http does, so a burst waits in the queue
+    # and a full slot answers 503 at once.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(
         self,
