@@ -207,6 +207,7 @@ def _dataset_parsers(sub: argparse._SubParsersAction) -> None:
     add_field(build, DatasetConfig, "engine", choices=ENGINES)
     add_field(build, DatasetConfig, "spark_master")
     add_field(build, DatasetConfig, "spark_min_frames")
+    add_field(build, DatasetConfig, "frames_per_task")
     add_field(build, DatasetConfig, "dates")
     add_field(build, DatasetConfig, "exclude_uri", "--exclude")
     add_field(build, DatasetConfig, "base_uri", "--base")
@@ -248,6 +249,7 @@ def _cmd_dataset(args: argparse.Namespace) -> None:
         engine=args.engine,
         spark_master=args.spark_master,
         spark_min_frames=args.spark_min_frames,
+        frames_per_task=args.frames_per_task,
         storage=st,
     )
     if args.labels.startswith("oracle:"):

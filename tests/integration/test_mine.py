@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from avfleet.core.errors import TransientError
+from avfleet.core.storage import read_parquet
 from avfleet.dataset.labels import ToolLabels
 from avfleet.index.job import IndexConfig, LoopEngine, run_index
 from avfleet.mining.entry import label_queue
-from avfleet.mining.job import InProcessScorer, MineConfig, read_parquet, run_mine
+from avfleet.mining.job import InProcessScorer, MineConfig, run_mine
 from avfleet.mining.select import SelectionConfig
 from avfleet.serve.client import TritonClientConfig, TritonScorer
 from avfleet.serve.graph import ScoringGraph, export_onnx

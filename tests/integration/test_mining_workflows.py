@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
+from avfleet.core.storage import read_parquet
 from avfleet.dataset.build import DatasetConfig, build_dataset
 from avfleet.dataset.labels import OracleLabels
 from avfleet.index.job import IndexConfig, LoopEngine, run_index
-from avfleet.mining.job import read_parquet
 from avfleet.serve.graph import ScoringGraph, export_onnx
 from avfleet.serve.repository import publish
 from avfleet.train.models import build, default_arch

@@ -312,3 +312,22 @@ def add_storage_arguments(parser: argparse.ArgumentParser) -> None:
 
 def storage_from_args(args: argparse.Namespace) -> StorageConfig:
     return StorageConfig(s3_endpoint_url=args.s3_endpoint_url, s3_region=args.s3_region)
+
+
+def write_parquet(rows: Any, uri: str, storage_config: StorageConfig | None = None) -> None:
+    """A pandas DataFrame to one Parquet file at `uri`, atomically (small tables: scores,
+    selections, a task's inputs)."""
+    import io
+
+    buf = io.BytesIO()
+    rows.to_parquet(buf, index=False)
+    atomic_write_bytes(uri, buf.getvalue(), storage_config)
+
+
+def read_parquet(uri: str, storage_config: StorageConfig | None = None) -> Any:
+    """The pandas DataFrame of one Parquet file at `uri` (see write_parquet)."""
+    import io
+
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(read_bytes(uri, storage_config)))

@@ -80,12 +80,17 @@ class DatasetConfig:
     """Spark master for engine spark (None: what spark-submit chose, else local[*])."""
     spark_min_frames: int = 20_000
     """Selections this large build on Spark under engine auto."""
+    frames_per_task: int = 5_000
+    """On Spark, about this many frames per task (at least 2 tasks per core): a task holds its
+    part's images and masks until it writes them, so this bounds a worker's memory."""
     storage: storage.StorageConfig = dataclasses.field(default_factory=storage.StorageConfig)
     """How to reach index, recordings and outputs."""
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConfigError("engine", f"{self.engine!r}: expected one of {ENGINES}")
+        if self.frames_per_task <= 0:
+            raise ConfigError("frames_per_task", f"must be positive, got {self.frames_per_task}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,7 +317,10 @@ def _engine_for(config: DatasetConfig, num_frames: int, show_progress: bool | No
     from avfleet.index.spark import spark_session
 
     log.info("building %d frames on Spark", num_frames)
-    return SparkEngine(spark_session("avfleet-dataset", config.spark_master or "local[*]"))
+    return SparkEngine(
+        spark_session("avfleet-dataset", config.spark_master or "local[*]"),
+        frames_per_task=config.frames_per_task,
+    )
 
 
 def base_digests(base_uri: str, storage_config: storage.StorageConfig) -> pd.DataFrame:

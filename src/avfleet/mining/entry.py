@@ -8,7 +8,8 @@ import json
 from avfleet.core import storage
 from avfleet.core.cliopts import add_field, add_outputs_dir
 from avfleet.core.metrics import MetricsConfig
-from avfleet.mining.job import InProcessScorer, MineConfig, MineReport, run_mine, write_parquet
+from avfleet.core.storage import write_parquet
+from avfleet.mining.job import InProcessScorer, MineConfig, MineReport, run_mine
 from avfleet.mining.select import STRATEGIES, SelectionConfig
 
 

@@ -151,18 +151,6 @@ def score_shard(
     return rows, bytes_read
 
 
-def write_parquet(
-    rows: pd.DataFrame, uri: str, storage_config: storage.StorageConfig | None = None
-) -> None:
-    buf = io.BytesIO()
-    rows.to_parquet(buf, index=False)
-    storage.atomic_write_bytes(uri, buf.getvalue(), storage_config)
-
-
-def read_parquet(uri: str, storage_config: storage.StorageConfig | None = None) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(storage.read_bytes(uri, storage_config)))
-
-
 def label_studio_tasks(
     selection: pd.DataFrame, frames_uri: str, predictions: dict[str, dict] | None = None
 ) -> list[dict]:
@@ -247,7 +235,7 @@ def run_mine(
             uri = storage.join(config.out_uri, "scores", f"shard-{i:05d}.parquet")
             rejected_uri = storage.join(config.out_uri, "scores", f"shard-{i:05d}.rejected.json")
             if storage.exists(uri, st):  # finished by an earlier attempt
-                parts.append(read_parquet(uri, st))
+                parts.append(storage.read_parquet(uri, st))
                 rejected += json.loads(storage.read_bytes(rejected_uri, st))
                 skipped += 1
             else:
@@ -261,7 +249,7 @@ def run_mine(
                 # the rejects first: a shard's scores file means both are there
                 storage.atomic_write_text(rejected_uri, json.dumps(shard_rejected), st)
                 rejected += shard_rejected
-                write_parquet(rows, uri, st)
+                storage.write_parquet(rows, uri, st)
                 parts.append(rows)
                 scored += len(rows)
                 bytes_fetched += n
@@ -282,7 +270,7 @@ def run_mine(
     bytes_fetched += n
     rejected += late
     selection = selection[selection["frame_id"].isin(picked)].reset_index(drop=True)
-    write_parquet(selection, storage.join(config.out_uri, "selection.parquet"), st)
+    storage.write_parquet(selection, storage.join(config.out_uri, "selection.parquet"), st)
     for r in rejected:
         log.warning(
             "frame %s of %s at offset %s not mined: %s",

@@ -33,11 +33,12 @@ import pandas as pd
 
 from avfleet.core import storage
 from avfleet.core.errors import ConfigError, PermanentError
+from avfleet.core.storage import read_parquet, write_parquet
 from avfleet.dataset.build import read_manifest
 from avfleet.dataset.fetch import fetch_frames
 from avfleet.dataset.labels import IGNORE, encode_mask_png
 from avfleet.index.table import IndexTable
-from avfleet.mining.job import decode_jpeg, read_parquet, write_parquet
+from avfleet.mining.job import decode_jpeg
 from avfleet.mining.select import domain_of
 
 
