@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import platform
+import re
 import sys
 import time
 
@@ -61,10 +65,12 @@ def in_fresh_process(script: str, *args: str) -> dict:
     object its last line of output prints."""
     import subprocess
 
-    out = subprocess.run(
-        [sys.executable, script, *args], check=True, capture_output=True, text=True
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(
+            f"{script} {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}"
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def save(name: str, result: dict) -> None:
@@ -90,3 +96,57 @@ def best_p50_ms(runners: dict, frame: object, *, warmup: int, runs: int, rounds:
         for key, run in runners.items():
             best[key] = min(best[key], latency_ms(run, frame, warmup, runs)["p50_ms"])
     return best
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "eu-west-1",
+}
+
+
+@contextlib.contextmanager
+def counted_s3(bucket: str):  # noqa: ANN201
+    """moto's S3 server in this process with `bucket` made: yields (StorageConfig, counts), where
+    counts is a Counter of the requests the server has answered, by method (clear it to start a
+    measurement). Counted on the server's side, from werkzeug's request log, so every client
+    (this process, Spark's workers) is seen. Sets the AWS variables first: start Spark inside."""
+    from moto.server import ThreadedMotoServer
+
+    from avfleet.core import storage
+    from avfleet.core.net import free_port
+
+    os.environ.update(S3_ENV)
+    counter = _RequestCounter()
+    werkzeug = logging.getLogger("werkzeug")
+    werkzeug.addHandler(counter)
+    werkzeug.setLevel(logging.INFO)
+    werkzeug.propagate = False
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        st = storage.StorageConfig(
+            s3_endpoint_url=f"http://127.0.0.1:{port}", s3_region=S3_ENV["AWS_DEFAULT_REGION"]
+        )
+        storage.filesystem(f"s3://{bucket}", st).mkdir(
+            bucket, region_name=S3_ENV["AWS_DEFAULT_REGION"]
+        )
+        yield st, counter.counts
+    finally:
+        server.stop()
+        werkzeug.removeHandler(counter)
+
+
+class _RequestCounter(logging.Handler):
+    """Counts the requests moto's server answers, by method, from werkzeug's request log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # '... "GET /bucket/key HTTP/1.1" 206 -', coloured with ANSI codes for some statuses
+        found = re.search(r"(GET|PUT|POST|HEAD|DELETE) /", record.getMessage())
+        if found:
+            self.counts[found.group(1)] += 1

@@ -17,12 +17,8 @@ Fitted exponents (benchmarks/_growth.py): time and requests k <= 1.05; driver me
 
 from __future__ import annotations
 
-import collections
 import json
-import logging
-import os
 import pathlib
-import re
 import sys
 import tempfile
 import time
@@ -33,6 +29,7 @@ from _common import (  # noqa: E402
     RESULTS,
     SMOKE,
     cached_fleet,
+    counted_s3,
     in_fresh_process,
     proc_memory_bytes,
     save,
@@ -42,11 +39,6 @@ from index_throughput import replicated  # noqa: E402
 
 from avfleet.fleet.world import FleetSpec  # noqa: E402
 
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "eu-west-1",
-}
 LOCAL_SPEC = FleetSpec(seed=41, vehicles=10, minutes_per_day=10.0)
 LOCAL_TIMES = (1, 2, 4) if SMOKE else (1, 10, 100)
 S3_SPEC = FleetSpec(seed=43, vehicles=3, minutes_per_day=1.0, segment_s=6.0)
@@ -87,78 +79,50 @@ def local_growth() -> list[dict]:
     return runs
 
 
-class _RequestCounter(logging.Handler):
-    """Counts the requests moto's server answers, by method, from werkzeug's request log."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # '... "GET /bucket/key HTTP/1.1" 206 -', coloured with ANSI codes for some statuses
-        found = re.search(r"(GET|PUT|POST|HEAD|DELETE) /", record.getMessage())
-        if found:
-            self.counts[found.group(1)] += 1
-
-
 def s3_growth() -> list[dict]:
-    from moto.server import ThreadedMotoServer
-
-    from avfleet.core import storage
-    from avfleet.core.net import free_port
-    from avfleet.core.storage import StorageConfig
-    from avfleet.index.job import IndexConfig, SparkEngine, run_index
-    from avfleet.index.scan import ScanConfig
     from avfleet.index.spark import spark_session
 
-    os.environ.update(S3_ENV)  # before Spark starts: its Python workers inherit them
     fleet = cached_fleet(S3_SPEC)
     date = S3_SPEC.start_date
-    counter = _RequestCounter()
-    werkzeug = logging.getLogger("werkzeug")
-    werkzeug.addHandler(counter)
-    werkzeug.setLevel(logging.INFO)
-    werkzeug.propagate = False
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    spark = spark_session("avfleet-growth-s3", "local[2]")
-    st = StorageConfig(s3_endpoint_url=f"http://127.0.0.1:{port}", s3_region="eu-west-1")
+    with counted_s3("growth") as (st, counts):
+        spark = spark_session("avfleet-growth-s3", "local[2]")
+        try:
+            return [_s3_run(spark, st, counts, fleet, date, times) for times in S3_TIMES]
+        finally:
+            spark.stop()
+
+
+def _s3_run(spark, st, counts, fleet: str, date: str, times: int) -> dict:  # noqa: ANN001
+    """Upload `times` replicas of the day, clear the count, index them: requests and bytes."""
+    from avfleet.core import storage
+    from avfleet.index.job import IndexConfig, SparkEngine, run_index
+    from avfleet.index.scan import ScanConfig
+
     fs = storage.filesystem("s3://growth", st)
-    fs.mkdir("growth", region_name="eu-west-1")
-    runs = []
-    try:
-        for times in S3_TIMES:
-            root = pathlib.Path(replicated(fleet, date, times))
-            prefix = f"growth/x{times}"
-            for path in sorted(root.glob(f"raw/date={date}/*/*.mcap")):
-                fs.put_file(str(path), f"{prefix}/{path.relative_to(root)}")
-            counter.counts.clear()
-            config = IndexConfig(
-                recordings_uri=f"s3://{prefix}",
-                date=date,
-                out_uri=f"s3://{prefix}-index",
-                scan=ScanConfig(storage=st),
-            )
-            report = run_index(config, SparkEngine(spark))
-            requests = sum(counter.counts.values())
-            runs.append(
-                {
-                    "files": report.num_files,
-                    "frames": report.num_frames,
-                    "requests": requests,
-                    "requests_by_method": dict(counter.counts),
-                    "requests_per_file": requests / report.num_files,
-                    "bytes_read": report.bytes_read,
-                    "bytes_read_per_file": report.bytes_read / report.num_files,
-                    "read_fraction": report.read_fraction,
-                }
-            )
-            print(f"{report.num_files:>4} files on S3: {requests} requests", flush=True)
-    finally:
-        spark.stop()
-        server.stop()
-    return runs
+    root = pathlib.Path(replicated(fleet, date, times))
+    prefix = f"growth/x{times}"
+    for path in sorted(root.glob(f"raw/date={date}/*/*.mcap")):
+        fs.put_file(str(path), f"{prefix}/{path.relative_to(root)}")
+    counts.clear()
+    config = IndexConfig(
+        recordings_uri=f"s3://{prefix}",
+        date=date,
+        out_uri=f"s3://{prefix}-index",
+        scan=ScanConfig(storage=st),
+    )
+    report = run_index(config, SparkEngine(spark))
+    requests = sum(counts.values())
+    print(f"{report.num_files:>4} files on S3: {requests} requests", flush=True)
+    return {
+        "files": report.num_files,
+        "frames": report.num_frames,
+        "requests": requests,
+        "requests_by_method": dict(counts),
+        "requests_per_file": requests / report.num_files,
+        "bytes_read": report.bytes_read,
+        "bytes_read_per_file": report.bytes_read / report.num_files,
+        "read_fraction": report.read_fraction,
+    }
 
 
 def main() -> None:
