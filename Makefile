@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 UV_VERSION  ?= 0.13.9
 
-.PHONY: demo test setup tools lint render bench perf clean
+.PHONY: demo test setup tools lint render bench perf capacity clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,6 +40,13 @@ test: $(STAMP) tools
 # the local Triton, at 1-8 requests in flight and batch 1-64 (benchmarks/triton_perf.py).
 perf: $(STAMP) tools
 	$(PY) benchmarks/triton_perf.py
+
+# The growth benchmarks (docs/scaling.md), then the capacity plan computed from their outputs
+# (docs/capacity.md, docs/capacity_inputs.json); about 30 minutes on 2 cores.
+GROWTH = index_bytes index_growth dataset_growth selection_growth mining_growth train_growth triton_perf
+capacity: $(STAMP) tools
+	for b in $(GROWTH); do $(PY) benchmarks/$$b.py || exit 1; done
+	$(PY) benchmarks/capacity.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src jobs tests benchmarks

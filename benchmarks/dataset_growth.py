@@ -26,7 +26,6 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    RESULTS,
     SMOKE,
     cached_fleet,
     counted_s3,
@@ -34,7 +33,7 @@ from _common import (  # noqa: E402
     proc_memory_bytes,
     save,
 )
-from _growth import exponent, plot  # noqa: E402
+from _growth import exponent, plot, replot  # noqa: E402
 
 from avfleet.fleet.world import FleetSpec  # noqa: E402
 
@@ -190,29 +189,6 @@ def main() -> None:
     )
     fits["spark_worker_peak_bytes"] = exponent(*_series(local, "spark", "worker_peak_bytes"))
     fits["s3_requests"] = exponent([r["frames"] for r in s3], [r["requests"] for r in s3])
-    mib = 2**20
-    plot(
-        RESULTS / ("dataset_growth-smoke.png" if SMOKE else "dataset_growth.png"),
-        "dataset build: cost vs frames selected",
-        "frames",
-        {
-            "seconds, loop": _series(local, "loop", "seconds"),
-            "seconds, Spark local[2]": _series(local, "spark", "seconds"),
-            "loop process peak MiB": (
-                _series(local, "loop", "python_driver_peak_bytes")[0],
-                [v / mib for v in _series(local, "loop", "python_driver_peak_bytes")[1]],
-            ),
-            "Spark Python driver peak MiB": (
-                _series(local, "spark", "python_driver_peak_bytes")[0],
-                [v / mib for v in _series(local, "spark", "python_driver_peak_bytes")[1]],
-            ),
-            "Spark worker peak MiB": (
-                _series(local, "spark", "worker_peak_bytes")[0],
-                [v / mib for v in _series(local, "spark", "worker_peak_bytes")[1]],
-            ),
-            "S3 requests (moto)": ([r["frames"] for r in s3], [r["requests"] for r in s3]),
-        },
-    )
     save(
         "dataset_growth",
         {
@@ -222,10 +198,34 @@ def main() -> None:
             "exponents": fits,
         },
     )
+    figure({"local": local, "s3": s3})
+
+
+def figure(result: dict) -> None:
+    local, s3 = result["local"], result["s3"]
+
+    def mib(engine: str, key: str) -> tuple[list, list]:
+        sizes, values = _series(local, engine, key)
+        return sizes, [v / 2**20 for v in values]
+
+    plot(
+        "dataset_growth",
+        "dataset build: cost vs frames selected",
+        "frames",
+        {
+            "seconds, loop": _series(local, "loop", "seconds"),
+            "seconds, Spark local[2]": _series(local, "spark", "seconds"),
+            "S3 requests (moto, Spark)": ([r["frames"] for r in s3], [r["requests"] for r in s3]),
+            "loop process peak MiB": mib("loop", "python_driver_peak_bytes"),
+            "Spark Python driver peak MiB": mib("spark", "python_driver_peak_bytes"),
+            "Spark JVM driver peak MiB": mib("spark", "jvm_driver_peak_bytes"),
+            "Spark largest worker peak MiB": mib("spark", "worker_peak_bytes"),
+        },
+    )
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--build"]:
         print(json.dumps(build_in_process(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])))
-    else:
+    elif not replot("dataset_growth", figure):
         main()

@@ -26,7 +26,6 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    RESULTS,
     SMOKE,
     cached_fleet,
     counted_s3,
@@ -34,7 +33,7 @@ from _common import (  # noqa: E402
     proc_memory_bytes,
     save,
 )
-from _growth import exponent, plot  # noqa: E402
+from _growth import exponent, plot, replot  # noqa: E402
 from index_throughput import replicated  # noqa: E402
 
 from avfleet.fleet.world import FleetSpec  # noqa: E402
@@ -139,25 +138,6 @@ def main() -> None:
         "s3_requests": exponent([r["files"] for r in s3], [r["requests"] for r in s3]),
         "s3_bytes_read": exponent([r["files"] for r in s3], [r["bytes_read"] for r in s3]),
     }
-    plot(
-        RESULTS / ("index_growth-smoke.png" if SMOKE else "index_growth.png"),
-        "index job: cost vs files in a day",
-        "files",
-        {
-            "seconds (disk, Spark local[2])": (
-                [r["files"] for r in local],
-                [r["seconds"] for r in local],
-            ),
-            "driver peak MiB (Python / JVM)": (
-                [r["files"] for r in local],
-                [
-                    (r["python_driver_peak_bytes"] + r["jvm_driver_peak_bytes"]) / 2**20
-                    for r in local
-                ],
-            ),
-            "S3 requests (moto)": ([r["files"] for r in s3], [r["requests"] for r in s3]),
-        },
-    )
     save(
         "index_growth",
         {
@@ -167,10 +147,30 @@ def main() -> None:
             "exponents": fits,
         },
     )
+    figure({"local": local, "s3": s3})
+
+
+def figure(result: dict) -> None:
+    local, s3 = result["local"], result["s3"]
+    files = [r["files"] for r in local]
+    plot(
+        "index_growth",
+        "index job: cost vs files in a day",
+        "files",
+        {
+            "seconds (disk, Spark local[2])": (files, [r["seconds"] for r in local]),
+            "S3 requests (moto)": ([r["files"] for r in s3], [r["requests"] for r in s3]),
+            "Python driver peak MiB": (
+                files,
+                [r["python_driver_peak_bytes"] / 2**20 for r in local],
+            ),
+            "JVM driver peak MiB": (files, [r["jvm_driver_peak_bytes"] / 2**20 for r in local]),
+        },
+    )
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--index"]:
         print(json.dumps(index_in_process(sys.argv[2], sys.argv[3])))
-    else:
+    elif not replot("index_growth", figure):
         main()

@@ -27,8 +27,8 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from _common import RESULTS, SMOKE, cached_fleet, in_fresh_process, proc_memory_bytes, save  # noqa: E402
-from _growth import exponent, plot  # noqa: E402
+from _common import SMOKE, cached_fleet, in_fresh_process, proc_memory_bytes, save  # noqa: E402
+from _growth import exponent, plot, replot  # noqa: E402
 from _train_common import datasets, plain_ensemble  # noqa: E402
 from dataset_growth import SPEC  # noqa: E402
 
@@ -58,7 +58,7 @@ def day_of(fleet: str, date: str, vehicles: int) -> str:
     return str(index)
 
 
-def mine_in_process(index: str, date: str, repo: str, ref: str) -> dict:
+def mine_in_process(index: str, date: str, repo: str, ref: str, budget: int) -> dict:
     from avfleet.mining.job import InProcessScorer, MineConfig, run_mine
     from avfleet.mining.select import SelectionConfig
     from avfleet.serve.repository import load_version
@@ -69,7 +69,7 @@ def mine_in_process(index: str, date: str, repo: str, ref: str) -> dict:
         date=date,
         model=ref,
         out_uri=tempfile.mkdtemp(prefix="avfleet-mining-growth-"),
-        selection=SelectionConfig(budget=BUDGET, window_s=WINDOW_S),
+        selection=SelectionConfig(budget=budget, window_s=WINDOW_S),
     )
     started = time.perf_counter()
     report = run_mine(config, scorer, show_progress=False)
@@ -130,7 +130,7 @@ def main() -> None:
     runs = []
     for vehicles in VEHICLES:
         index = day_of(fleet, date, vehicles)
-        runs.append(in_fresh_process(__file__, "--mine", index, date, repo, ref))
+        runs.append(in_fresh_process(__file__, "--mine", index, date, repo, ref, str(BUDGET)))
         r = runs[-1]
         print(
             f"{r['frames_indexed']:>7} frames, {r['candidates']} candidates: {r['seconds']:.1f} s"
@@ -142,15 +142,6 @@ def main() -> None:
         "seconds": exponent(frames, [r["seconds"] for r in runs]),
         "peak_bytes": exponent(frames, [r["peak_bytes"] for r in runs]),
     }
-    plot(
-        RESULTS / ("mining_growth-smoke.png" if SMOKE else "mining_growth.png"),
-        f"mining job: cost vs frames in a day (window {WINDOW_S} s, budget {BUDGET})",
-        "frames indexed that day",
-        {
-            "seconds": (frames, [r["seconds"] for r in runs]),
-            "job peak MiB": (frames, [r["peak_bytes"] / 2**20 for r in runs]),
-        },
-    )
     save(
         "mining_growth",
         {
@@ -162,10 +153,25 @@ def main() -> None:
             "decode_2mp": decode,
         },
     )
+    figure({"runs": runs})
+
+
+def figure(result: dict) -> None:
+    runs = result["runs"]
+    frames = [r["frames_indexed"] for r in runs]
+    plot(
+        "mining_growth",
+        f"mining job: cost vs frames in a day (window {WINDOW_S} s, budget {BUDGET})",
+        "frames indexed that day",
+        {
+            "seconds": (frames, [r["seconds"] for r in runs]),
+            "job peak MiB": (frames, [r["peak_bytes"] / 2**20 for r in runs]),
+        },
+    )
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--mine"]:
-        print(json.dumps(mine_in_process(*sys.argv[2:6])))
-    else:
+        print(json.dumps(mine_in_process(*sys.argv[2:6], int(sys.argv[6]))))
+    elif not replot("mining_growth", figure):
         main()

@@ -20,8 +20,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from _common import RESULTS, SMOKE, save  # noqa: E402
-from _growth import exponent, plot  # noqa: E402
+from _common import SMOKE, save  # noqa: E402
+from _growth import exponent, plot, replot  # noqa: E402
 
 from avfleet.mining.select import SelectionConfig, select  # noqa: E402
 
@@ -98,15 +98,6 @@ def main() -> None:
         "time": exponent(sizes, [r["seconds"] for r in runs]),
         "peak_memory": exponent(sizes, [r["peak_traced_bytes"] for r in runs]),
     }
-    plot(
-        RESULTS / ("selection_growth-smoke.png" if SMOKE else "selection_growth.png"),
-        f"selection at budget {BUDGET}: cost vs candidates",
-        "candidates",
-        {
-            "seconds": (sizes, [r["seconds"] for r in runs]),
-            "peak traced MiB": (sizes, [r["peak_traced_bytes"] / 2**20 for r in runs]),
-        },
-    )
     save(
         "selection_growth",
         {
@@ -117,7 +108,22 @@ def main() -> None:
             "met": all(k <= 1.05 for k in fits.values()),
         },
     )
+    figure({"budget": BUDGET, "runs": runs})
 
 
-if __name__ == "__main__":
+def figure(result: dict) -> None:
+    runs = result["runs"]
+    sizes = [r["candidates"] for r in runs]
+    plot(
+        "selection_growth",
+        f"selection at budget {result['budget']}: cost vs candidates",
+        "candidates",
+        {
+            "seconds": (sizes, [r["seconds"] for r in runs]),
+            "peak traced MiB": (sizes, [r["peak_traced_bytes"] / 2**20 for r in runs]),
+        },
+    )
+
+
+if __name__ == "__main__" and not replot("selection_growth", figure):
     main()

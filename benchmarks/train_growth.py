@@ -28,24 +28,24 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import train_throughput  # noqa: E402
 from _common import RESULTS, SMOKE, in_fresh_process, save  # noqa: E402
-from _growth import exponent, plot  # noqa: E402
+from _growth import exponent, plot, replot  # noqa: E402
 from _train_common import datasets, torchrun  # noqa: E402
 
 from avfleet.dataset.build import read_manifest  # noqa: E402
 
 SCALES = (1, 2) if SMOKE else (1, 4, 16)
 STEPS = 4 if SMOKE else 200
-RECIPE = ["--width", "1.0", "--batch-size", "16", "--steps", str(STEPS)]
-RECIPE += ["--checkpoint-every", "100000"]
+RECIPE = ["--width", "1.0", "--batch-size", "16", "--checkpoint-every", "100000"]
 
 
-def run_in_process(dataset: str, nproc: int) -> dict:
-    """One torchrun of RECIPE: samples/s, wall seconds, and the largest process's peak RSS
-    (torchrun waits for its ranks, so their peaks reach this process's RUSAGE_CHILDREN)."""
+def run_in_process(dataset: str, nproc: int, steps: int) -> dict:
+    """One torchrun of RECIPE for `steps` steps: samples/s, wall seconds, and the largest
+    process's peak RSS (torchrun waits for its ranks, so their peaks reach this process's
+    RUSAGE_CHILDREN)."""
     out = RESULTS / "runs" / f"growth-{pathlib.Path(dataset).name}-{nproc}proc"
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    result = torchrun(dataset, str(out), *RECIPE, nproc=nproc)
+    result = torchrun(dataset, str(out), *RECIPE, "--steps", str(steps), nproc=nproc)
     seconds = time.perf_counter() - started
     shutil.rmtree(out, ignore_errors=True)
     return {
@@ -61,11 +61,11 @@ def run_in_process(dataset: str, nproc: int) -> dict:
 def main() -> None:
     train, _ = datasets()
     uris = {factor: train_throughput.scaled(train, factor) for factor in SCALES}
-    by_processes = [in_fresh_process(__file__, "--run", train, str(n)) for n in (1, 2)]
+    by_processes = [in_fresh_process(__file__, "--run", train, str(n), str(STEPS)) for n in (1, 2)]
     for r in by_processes:
         print(f"{r['processes']} process(es): {r['samples_per_s']:.0f} samples/s", flush=True)
     by_size = [by_processes[1]] + [
-        in_fresh_process(__file__, "--run", uris[f], "2") for f in SCALES[1:]
+        in_fresh_process(__file__, "--run", uris[f], "2", str(STEPS)) for f in SCALES[1:]
     ]
     for r in by_size:
         print(f"{r['frames']:>6} frames: {r['samples_per_s']:.0f} samples/s", flush=True)
@@ -84,25 +84,11 @@ def main() -> None:
             reader_frames, [r["frames_per_s"] for r in reader]
         ),
     }
-    mib = 2**20
-    plot(
-        RESULTS / ("train_growth-smoke.png" if SMOKE else "train_growth.png"),
-        f"training: {STEPS} steps of batch 16 per rank vs dataset frames",
-        "frames in the dataset",
-        {
-            "samples/s (2 ranks)": (frames, [r["samples_per_s"] for r in by_size]),
-            "largest rank's peak MiB": (frames, [r["peak_rank_rss_bytes"] / mib for r in by_size]),
-            "reader epoch: peak MiB over start": (
-                reader_frames,
-                [r["peak_rss_over_start_bytes"] / mib for r in reader],
-            ),
-        },
-    )
     save(
         "train_growth",
         {
             "goal": "samples/s and memory flat (k near 0) in the dataset's size",
-            "recipe": RECIPE,
+            "recipe": [*RECIPE, "--steps", str(STEPS)],
             "by_processes": by_processes,
             "ddp_speedup": by_processes[1]["samples_per_s"] / by_processes[0]["samples_per_s"],
             "by_size": by_size,
@@ -110,10 +96,33 @@ def main() -> None:
             "exponents": fits,
         },
     )
+    figure({"by_size": by_size, "reader": reader})
+
+
+def figure(result: dict) -> None:
+    by_size, reader = result["by_size"], result["reader"]
+    frames = [r["frames"] for r in by_size]
+    reader_frames = [r["frames"] for r in reader]
+    plot(
+        "train_growth",
+        f"training: {by_size[0]['steps']} steps of batch 16 per rank vs dataset frames",
+        "frames in the dataset",
+        {
+            "samples/s (2 ranks)": (frames, [r["samples_per_s"] for r in by_size]),
+            "largest rank's peak MiB": (
+                frames,
+                [r["peak_rank_rss_bytes"] / 2**20 for r in by_size],
+            ),
+            "reader epoch: peak over start MiB": (
+                reader_frames,
+                [r["peak_rss_over_start_bytes"] / 2**20 for r in reader],
+            ),
+        },
+    )
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--run"]:
-        print(json.dumps(run_in_process(sys.argv[2], int(sys.argv[3]))))
-    else:
+        print(json.dumps(run_in_process(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+    elif not replot("train_growth", figure):
         main()
