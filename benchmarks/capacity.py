@@ -131,9 +131,8 @@ def extract() -> dict:
 
     mg = _load("mining_growth")
     first, last = mg["runs"][0], mg["runs"][-1]
-    put("mining_job_bytes_per_indexed_frame",
-        (last["peak_bytes"] - first["peak_bytes"])
-        / (last["frames_indexed"] - first["frames_indexed"]),
+    put("mining_job_bytes_per_candidate",
+        (last["peak_bytes"] - first["peak_bytes"]) / (last["candidates"] - first["candidates"]),
         "bytes", "mining_growth.json runs: job peak, slope smallest to largest day")  # fmt: skip
     put("decode_2mp_ms", mg["decode_2mp"]["decode_ms"], "ms per frame, one core",
         "mining_growth.json decode_2mp.decode_ms")  # fmt: skip
@@ -231,7 +230,7 @@ def plan(inputs: dict) -> dict:
             "decode_cores_for_window": math.ceil(decode_core_h / NIGHT_HOURS),
             "fetched_tb": candidates * v["jpeg_2mp_bytes"] / 1e12,
             "get_requests": candidates,
-            "coordinator_gb": per["camera_frames"] * v["mining_job_bytes_per_indexed_frame"] / 1e9,
+            "coordinator_gb": candidates * v["mining_job_bytes_per_candidate"] / 1e9,
             "selection_s": v["selection_s_at_max"]
             * (candidates / v["selection_max_candidates"]) ** v["selection_time_exponent"],
             "selection_gb": candidates * v["selection_peak_bytes_per_candidate"] / 1e9,
@@ -434,11 +433,13 @@ def render(inputs: dict) -> str:
         "",
         "## Where the design changes first",
         "",
-        f"1. **The mining job's coordinator.** It reads a day's index rows and holds every "
-        f"candidate's scores: measured at {v['mining_job_bytes_per_indexed_frame']:,.0f} bytes "
-        f"per indexed frame, a day of this fleet is {night['coordinator_gb']:,.1f} GB in one "
+        f"1. **The mining job's coordinator.** It streams the day's index rows but holds every "
+        f"candidate's lineage and scores until it selects: measured at "
+        f"{v['mining_job_bytes_per_candidate']:,.0f} bytes per candidate, the default night's "
+        f"{_n(night['candidates'])} candidates are {night['coordinator_gb']:,.1f} GB in one "
         "process. It breaks first: the scoring shards are already independent, so the change is "
-        "an Argo fan-out over shards with the selection run once on their score files.",
+        "an Argo fan-out over shards, each writing its score file, with the selection run once "
+        "on the score files' columns it needs.",
         f"2. **The k-center selection.** At the default row's {_n(night['candidates'])} "
         f"candidates it needs about {night['selection_s']:,.0f} s and "
         f"{night['selection_gb']:,.1f} GB (extrapolated from 1M with the measured exponent): "

@@ -229,3 +229,22 @@ def test_pseudo_labels_fill_short_domains_with_confident_unlabeled_frames(
     )
     assert cli.returncode != 0 and "no-model" in cli.stderr
     assert not (tmp_path / "p.parquet").exists()
+
+
+@pytest.mark.parametrize("batch_rows", [7, 100, 65_536])
+def test_the_day_is_read_in_batches_with_the_same_candidates(setup, batch_rows):
+    from avfleet.index.table import IndexTable
+    from avfleet.mining.job import day_candidates
+    from avfleet.mining.select import domain_of, temporal_dedup
+
+    table = IndexTable(setup[0])
+    whole = table.read("frames", [DATE])
+    assert len(whole) > 3 * 100  # several batches at 100 rows, recordings split across them
+    candidates, indexed, shares = day_candidates(table, DATE, WINDOW_S, batch_rows)
+    expected = temporal_dedup(whole, WINDOW_S)
+    assert indexed == len(whole)
+    assert candidates["frame_id"].tolist() == expected["frame_id"].tolist()
+    assert candidates.columns.tolist() == expected.columns.tolist()
+    assert shares.to_dict() == pytest.approx(
+        domain_of(whole).value_counts(normalize=True).to_dict()
+    )

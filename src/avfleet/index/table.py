@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from avfleet.core import storage
@@ -153,6 +154,30 @@ class IndexTable:
         if commit is None:
             raise NotFoundError(f"{self.root_uri}: no committed index for date {date}")
         return commit
+
+    def iter_batches(self, table: str, date: str, rows: int = 65_536) -> Iterator[Any]:
+        """`table` of one committed date as pandas DataFrames of at most `rows` rows, in the
+        order the parts hold them (a recording's rows are contiguous in its part), so a reader
+        never holds the whole day; columns as `read` gives them."""
+        import pyarrow.dataset as ds
+
+        from avfleet.index import schema
+
+        arrow_schema = {"frames": schema.FRAMES, "files": schema.FILES, "quarantine": schema.FILES}[
+            table
+        ]
+        for uri in getattr(self._require(date), f"{table}_files"):
+            fs = storage.filesystem(uri, self.storage)
+            with storage.translate_errors(uri):
+                part = ds.dataset(
+                    storage.strip_protocol(uri),
+                    filesystem=fs,
+                    schema=arrow_schema,
+                    format="parquet",
+                )
+                for batch in part.to_batches(batch_size=rows):
+                    if batch.num_rows:
+                        yield batch.to_pandas()
 
     def read(self, table: str, dates: list[str] | None = None) -> Any:
         """A pandas DataFrame of `table` ("frames", "files" or "quarantine") over committed dates."""

@@ -37,6 +37,7 @@ from avfleet.mining.select import SelectionConfig, domain_of, select, temporal_d
 from avfleet.serve.outputs import OUTPUTS, SCORES
 
 log = logging.getLogger(__name__)
+INDEX_ORDER = ["vehicle", "recording_id", "frame_index"]  # IndexTable.read's order
 
 
 class Scorer(Protocol):
@@ -207,18 +208,50 @@ def run_name(out_uri: str) -> str:
     return out_uri.rstrip("/").rsplit("/", 1)[-1]
 
 
+def day_candidates(
+    index: IndexTable, date: str, window_s: float, batch_rows: int = 65_536
+) -> tuple[pd.DataFrame, int, pd.Series]:
+    """A date's candidates (`temporal_dedup` of its frames, in the index's order), how many
+    frames it indexed, and their share per domain.
+
+    Read a batch of rows at a time, so the job holds the candidates, not the day (it held
+    the day's whole frames table, ~1.7 KB per frame: benchmarks/mining_growth.py). A
+    recording's rows are contiguous in its part, so the rows of each batch's last recording
+    wait for the next batch and the result equals de-duplicating the whole day; a last pass
+    over the candidates keeps the window even for a recording split some other way."""
+    kept: list[pd.DataFrame] = []
+    carry: pd.DataFrame | None = None
+    indexed, per_domain = 0, pd.Series(dtype="float64")
+    for batch in index.iter_batches("frames", date, batch_rows):
+        indexed += len(batch)
+        per_domain = per_domain.add(domain_of(batch).value_counts(), fill_value=0)
+        if carry is not None:
+            batch = pd.concat([carry, batch], ignore_index=True)
+        tail = batch["recording_id"] == batch["recording_id"].iloc[-1]
+        carry = batch[tail]
+        kept.append(temporal_dedup(batch[~tail], window_s))
+    if carry is not None:
+        kept.append(temporal_dedup(carry, window_s))
+    if not kept:
+        return pd.DataFrame(), 0, per_domain
+    candidates = temporal_dedup(pd.concat(kept, ignore_index=True), window_s)
+    candidates = candidates.sort_values(INDEX_ORDER, kind="stable").reset_index(drop=True)
+    shares = (per_domain / indexed).sort_index().sort_values(ascending=False, kind="stable")
+    return candidates, indexed, shares
+
+
 def run_mine(
     config: MineConfig, scorer: Scorer, *, show_progress: bool | None = None
 ) -> MineReport:
     st = config.storage
-    frames = IndexTable(config.index_uri, st).read("frames", [config.date])
-    if frames.empty:
+    candidates, frames_indexed, fleet_domains = day_candidates(
+        IndexTable(config.index_uri, st), config.date, config.selection.window_s
+    )
+    if not frames_indexed:
         raise PermanentError(f"{config.index_uri}: no indexed frames on {config.date}")
     _claim_folder(config)
-    indexed = frames
     # De-dup first, then drop what is labeled: the candidates are one fixed grid per date, and
     # a labeled frame's near-duplicates in time do not come back as candidates.
-    candidates = temporal_dedup(frames, config.selection.window_s)
     if config.labeled_uri:
         labeled = read_manifest(config.labeled_uri, st)["frame_ids"]
         candidates = candidates[~candidates["frame_id"].isin(labeled)].reset_index(drop=True)
@@ -291,9 +324,8 @@ def run_mine(
         json.dumps(label_studio_tasks(selection, frames_uri, predictions), indent=2),
         st,
     )
-    fleet_domains = domain_of(indexed).value_counts(normalize=True)
     report = MineReport(
-        frames_indexed=len(indexed),
+        frames_indexed=frames_indexed,
         candidates=len(candidates),
         shards=len(shards),
         shards_skipped=skipped,
