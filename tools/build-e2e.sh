@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Build what `make e2e` adds to tools/build.sh's set, at the versions tools/k8s/go.mod pins, with
+# the ordinary go command, into $AVFLEET_TOOLS (default ~/.cache/avfleet-tools). Idempotent.
+#
+#   kubelet, kube-scheduler, kube-controller-manager   the rest of a one-node cluster
+#             (tools/k8s/go.mod, the same k8s.io/kubernetes as kube-apiserver): 1.34 still
+#             runs on cgroup v1 with `failCgroupV1: false`, which this machine needs
+#   pause     a pod's sandbox process (tools/pause, avfleet's own 30 lines of Go), packed into
+#             the pause image by tests/e2e/cluster.py: there is no registry to pull one from
+set -euo pipefail
+cd "$(dirname "$0")"
+OUT=${AVFLEET_TOOLS:-$HOME/.cache/avfleet-tools}
+mkdir -p "$OUT/bin"
+
+k8s_version=$(cd k8s && go list -m -f '{{.Version}}' k8s.io/kubernetes)
+for cmd in kubelet kube-scheduler kube-controller-manager; do
+  bin="$OUT/bin/$cmd-$k8s_version"
+  if [ ! -x "$bin" ]; then
+    echo "building $cmd $k8s_version (minutes on 2 cores; less after kube-apiserver)..." >&2
+    (cd k8s && go build -trimpath -o "$bin.tmp" "k8s.io/kubernetes/cmd/$cmd")
+    mv "$bin.tmp" "$bin"
+  fi
+  ln -sf "$bin" "$OUT/bin/$cmd"
+done
+
+pause_hash=$(cat pause/go.mod pause/main.go | sha256sum | cut -c1-12)
+pause_bin="$OUT/bin/pause-$pause_hash"
+if [ ! -x "$pause_bin" ]; then
+  (cd pause && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$pause_bin.tmp" .)
+  mv "$pause_bin.tmp" "$pause_bin"
+fi
+ln -sf "$pause_bin" "$OUT/bin/pause"

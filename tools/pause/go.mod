@@ -1,0 +1,3 @@
+module avfleet.dev/tools/pause
+
+go 1.26
