@@ -40,7 +40,11 @@ from avfleet.serve.publish import publish_model  # noqa: E402
 CONCURRENCY = (1, 2) if SMOKE else (1, 2, 4, 8)
 BATCHES = (1, 8) if SMOKE else (1, 8, 32, 64)
 WINDOW_MS = 1000 if SMOKE else 3000
-"""perf_analyzer's measurement window; it repeats windows until three agree within 10%."""
+"""perf_analyzer's measurement window; it repeats windows until three agree within
+STABILITY_PCT, and gives up after 10."""
+STABILITY_PCT = 100 if SMOKE else 10
+"""Smoke mode only checks that the run works: on a busy machine (CI) three 1-second windows
+need not agree within 10% (a CI run failed so), and that is not what it tests."""
 
 
 def perf_analyzer_path() -> str:
@@ -62,7 +66,7 @@ def perf_analyzer(
             binary, "-m", model, "-x", version, "-u", url, "-i", "grpc",
             "-b", str(batch), "--concurrency-range", f"{concurrency}:{concurrency}",
             "--input-data", "zero", "--measurement-interval", str(WINDOW_MS),
-            "--percentile", "50", "-f", str(report),
+            "--percentile", "50", "-f", str(report), "-s", str(STABILITY_PCT),
             # it reads the server's statistics, a restricted endpoint
             "-H", f"triton-grpc-protocol-triton-access-token:{token}",
         ]  # fmt: skip
