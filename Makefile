@@ -34,7 +34,7 @@ tools:
 
 # A real one-node Kubernetes (tests/e2e/cluster.py): containerd, the kubelet, the control plane,
 # a pod on it. `make test` runs it too where it can; this runs only it. Needs root and Debian's
-# containerd, runc, containernetworking-plugins and umoci (.ci/run installs them).
+# containerd, runc, containernetworking-plugins, umoci and busybox-static (.ci/run installs them).
 e2e: $(STAMP) tools
 	$(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
 
