@@ -12,7 +12,9 @@ import os
 import pathlib
 import platform
 import re
+import shutil
 import sys
+import tempfile
 import time
 
 from avfleet.fleet.generate import generate_fleet
@@ -50,6 +52,17 @@ def cached_fleet(spec: FleetSpec, **layout_options: int) -> str:
         generate_fleet(spec, str(root), workers=2, show_progress=True, **options)
         done.write_text(f"{time.time() - started:.1f}s\n")
     return str(root)
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str):  # noqa: ANN201 (a generator context manager)
+    """A temporary folder removed on the way out, even when the run fails: the growth runs
+    write hundreds of MB each, and leaked folders once filled the disk under CI."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def proc_memory_bytes(field: str, pid: int | str = "self") -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -32,6 +31,7 @@ from _common import (  # noqa: E402
     in_fresh_process,
     proc_memory_bytes,
     save,
+    scratch_dir,
 )
 from _growth import exponent, plot, replot  # noqa: E402
 
@@ -81,26 +81,26 @@ def build_in_process(fleet: str, index: str, frames: int, engine_name: str) -> d
         engine = SparkEngine(spark)
     else:
         engine = LoopEngine(show_progress=False)
-    out = tempfile.mkdtemp(prefix="avfleet-dataset-growth-")
-    config = DatasetConfig(index_uri=index, selection=f"random:{frames}", out_uri=out, seed=3)
-    started = time.perf_counter()
-    version = build_dataset(config, OracleLabels(fleet), engine=engine)
-    seconds = time.perf_counter() - started
-    result = {
-        "engine": engine_name,
-        "frames": version.num_frames,
-        "seconds": seconds,
-        "frames_per_s": version.num_frames / seconds,
-        "python_driver_peak_bytes": proc_memory_bytes("VmHWM"),
-    }
-    if spark is not None:
-        jvm = spark.sparkContext._gateway.proc.pid  # spark-submit execs the driver JVM
-        result["jvm_driver_peak_bytes"] = proc_memory_bytes("VmHWM", jvm)
-        # The Python workers are reused across tasks (spark.python.worker.reuse), so their
-        # high-water marks cover every task they ran.
-        result["worker_peak_bytes"] = _peak_of_descendants(jvm)
-        result["tasks"] = len(list(pathlib.Path(version.uri, "data").glob("*.parquet")))
-        spark.stop()
+    with scratch_dir("avfleet-dataset-growth-") as out:
+        config = DatasetConfig(index_uri=index, selection=f"random:{frames}", out_uri=out, seed=3)
+        started = time.perf_counter()
+        version = build_dataset(config, OracleLabels(fleet), engine=engine)
+        seconds = time.perf_counter() - started
+        result = {
+            "engine": engine_name,
+            "frames": version.num_frames,
+            "seconds": seconds,
+            "frames_per_s": version.num_frames / seconds,
+            "python_driver_peak_bytes": proc_memory_bytes("VmHWM"),
+        }
+        if spark is not None:
+            jvm = spark.sparkContext._gateway.proc.pid  # spark-submit execs the driver JVM
+            result["jvm_driver_peak_bytes"] = proc_memory_bytes("VmHWM", jvm)
+            # The Python workers are reused across tasks (spark.python.worker.reuse), so their
+            # high-water marks cover every task they ran.
+            result["worker_peak_bytes"] = _peak_of_descendants(jvm)
+            result["tasks"] = len(list(pathlib.Path(version.uri, "data").glob("*.parquet")))
+            spark.stop()
     return result
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -32,6 +31,7 @@ from _common import (  # noqa: E402
     in_fresh_process,
     proc_memory_bytes,
     save,
+    scratch_dir,
 )
 from _growth import exponent, plot, replot  # noqa: E402
 from index_throughput import replicated  # noqa: E402
@@ -51,18 +51,20 @@ def index_in_process(root: str, date: str) -> dict:
 
     spark = spark_session("avfleet-growth", "local[2]")
     jvm = spark.sparkContext._gateway.proc.pid  # spark-submit execs the driver JVM
-    out = tempfile.mkdtemp(prefix="avfleet-growth-")
-    started = time.perf_counter()
-    report = run_index(IndexConfig(recordings_uri=root, date=date, out_uri=out), SparkEngine(spark))
-    seconds = time.perf_counter() - started
-    result = {
-        "files": report.num_files,
-        "frames": report.num_frames,
-        "seconds": seconds,
-        "files_per_s": report.num_files / seconds,
-        "python_driver_peak_bytes": proc_memory_bytes("VmHWM"),
-        "jvm_driver_peak_bytes": proc_memory_bytes("VmHWM", jvm),
-    }
+    with scratch_dir("avfleet-growth-") as out:
+        started = time.perf_counter()
+        report = run_index(
+            IndexConfig(recordings_uri=root, date=date, out_uri=out), SparkEngine(spark)
+        )
+        seconds = time.perf_counter() - started
+        result = {
+            "files": report.num_files,
+            "frames": report.num_frames,
+            "seconds": seconds,
+            "files_per_s": report.num_files / seconds,
+            "python_driver_peak_bytes": proc_memory_bytes("VmHWM"),
+            "jvm_driver_peak_bytes": proc_memory_bytes("VmHWM", jvm),
+        }
     spark.stop()
     return result
 

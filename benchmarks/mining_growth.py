@@ -22,12 +22,18 @@ import json
 import os
 import pathlib
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from _common import SMOKE, cached_fleet, in_fresh_process, proc_memory_bytes, save  # noqa: E402
+from _common import (  # noqa: E402
+    SMOKE,
+    cached_fleet,
+    in_fresh_process,
+    proc_memory_bytes,
+    save,
+    scratch_dir,
+)
 from _growth import exponent, plot, replot  # noqa: E402
 from _train_common import datasets, plain_ensemble  # noqa: E402
 from dataset_growth import SPEC  # noqa: E402
@@ -64,16 +70,17 @@ def mine_in_process(index: str, date: str, repo: str, ref: str, budget: int) -> 
     from avfleet.serve.repository import load_version
 
     scorer = InProcessScorer(load_version(repo, ref).onnx, threads=2)
-    config = MineConfig(
-        index_uri=index,
-        date=date,
-        model=ref,
-        out_uri=tempfile.mkdtemp(prefix="avfleet-mining-growth-"),
-        selection=SelectionConfig(budget=budget, window_s=WINDOW_S),
-    )
-    started = time.perf_counter()
-    report = run_mine(config, scorer, show_progress=False)
-    seconds = time.perf_counter() - started
+    with scratch_dir("avfleet-mining-growth-") as out:
+        config = MineConfig(
+            index_uri=index,
+            date=date,
+            model=ref,
+            out_uri=out,
+            selection=SelectionConfig(budget=budget, window_s=WINDOW_S),
+        )
+        started = time.perf_counter()
+        report = run_mine(config, scorer, show_progress=False)
+        seconds = time.perf_counter() - started
     return {
         "frames_indexed": report.frames_indexed,
         "candidates": report.candidates,
@@ -123,37 +130,37 @@ def main() -> None:
 
     train, _ = datasets()
     run = pathlib.Path(plain_ensemble(train))
-    repo = tempfile.mkdtemp(prefix="repo-")
-    ref = publish_model(str(run / "model"), repo, "dpe")
-    fleet = cached_fleet(SPEC)
-    date = SPEC.start_date
-    runs = []
-    for vehicles in VEHICLES:
-        index = day_of(fleet, date, vehicles)
-        runs.append(in_fresh_process(__file__, "--mine", index, date, repo, ref, str(BUDGET)))
-        r = runs[-1]
-        print(
-            f"{r['frames_indexed']:>7} frames, {r['candidates']} candidates: {r['seconds']:.1f} s"
+    with scratch_dir("repo-") as repo:
+        ref = publish_model(str(run / "model"), repo, "dpe")
+        fleet = cached_fleet(SPEC)
+        date = SPEC.start_date
+        runs = []
+        for vehicles in VEHICLES:
+            index = day_of(fleet, date, vehicles)
+            runs.append(in_fresh_process(__file__, "--mine", index, date, repo, ref, str(BUDGET)))
+            r = runs[-1]
+            print(
+                f"{r['frames_indexed']:>7} frames, {r['candidates']} candidates: {r['seconds']:.1f} s"
+            )
+        decode = decode_2mp(_a_fleet_frame(index, date), 3 if SMOKE else 30)
+        print(f"2 MP JPEG ({decode['jpeg_bytes']} bytes): {decode['decode_ms']:.1f} ms to decode")
+        frames = [r["frames_indexed"] for r in runs]
+        fits = {
+            "seconds": exponent(frames, [r["seconds"] for r in runs]),
+            "peak_bytes": exponent(frames, [r["peak_bytes"] for r in runs]),
+        }
+        save(
+            "mining_growth",
+            {
+                "goal": "time k <= 1.05; the job's memory flat (k near 0)",
+                "window_s": WINDOW_S,
+                "budget": BUDGET,
+                "runs": runs,
+                "exponents": fits,
+                "decode_2mp": decode,
+            },
         )
-    decode = decode_2mp(_a_fleet_frame(index, date), 3 if SMOKE else 30)
-    print(f"2 MP JPEG ({decode['jpeg_bytes']} bytes): {decode['decode_ms']:.1f} ms to decode")
-    frames = [r["frames_indexed"] for r in runs]
-    fits = {
-        "seconds": exponent(frames, [r["seconds"] for r in runs]),
-        "peak_bytes": exponent(frames, [r["peak_bytes"] for r in runs]),
-    }
-    save(
-        "mining_growth",
-        {
-            "goal": "time k <= 1.05; the job's memory flat (k near 0)",
-            "window_s": WINDOW_S,
-            "budget": BUDGET,
-            "runs": runs,
-            "exponents": fits,
-            "decode_2mp": decode,
-        },
-    )
-    figure({"runs": runs})
+        figure({"runs": runs})
 
 
 def figure(result: dict) -> None:

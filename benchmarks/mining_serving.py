@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import pathlib
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import SMOKE, save  # noqa: E402
+from _common import SMOKE, save, scratch_dir  # noqa: E402
 from _train_common import datasets, plain_ensemble  # noqa: E402
 
 from avfleet.bench.engines import ort_session  # noqa: E402
@@ -120,29 +119,29 @@ def stacked_vs_sequential(ensemble: torch.nn.Module, frames: np.ndarray) -> dict
 def main() -> None:
     train, test = datasets()
     run = pathlib.Path(plain_ensemble(train))  # a str: `run / "model"` raised TypeError
-    repo = tempfile.mkdtemp(prefix="repo-")
-    ref = publish_model(str(run / "model"), repo, "dpe")
-    frames = frames_uint8(test, FRAMES)
-    ensemble = load_model(str(run / "model"))
-    served = served_vs_in_process(repo, ref, frames)
-    stacked = stacked_vs_sequential(ensemble, frames)
-    maps = MEMBERS * int(ensemble.arch["num_classes"]) * 64 * 128 * 4
-    save(
-        "mining_serving",
-        {
-            "batch": BATCH,
-            "frames": FRAMES,
-            "members": MEMBERS,
-            "served_vs_in_process": served,
-            "stacked_vs_sequential": stacked,
-            "bytes_per_frame": {
-                "returned_scores": served["bytes_returned_per_frame"],
-                "probability_maps_float32": maps,
-                "sent_uint8_frame": 64 * 128 * 3,
+    with scratch_dir("repo-") as repo:
+        ref = publish_model(str(run / "model"), repo, "dpe")
+        frames = frames_uint8(test, FRAMES)
+        ensemble = load_model(str(run / "model"))
+        served = served_vs_in_process(repo, ref, frames)
+        stacked = stacked_vs_sequential(ensemble, frames)
+        maps = MEMBERS * int(ensemble.arch["num_classes"]) * 64 * 128 * 4
+        save(
+            "mining_serving",
+            {
+                "batch": BATCH,
+                "frames": FRAMES,
+                "members": MEMBERS,
+                "served_vs_in_process": served,
+                "stacked_vs_sequential": stacked,
+                "bytes_per_frame": {
+                    "returned_scores": served["bytes_returned_per_frame"],
+                    "probability_maps_float32": maps,
+                    "sent_uint8_frame": 64 * 128 * 3,
+                },
+                "goal": "served >= 0.9x in-process; one graph >= 2x sequential",
             },
-            "goal": "served >= 0.9x in-process; one graph >= 2x sequential",
-        },
-    )
+        )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _common import RESULTS, SMOKE, save  # noqa: E402
+from _common import RESULTS, SMOKE, save, scratch_dir  # noqa: E402
 from _train_common import datasets, plain_ensemble  # noqa: E402
 from mining_serving import frames_uint8  # noqa: E402
 
@@ -137,45 +137,45 @@ def main() -> None:
     binary = perf_analyzer_path()
     train, test = datasets()
     run = pathlib.Path(plain_ensemble(train))
-    repo = tempfile.mkdtemp(prefix="repo-")
-    ref = publish_model(str(run / "model"), repo, "dpe")
-    name, version = ref.split(":")
-    frames = frames_uint8(test, 256)
-    rows = []
-    token = secrets.token_urlsafe(24)
-    with local_triton(repo, ref, max_in_flight=1, access_token=token) as server:
-        url = server.config.url.removeprefix("grpc://")
-        for batch in BATCHES:
-            for concurrency in CONCURRENCY:
-                pa = perf_analyzer(binary, url, token, name, version, concurrency, batch)
-                ours = client(url, ref, frames, concurrency, batch)
-                rows.append(
-                    {
-                        "batch": batch,
-                        "concurrency": concurrency,
-                        "perf_analyzer": pa,
-                        "avfleet_client": ours,
-                        "client_over_perf_analyzer": ours["frames_per_s"] / pa["frames_per_s"],
-                    }
-                )
-                print(
-                    f"batch {batch:>2} concurrency {concurrency}: perf_analyzer "
-                    f"{pa['frames_per_s']:.0f} frames/s, client {ours['frames_per_s']:.0f} "
-                    f"({rows[-1]['client_over_perf_analyzer']:.2f}x)",
-                    flush=True,
-                )
-    plot(rows, RESULTS / ("triton_perf-smoke.png" if SMOKE else "triton_perf.png"))
-    worst = min(r["client_over_perf_analyzer"] for r in rows)
-    save(
-        "triton_perf",
-        {
-            "goal": "avfleet's client >= 0.9x perf_analyzer's frames/s at every setting",
-            "model": ref,
-            "rows": rows,
-            "worst_ratio": worst,
-            "met": worst >= 0.9,
-        },
-    )
+    with scratch_dir("repo-") as repo:
+        ref = publish_model(str(run / "model"), repo, "dpe")
+        name, version = ref.split(":")
+        frames = frames_uint8(test, 256)
+        rows = []
+        token = secrets.token_urlsafe(24)
+        with local_triton(repo, ref, max_in_flight=1, access_token=token) as server:
+            url = server.config.url.removeprefix("grpc://")
+            for batch in BATCHES:
+                for concurrency in CONCURRENCY:
+                    pa = perf_analyzer(binary, url, token, name, version, concurrency, batch)
+                    ours = client(url, ref, frames, concurrency, batch)
+                    rows.append(
+                        {
+                            "batch": batch,
+                            "concurrency": concurrency,
+                            "perf_analyzer": pa,
+                            "avfleet_client": ours,
+                            "client_over_perf_analyzer": ours["frames_per_s"] / pa["frames_per_s"],
+                        }
+                    )
+                    print(
+                        f"batch {batch:>2} concurrency {concurrency}: perf_analyzer "
+                        f"{pa['frames_per_s']:.0f} frames/s, client {ours['frames_per_s']:.0f} "
+                        f"({rows[-1]['client_over_perf_analyzer']:.2f}x)",
+                        flush=True,
+                    )
+        plot(rows, RESULTS / ("triton_perf-smoke.png" if SMOKE else "triton_perf.png"))
+        worst = min(r["client_over_perf_analyzer"] for r in rows)
+        save(
+            "triton_perf",
+            {
+                "goal": "avfleet's client >= 0.9x perf_analyzer's frames/s at every setting",
+                "model": ref,
+                "rows": rows,
+                "worst_ratio": worst,
+                "met": worst >= 0.9,
+            },
+        )
 
 
 if __name__ == "__main__":
