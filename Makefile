@@ -20,6 +20,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(UV) -r requirements.txt -r requirements-dev.txt
 	$(UV) --no-deps --no-build-isolation -e .
 	$(VENV)/bin/uv pip check --python $(PY)
+	@# uv unpacks and builds pyspark's sdist (~600 MB) into a new cache revision on each
+	@# install here and keeps the old ones: 63 of them had filled 39 GB and CI's disk.
+	$(VENV)/bin/uv cache prune -q
 	touch $@
 
 setup: $(STAMP)
