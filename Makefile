@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 UV_VERSION  ?= 0.13.9
 
-.PHONY: demo test setup tools e2e lint render bench perf capacity clean
+.PHONY: demo test setup tools images e2e lint render bench perf capacity clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -38,8 +38,13 @@ tools:
 # A real one-node Kubernetes (tests/e2e/cluster.py): containerd, the kubelet, the control plane,
 # a pod on it. `make test` runs it too where it can; this runs only it. Needs root and Debian's
 # containerd, runc, containernetworking-plugins, umoci and busybox-static (.ci/run installs them).
-e2e: $(STAMP) tools
+e2e: $(STAMP) tools images
 	$(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
+
+# avfleet's images for the cluster, built without a Docker engine or a registry (debootstrap,
+# uv in a chroot, umoci; tests/e2e/images.py), cached in ~/.cache/avfleet-tools/images.
+images: $(STAMP)
+	$(PY) -m tests.e2e.images
 
 test: $(STAMP) tools
 	$(VENV)/bin/lint-imports
