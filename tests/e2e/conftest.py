@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from tests.e2e import images
 from tests.e2e.cluster import BRIDGE, missing, one_node_cluster
 
 
@@ -25,3 +26,14 @@ def cluster(tmp_path_factory):
     assert subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0
     nat = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True).stdout
     assert "KUBE-SERVICES" not in nat
+
+
+@pytest.fixture(scope="session")
+def images_loaded(cluster, tmp_path_factory):
+    """avfleet's images (tests/e2e/images.py; built once, then cached) in the cluster's
+    containerd, under the names manifests/overlays/local gives them."""
+    for image in images.IMAGES.values():
+        archive = images.export(image, tmp_path_factory.mktemp("images") / f"{image.name}.tar")
+        cluster.import_image(archive, image.ref)
+        archive.unlink()
+    return cluster

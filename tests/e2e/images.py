@@ -55,7 +55,7 @@ MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "ca-certificates", "passwd")
 PYTHON = "/usr/bin/python3.11"
 APP_FILES = ("pyproject.toml", "README.md", "src", "jobs", "manifests", "infra")
-TAG = "e2e"
+TAG = "dev"
 REGISTRY = "avfleet.local"
 
 
@@ -110,7 +110,9 @@ class Image:
 
     @property
     def ref(self) -> str:
-        return f"{REGISTRY}/{self.name}:{TAG}"
+        """The name manifests/overlays/local gives it (its avfleet-site ConfigMap)."""
+        repository = "avfleet" if self.name == "avfleet" else f"avfleet-{self.name}"
+        return f"{REGISTRY}/{repository}:{TAG}"
 
     @property
     def dockerfile(self) -> pathlib.Path:

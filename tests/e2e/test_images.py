@@ -33,16 +33,6 @@ def pins() -> dict[str, str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def loaded(cluster, tmp_path_factory):
-    """Every image built (cached after the first time) and imported into the cluster."""
-    for image in images.IMAGES.values():
-        archive = images.export(image, tmp_path_factory.mktemp("images") / f"{image.name}.tar")
-        cluster.import_image(archive, image.ref)
-        archive.unlink()
-    return cluster
-
-
 def big_pod(name: str, image: str, args: list[str], command: list[str] | None = None) -> dict:
     doc = pod(name, image, command)
     container = doc["spec"]["containers"][0]
@@ -51,23 +41,23 @@ def big_pod(name: str, image: str, args: list[str], command: list[str] | None = 
     return doc
 
 
-def test_the_cli_image_runs_avfleet_as_its_user(loaded, tmp_path):
+def test_the_cli_image_runs_avfleet_as_its_user(images_loaded, tmp_path):
     image = images.IMAGES["avfleet"]
-    got = run_pod(loaded, tmp_path, big_pod("cli", image.ref, ["--version"]),
+    got = run_pod(images_loaded, tmp_path, big_pod("cli", image.ref, ["--version"]),
                   ("Succeeded", "Failed"), timeout_s=180)  # fmt: skip
-    logs = loaded.kubectl("logs", "cli")
+    logs = images_loaded.kubectl("logs", "cli")
     assert got["status"]["phase"] == "Succeeded", (logs, got["status"])
     assert re.search(r"avfleet \d+\.\d+\.\d+", logs), logs
-    loaded.kubectl("delete", "pod", "cli", "--wait=true")
+    images_loaded.kubectl("delete", "pod", "cli", "--wait=true")
 
 
 @pytest.mark.parametrize("name", sorted(images.IMAGES))
-def test_the_image_holds_the_pinned_packages(loaded, tmp_path, name):
+def test_the_image_holds_the_pinned_packages(images_loaded, tmp_path, name):
     image = images.IMAGES[name]
     pod_name = f"dists-{name}"
     doc = big_pod(pod_name, image.ref, ["-c", LIST], command=["python3"])
-    got = run_pod(loaded, tmp_path, doc, ("Succeeded", "Failed"), timeout_s=180)
-    logs = loaded.kubectl("logs", pod_name)
+    got = run_pod(images_loaded, tmp_path, doc, ("Succeeded", "Failed"), timeout_s=180)
+    logs = images_loaded.kubectl("logs", pod_name)
     assert got["status"]["phase"] == "Succeeded", (logs, got["status"])
     report = json.loads(logs.strip().splitlines()[-1])
     assert report["uid"] == 10001  # the Dockerfile's USER
@@ -76,4 +66,4 @@ def test_the_image_holds_the_pinned_packages(loaded, tmp_path, name):
     assert not wrong, f"{name}: pinned vs installed: {wrong}"
     assert dists["torch"].startswith("2.13.0")
     assert "avfleet" in dists
-    loaded.kubectl("delete", "pod", pod_name, "--wait=true")
+    images_loaded.kubectl("delete", "pod", pod_name, "--wait=true")

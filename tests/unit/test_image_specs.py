@@ -99,3 +99,16 @@ def test_an_overlay_upper_folder_becomes_an_oci_layer(tmp_path):
     assert "etc/.wh.gone" in members and "etc/gone" not in members
     assert "etc/fresh/.wh..wh..opq" in members
     assert members["etc/a.conf"].uname == ""  # numeric owners only
+
+
+def test_the_local_overlay_names_the_images_built_here():
+    """`kubectl apply -k manifests/overlays/local` runs what tests/e2e/images.py builds."""
+    import yaml
+
+    from avfleet.workflows.render import manifests_root
+
+    overlay = yaml.safe_load((manifests_root() / "overlays/local/kustomization.yaml").read_text())
+    (site,) = [g for g in overlay["configMapGenerator"] if g["name"] == "avfleet-site"]
+    literals = dict(item.split("=", 1) for item in site["literals"])
+    assert literals["image"] == images.IMAGES["avfleet"].ref
+    assert literals["train-image"] == images.IMAGES["train"].ref
