@@ -7,6 +7,8 @@
 #             still runs on cgroup v1 with `failCgroupV1: false`, which this machine needs
 #   argoexec  Argo's executor (tools/go.mod's argo-workflows), static, for the executor image;
 #             the published module lacks one Linux file, which tools/argoexec supplies
+#   coredns   the cluster's DNS (tools/coredns/go.mod: its own module, its Kubernetes client
+#             libraries are newer than kubernetes 1.34's), a host process on the node's address
 #   pause     a pod's sandbox process (tools/pause, avfleet's own 30 lines of Go), packed into
 #             the pause image by tests/e2e/cluster.py: there is no registry to pull one from
 set -euo pipefail
@@ -43,6 +45,14 @@ if [ ! -x "$exec_bin" ]; then
 fi
 ln -sf "$exec_bin" "$OUT/bin/argoexec"
 
+coredns_version=$(cd coredns && go list -m -f '{{.Version}}' github.com/coredns/coredns)
+coredns_bin="$OUT/bin/coredns-$coredns_version"
+if [ ! -x "$coredns_bin" ]; then
+  echo "building coredns $coredns_version..." >&2
+  (cd coredns && go build -trimpath -o "$coredns_bin.tmp" github.com/coredns/coredns)
+  mv "$coredns_bin.tmp" "$coredns_bin"
+fi
+ln -sf "$coredns_bin" "$OUT/bin/coredns"
 pause_hash=$(cat pause/go.mod pause/main.go | sha256sum | cut -c1-12)
 pause_bin="$OUT/bin/pause-$pause_hash"
 if [ ! -x "$pause_bin" ]; then

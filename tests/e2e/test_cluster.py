@@ -69,3 +69,12 @@ def test_a_pod_reaches_the_api_server_through_its_service(cluster, tmp_path):
     service = json.loads(cluster.kubectl("get", "service", "kubernetes", "-o", "json"))
     assert service["spec"]["clusterIP"] == "10.96.0.1"  # what the kubelet put in the pod's env
     cluster.kubectl("delete", "pod", "asks", "--wait=true")
+
+
+def test_a_pod_finds_services_by_name_through_the_cluster_dns(cluster, tmp_path):
+    lookup = "nslookup kubernetes.default.svc.cluster.local"
+    got = run_pod(cluster, tmp_path, pod("names", SHELL_IMAGE, ["/bin/sh", "-c", lookup]),
+                  ("Succeeded", "Failed"))  # fmt: skip
+    logs = cluster.kubectl("logs", "names")
+    assert got["status"]["phase"] == "Succeeded" and "10.96.0.1" in logs, logs
+    cluster.kubectl("delete", "pod", "names", "--wait=true")
