@@ -9,6 +9,7 @@
 #             the published module lacks one Linux file, which tools/argoexec supplies
 #   coredns   the cluster's DNS (tools/coredns/go.mod: its own module, its Kubernetes client
 #             libraries are newer than kubernetes 1.34's), a host process on the node's address
+#   training-operator   Kubeflow's (tools/kubeflow/go.mod, v1.8.1: PyTorchJob), a host process
 #   pause     a pod's sandbox process (tools/pause, avfleet's own 30 lines of Go), packed into
 #             the pause image by tests/e2e/cluster.py: there is no registry to pull one from
 set -euo pipefail
@@ -53,6 +54,14 @@ if [ ! -x "$coredns_bin" ]; then
   mv "$coredns_bin.tmp" "$coredns_bin"
 fi
 ln -sf "$coredns_bin" "$OUT/bin/coredns"
+to_version=$(cd kubeflow && go list -m -f '{{.Version}}' github.com/kubeflow/training-operator)
+to_bin="$OUT/bin/training-operator-$to_version"
+if [ ! -x "$to_bin" ]; then
+  echo "building training-operator $to_version..." >&2
+  (cd kubeflow && go build -trimpath -o "$to_bin.tmp" github.com/kubeflow/training-operator/cmd/training-operator.v1)
+  mv "$to_bin.tmp" "$to_bin"
+fi
+ln -sf "$to_bin" "$OUT/bin/training-operator"
 pause_hash=$(cat pause/go.mod pause/main.go | sha256sum | cut -c1-12)
 pause_bin="$OUT/bin/pause-$pause_hash"
 if [ ! -x "$pause_bin" ]; then

@@ -158,7 +158,7 @@ def pause_image(workdir: pathlib.Path) -> pathlib.Path:
 def shell_image(workdir: pathlib.Path) -> pathlib.Path:
     """A shell image: Debian's static busybox, with sh, wget and the rest as links to it."""
     applets = ("sh", "wget", "cat", "echo", "sleep", "ls", "env", "test", "true", "false",
-               "nslookup")  # fmt: skip
+               "nslookup", "seq")  # fmt: skip
     return static_image(
         workdir, "shell", {"/bin/busybox": "/bin/busybox"}, ["/bin/sh"],
         {f"/bin/{a}": "busybox" for a in applets},
@@ -407,6 +407,9 @@ def _teardown(cluster: Cluster, procs: list[subprocess.Popen]) -> None:
         subprocess.run(["umount", "-l", mount], capture_output=True)
     subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
     shutil.rmtree(state, ignore_errors=True)
+    # Images and their unpacked snapshots (~11 GB with avfleet's); the logs stay for a look.
+    for bulky in ("containerd-root", "kubelet"):
+        shutil.rmtree(cluster.workdir / bulky, ignore_errors=True)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

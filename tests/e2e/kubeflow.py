@@ -1,0 +1,168 @@
+"""Kubeflow's training-operator on the one-node cluster (tests/e2e/cluster.py):
+`training_operator(cluster)`.
+
+The operator (v1.8.1, tools/kubeflow/go.mod) runs as a host process with the cluster's
+kubeconfig, for PyTorchJobs. Its CRDs and its validating webhook configuration are the pinned
+module's own manifests; the webhook's Service (`training-operator` in `kubeflow`, the name its
+certificate is made for) has no selector, and its EndpointSlice points at this host, where the
+operator serves the webhook: the API server calls it for every PyTorchJob created. Its
+certificate rotator writes the certificate into a Secret, which in a pod the kubelet mounts
+where the operator reads it; as a host process, `_mount_certificates` copies it there. The workers'
+init container, which waits for the master's name in DNS, runs the shell image (busybox)
+instead of the operator's default alpine, which no registry here serves, from a template that
+looks the master up by its full name.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import yaml
+
+from avfleet.core.net import free_port
+from tests.conftest import REPO_ROOT, tool_path
+from tests.e2e.cluster import CLUSTER_DOMAIN, SHELL_IMAGE, Cluster, node_ip
+from tests.integration.kube import host_process
+
+MODULE = "github.com/kubeflow/training-operator"
+NAMESPACE = "kubeflow"
+SERVICE = "training-operator"
+CERT_DIR = pathlib.Path("/tmp/k8s-webhook-server")  # the operator's, fixed in its source
+
+
+def manifests_dir() -> pathlib.Path | None:
+    """The pinned module's manifests/base (None without a go command or the module)."""
+    if not shutil.which("go"):
+        return None
+    done = subprocess.run(
+        ["go", "list", "-m", "-f", "{{.Dir}}", MODULE],
+        cwd=REPO_ROOT / "tools" / "kubeflow", capture_output=True, text=True,
+    )  # fmt: skip
+    path = pathlib.Path(done.stdout.strip(), "manifests", "base")
+    return path if done.returncode == 0 and path.is_dir() else None
+
+
+def missing() -> list[str]:
+    out = [] if tool_path("training-operator") else ["training-operator (tools/build-e2e.sh)"]
+    if manifests_dir() is None:
+        out.append(f"the {MODULE} module (go mod download in tools/kubeflow)")
+    return out
+
+
+def _apply(cluster: Cluster, docs: list[dict]) -> None:
+    path = cluster.workdir / f"kubeflow-{len(docs)}-{docs[0]['kind']}.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    cluster.kubectl("apply", "--server-side", "-f", str(path))
+
+
+@contextlib.contextmanager
+def training_operator(cluster: Cluster) -> Iterator[None]:
+    base = manifests_dir()
+    cluster.kubectl("apply", "--server-side", "-k", str(base / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/pytorchjobs.kubeflow.org")  # fmt: skip
+    port = free_port()
+    webhooks = [
+        d for d in yaml.safe_load_all(cluster.kubectl("kustomize", str(base / "webhook"))) if d
+    ]
+    for doc in webhooks:
+        for hook in doc.get("webhooks", []):
+            hook["clientConfig"]["service"]["namespace"] = NAMESPACE
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+    meta = {"name": SERVICE, "namespace": NAMESPACE}
+    _apply(cluster, [
+        ns,
+        # the operator's certificate rotator fills this Secret and the webhooks' caBundle
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {**meta, "name": f"{SERVICE}-webhook-cert"}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+         "spec": {"ports": [{"port": 443, "targetPort": port}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+         "metadata": {**meta, "labels": {"kubernetes.io/service-name": SERVICE,
+                                         "endpointslice.kubernetes.io/managed-by": "avfleet-e2e"}},
+         "endpoints": [{"addresses": [node_ip()]}], "ports": [{"port": port}]},
+        *webhooks,
+    ])  # fmt: skip
+    had_cert_dir = CERT_DIR.exists()
+    probe = free_port()
+    env = {**os.environ, "KUBECONFIG": cluster.kubeconfig, "MY_POD_NAMESPACE": NAMESPACE}
+    args = [
+        tool_path("training-operator"), "--enable-scheme=pytorchjob",
+        f"--webhook-server-port={port}", f"--webhook-service-name={SERVICE}",
+        f"--metrics-bind-address=127.0.0.1:{free_port()}",
+        f"--health-probe-bind-address=127.0.0.1:{probe}",
+        f"--pytorch-init-container-image={SHELL_IMAGE}",
+        f"--pytorch-init-container-template-file={_init_container_template(cluster.workdir)}",
+    ]  # fmt: skip
+    try:
+        with host_process(args, cluster.workdir / "training-operator.log", env) as proc:
+            _mount_certificates(cluster, proc)
+            _wait_ready(f"http://127.0.0.1:{probe}/readyz", proc, cluster.workdir)
+            yield
+    finally:
+        if not had_cert_dir:
+            shutil.rmtree(CERT_DIR, ignore_errors=True)
+
+
+def _init_container_template(workdir: pathlib.Path) -> pathlib.Path:
+    """The workers' init container, as the operator's default but looking the master up by its
+    full name: busybox's nslookup (Debian's 1.35) ignores resolv.conf's search domains, and the
+    operator gives the master's Service name alone."""
+    path = workdir / "pytorch-init-container.yaml"
+    lookup = "{{.MasterAddr}}.$NAMESPACE.svc." + CLUSTER_DOMAIN
+    path.write_text(
+        "- name: init-pytorch\n"
+        "  image: {{.InitContainerImage}}\n"
+        "  imagePullPolicy: IfNotPresent\n"
+        "  resources: {limits: {cpu: 100m, memory: 20Mi}, requests: {cpu: 50m, memory: 10Mi}}\n"
+        "  env: [{name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}]\n"
+        "  command: ['sh', '-c', 'err=1;for i in $(seq {{.MaxTries}}); do if nslookup "
+        + lookup
+        + "; then err=0 && break; fi;echo waiting for master; sleep 2; done; exit $err']\n"
+    )
+    return path
+
+
+def _mount_certificates(cluster: Cluster, proc: subprocess.Popen, timeout_s: float = 60) -> None:
+    """Do what the kubelet does for the operator's pod: put the webhook Secret's keys (once its
+    certificate rotator has made them) where the operator reads its serving certificate."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        secret = json.loads(cluster.kubectl(
+            "-n", NAMESPACE, "get", "secret", f"{SERVICE}-webhook-cert", "-o", "json"
+        ))  # fmt: skip
+        data = secret.get("data") or {}
+        if {"ca.crt", "tls.crt", "tls.key"} <= set(data):
+            certs = CERT_DIR / "serving-certs"
+            certs.mkdir(parents=True, exist_ok=True)
+            for key in ("ca.crt", "tls.crt", "tls.key"):
+                (certs / key).write_bytes(base64.b64decode(data[key]))
+            (certs / "tls.key").chmod(0o600)
+            return
+        time.sleep(1)
+    raise RuntimeError(f"the training-operator made no webhook certificate in {timeout_s} s")
+
+
+def _wait_ready(
+    url: str, proc: subprocess.Popen, workdir: pathlib.Path, timeout_s: float = 120
+) -> None:
+    """Until the operator says ready: its certificates made and its webhook server serving."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        time.sleep(1)
+    log = (workdir / "training-operator.log").read_text()[-3000:]
+    raise RuntimeError(f"the training-operator was not ready in {timeout_s} s:\n{log}")
