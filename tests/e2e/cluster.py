@@ -50,7 +50,7 @@ PAUSE_IMAGE = "avfleet.local/pause:e2e"
 SHELL_IMAGE = "avfleet.local/shell:e2e"
 NODE = "e2e-node"
 CLUSTER_DOMAIN = "cluster.local"
-NEEDS = ("containerd", "ctr", "runc", "umoci", "iptables")
+NEEDS = ("containerd", "ctr", "runc", "umoci", "iptables", "debootstrap")
 TOOLS = (
     "kube-apiserver",
     "kubectl",
@@ -339,6 +339,10 @@ def _write_kubelet_config(workdir: pathlib.Path, sock: str, ip: str) -> None:
         # absolute sizes: this machine's disk is over 90% full, above the default 10% threshold
         "evictionHard": {"nodefs.available": "1Gi", "imagefs.available": "1Gi",
                          "memory.available": "100Mi"},
+        # No image garbage collection: every image here is imported once and can never be pulled
+        # again. With the default 85% (of a device larger than the space this machine may use)
+        # the kubelet deleted the pause image mid-run, and no pod could start after it.
+        "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
     }  # fmt: skip
     (workdir / "kubelet.yaml").write_text(yaml.safe_dump(doc))
 

@@ -1,5 +1,6 @@
-"""The one-node cluster the e2e tests share (tests/e2e/cluster.py), started once per session;
-when it stops, nothing of it may be left."""
+"""The one-node cluster the e2e tests share (tests/e2e/cluster.py), started once for this
+package and stopped after its last test (not at the end of the whole run: it holds ~11 GB of
+images and a dozen processes); when it stops, nothing of it may be left."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from tests.e2e import images
 from tests.e2e.cluster import BRIDGE, missing, one_node_cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(tmp_path_factory):
     lacking = missing()
     if lacking:
@@ -28,7 +29,7 @@ def cluster(tmp_path_factory):
     assert "KUBE-SERVICES" not in nat
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def images_loaded(cluster, tmp_path_factory):
     """avfleet's images (tests/e2e/images.py; built once, then cached) in the cluster's
     containerd, under the names manifests/overlays/local gives them."""
