@@ -11,7 +11,6 @@ a step's outputs.
 from __future__ import annotations
 
 import contextlib
-import json
 import pathlib
 import shutil
 import subprocess
@@ -81,10 +80,7 @@ def argo_controller(cluster: Cluster, namespace: str = "default") -> Iterator[No
         "metadata": {"name": "workflow-controller-configmap"},
         "data": {},
     }
-    for doc in (EXECUTOR_ROLE, binding, config):
-        path = cluster.workdir / f"{doc['kind'].lower()}.json"
-        path.write_text(json.dumps(doc))
-        cluster.kubectl("apply", "-n", namespace, "-f", str(path))
+    cluster.apply("argo-setup", EXECUTOR_ROLE, binding, config, flags=("-n", namespace))
     image = static_image(
         cluster.workdir, "argoexec", {"/bin/argoexec": tool_path("argoexec")}, ["/bin/argoexec"]
     )

@@ -102,6 +102,12 @@ class Cluster:
             raise RuntimeError(f"ctr {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
 
+    def apply(self, name: str, *docs: dict, flags: tuple[str, ...] = ()) -> None:
+        """`kubectl apply -f` of `docs` (as one List, kept in the workdir as `<name>.json`)."""
+        path = self.workdir / f"{name}.json"
+        path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)}))
+        self.kubectl("apply", *flags, "-f", str(path))
+
     def import_image(self, oci_tar: pathlib.Path, name: str) -> None:
         """Load an OCI layout (tarred, its one tag as `name`'s tag) into the kubelet's containerd."""
         repository = name.rsplit(":", 1)[0]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -69,7 +70,9 @@ class Layer:
     copy: tuple[str, ...] = ()  # repository paths copied to /opt/avfleet/<path> first
     inputs: tuple[str, ...] = ()  # repository files whose contents key the layer
 
+    @functools.cache  # noqa: B019 - a handful of module-level layers, each keyed once
     def key(self) -> str:
+        """Its inputs' hash (the sources it copies, re-read only once per process)."""
         h = hashlib.sha256()
         h.update((self.parent.key() if self.parent else SUITE + MIRROR).encode())
         h.update(json.dumps([self.name, self.run, self.copy]).encode())

@@ -58,12 +58,6 @@ def missing() -> list[str]:
     return out
 
 
-def _apply(cluster: Cluster, docs: list[dict]) -> None:
-    path = cluster.workdir / f"kubeflow-{len(docs)}-{docs[0]['kind']}.json"
-    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
-    cluster.kubectl("apply", "--server-side", "-f", str(path))
-
-
 @contextlib.contextmanager
 def training_operator(cluster: Cluster) -> Iterator[None]:
     base = manifests_dir()
@@ -79,7 +73,8 @@ def training_operator(cluster: Cluster) -> Iterator[None]:
             hook["clientConfig"]["service"]["namespace"] = NAMESPACE
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     meta = {"name": SERVICE, "namespace": NAMESPACE}
-    _apply(cluster, [
+    cluster.apply(
+        "kubeflow-setup",
         ns,
         # the operator's certificate rotator fills this Secret and the webhooks' caBundle
         {"apiVersion": "v1", "kind": "Secret", "metadata": {**meta, "name": f"{SERVICE}-webhook-cert"}},
@@ -90,7 +85,8 @@ def training_operator(cluster: Cluster) -> Iterator[None]:
                                          "endpointslice.kubernetes.io/managed-by": "avfleet-e2e"}},
          "endpoints": [{"addresses": [node_ip()]}], "ports": [{"port": port}]},
         *webhooks,
-    ])  # fmt: skip
+        flags=("--server-side",),
+    )  # fmt: skip
     had_cert_dir = CERT_DIR.exists()
     probe = free_port()
     env = {**os.environ, "KUBECONFIG": cluster.kubeconfig, "MY_POD_NAMESPACE": NAMESPACE}

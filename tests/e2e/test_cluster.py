@@ -33,9 +33,7 @@ def pod(name: str, image: str, command: list[str] | None = None) -> dict:
 
 
 def run_pod(cluster, tmp_path, doc: dict, phases: tuple[str, ...], timeout_s: float = 90) -> dict:
-    manifest = tmp_path / f"{doc['metadata']['name']}.json"
-    manifest.write_text(json.dumps(doc))
-    cluster.kubectl("apply", "-f", str(manifest))
+    cluster.apply(f"pod-{doc['metadata']['name']}", doc)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         got = json.loads(cluster.kubectl("get", "pod", doc["metadata"]["name"], "-o", "json"))

@@ -53,8 +53,7 @@ def test_a_pytorchjob_all_reduces_across_two_pods(operator, tmp_path):
         "metadata": {"name": "allreduce", "namespace": "default"},
         "spec": {"pytorchReplicaSpecs": {"Master": replica(command), "Worker": replica(command)}},
     }
-    (tmp_path / "job.json").write_text(json.dumps(job))
-    operator.kubectl("apply", "-f", str(tmp_path / "job.json"))  # through the operator's webhook
+    operator.apply("pytorchjob-allreduce", job)  # through the operator's webhook
     done = operator.kubectl("wait", "--for=condition=Succeeded", "--timeout=300s",
                             "pytorchjob/allreduce", check=False, timeout=330)  # fmt: skip
     pods = json.loads(operator.kubectl(
