@@ -34,6 +34,7 @@ from hera.workflows.models import (
     Backoff,
     Capabilities,
     EmptyDirVolumeSource,
+    EnvFromSource,
     EnvVar,
     EnvVarSource,
     Metadata,
@@ -42,6 +43,7 @@ from hera.workflows.models import (
     PodSecurityContext,
     ResourceRequirements,
     SeccompProfile,
+    SecretEnvSource,
     SecretKeySelector,
     SecurityContext,
     Synchronization,
@@ -284,6 +286,27 @@ def small_resources() -> ResourceRequirements:
     )
 
 
+S3_ENV_SECRET = "avfleet-s3"
+"""An optional Secret every avfleet pod takes its environment from (`envFrom`): the AWS SDKs'
+own variables for an S3-compatible store (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION; docs/install.md). Without it (AWS with IRSA) the
+pods use the standard credential chain. A Secret's name is fixed here, never a parameter: a
+submitter must not pick which Secret a pod reads."""
+
+
+def s3_env_from() -> EnvFromSource:
+    return EnvFromSource(secret_ref=SecretEnvSource(name=S3_ENV_SECRET, optional=True))
+
+
+S3_ENV_FROM_YAML = f"""\
+envFrom:
+  - secretRef:
+      name: {S3_ENV_SECRET}
+      optional: true
+"""
+"""`s3_env_from` as the text resource manifests (SparkApplication, PyTorchJob) embed."""
+
+
 def bench_token_env() -> EnvVar:
     """$AVFLEET_BENCH_TOKEN for a step that talks to a bench agent itself (not through the
     operator): the token of the one bench such steps use, in the fixed Secret
@@ -316,6 +339,7 @@ def cli_step(
     volume, mount = scratch_volume()
     return Container(
         env=list(env) or None,
+        env_from=[s3_env_from()],
         name=name,
         image=workflow_parameter("image"),
         inputs=[Parameter(name=n) for n in inputs] or None,

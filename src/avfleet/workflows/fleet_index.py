@@ -134,6 +134,7 @@ def spark_application_manifest(date: str) -> str:
               {c.ROLE}: spark
         POD_SECURITY
         VOLUME_MOUNTS
+        ENV_FROM
           executor:
             cores: 2
             instances: {c.as_int(i("executors"))}
@@ -144,11 +145,13 @@ def spark_application_manifest(date: str) -> str:
               {c.ROLE}: spark
         POD_SECURITY
         VOLUME_MOUNTS
+        ENV_FROM
         """
         )
         .replace("{ARGS}", arg_lines)
         .replace("POD_SECURITY", _spark_security())
         .replace("VOLUME_MOUNTS", _spark_mounts())
+        .replace("ENV_FROM", textwrap.indent(c.S3_ENV_FROM_YAML, "    ").rstrip("\n"))
     )
 
 

@@ -26,6 +26,14 @@ from avfleet.train.config import TrainConfig
 from avfleet.workflows import common as c
 
 NAME = "train"
+SIZE = {
+    "nodes": ("2", "PyTorchJob nodes (pods)"),
+    "gpus-per-node": ("8", "GPUs each node's pod asks for (nvidia.com/gpu); 0 on CPU nodes"),
+    "procs-per-node": ("8", "training processes per node (torchrun): one per GPU, or gloo on CPU"),
+    "cpu-per-node": ("8", "CPUs each node's pod asks for (a Kubernetes quantity)"),
+    "memory-per-node": ("64Gi", "memory each node's pod asks for and may use (a quantity)"),
+}
+"""A PyTorchJob's size and each node's pod's resources (pytorchjob_manifest)."""
 # Descriptions of what TrainConfig and DatasetConfig document are their fields' docstrings.
 PARAMETERS = {
     "index": ("s3://avfleet-data/index", field_doc(DatasetConfig, "index_uri")),
@@ -40,8 +48,7 @@ PARAMETERS = {
     "run-name": ("nightly", "name of this training run"),
     "members": ("4", field_doc(TrainConfig, "members")),
     "epochs": ("20", field_doc(TrainConfig, "epochs")),
-    "nodes": ("2", "PyTorchJob nodes"),
-    "gpus-per-node": ("8", "GPUs per node (processes per node)"),
+    **SIZE,
     "group-sparsity": ("0.05", field_doc(TrainConfig, "group_sparsity")),
     "dpe-strength": ("0.02", field_doc(TrainConfig, "dpe_strength")),
     "pseudo-label-weight": ("0.5", field_doc(TrainConfig, "pseudo_label_weight")),
@@ -110,8 +117,9 @@ def pytorchjob_manifest(
 ) -> str:
     """A Kubeflow PyTorchJob (kubeflow.org/v1) running jobs/<script> under torchrun.
 
-    Its size comes from the workflow's `nodes` and `gpus-per-node` and the template's
-    `worker-replicas` input (plan-train), its image from `train-image`.
+    Its size comes from the workflow's SIZE parameters (nodes, GPUs, processes, CPUs and
+    memory per node) and the template's `worker-replicas` input (plan-train), its image from
+    `train-image`; its pods take the S3 settings from the optional Secret `c.S3_ENV_SECRET`.
     """
     w, i = c.workflow_parameter, c.input_parameter
     run_label = run_label or w("run-name")
@@ -137,6 +145,7 @@ def pytorchjob_manifest(
                 image: "{w("train-image")}"
                 command:
         {{COMMAND}}
+        ENV_FROM
                 env:
                   - name: NCCL_DEBUG
                     value: WARN
@@ -149,10 +158,10 @@ def pytorchjob_manifest(
                 resources:
                   limits:
                     nvidia.com/gpu: {c.as_int(w("gpus-per-node"))}
-                    memory: 64Gi
+                    memory: "{w("memory-per-node")}"
                   requests:
-                    cpu: "8"
-                    memory: 64Gi
+                    cpu: "{w("cpu-per-node")}"
+                    memory: "{w("memory-per-node")}"
                 securityContext:
         CONTAINER_SECURITY
                 volumeMounts:
@@ -172,6 +181,7 @@ def pytorchjob_manifest(
     replica = replica.replace(
         "POD_SECURITY\n", textwrap.indent(c.POD_SECURITY_YAML, "      ")
     ).replace("CONTAINER_SECURITY\n", textwrap.indent(c.CONTAINER_SECURITY_YAML, "          "))
+    replica = replica.replace("ENV_FROM\n", textwrap.indent(c.S3_ENV_FROM_YAML, "        "))
     master = textwrap.indent(replica.replace("REPLICAS", "1"), "      ")
     worker = textwrap.indent(replica.replace("REPLICAS", "NODES_MINUS_ONE"), "      ")
     return c.harden(
@@ -193,7 +203,7 @@ def pytorchjob_manifest(
                 rdzvBackend: c10d
                 minReplicas: {c.as_int(w("nodes"))}
                 maxReplicas: {c.as_int(w("nodes"))}
-                nProcPerNode: {c.as_int(w("gpus-per-node"))}
+                nProcPerNode: {c.as_int(w("procs-per-node"))}
                 maxRestarts: 3
               pytorchReplicaSpecs:
                 Master:

@@ -480,6 +480,12 @@ class LocalExecutor:
                     raise PermanentError(
                         f"{where}: env {var.get('name')!r} uses valueFrom, which runs only in a cluster"
                     )
+            for source in container.get("envFrom", []) or []:
+                ref = source.get("secretRef") or source.get("configMapRef") or {}
+                if ref.get("optional") is not True:
+                    raise PermanentError(
+                        f"{where}: envFrom {ref.get('name')!r} is not optional; it runs only in a cluster"
+                    )  # an optional one: here, as if absent (this process's env stays)
             argv = list(container.get("command") or []) + list(container.get("args") or [])
             if not argv:
                 raise PermanentError(
