@@ -97,3 +97,16 @@ def test_training_reads_a_dataset_from_s3_through_its_endpoint(s3_endpoint, clea
         on_disk = ShardedDataset(version.uri, rank=rank, world_size=2, batch_size=4, seed=0)
         assert on_s3.steps_per_epoch == on_disk.steps_per_epoch
         assert on_s3._load_shard() == on_disk._load_shard()
+
+
+def test_fleet_generate_writes_to_s3_from_forked_workers(s3_endpoint):
+    """The parent writes the world file through s3fs before forking its workers; each worker
+    must make its own filesystem (s3fs refused the inherited one: "not fork-safe")."""
+    from avfleet.fleet.generate import generate_fleet
+    from avfleet.fleet.world import FleetSpec
+
+    st = StorageConfig(s3_endpoint_url=s3_endpoint, s3_region="eu-west-1")
+    storage.filesystem("s3://generated", st).mkdir("generated", region_name="eu-west-1")
+    spec = FleetSpec(seed=3, vehicles=2, minutes_per_day=0.5, segment_s=15.0, start_date=DATE)
+    uris = generate_fleet(spec, "s3://generated/fleet", workers=2, storage_config=st)
+    assert len(uris) == 4 and all(storage.exists(u, st) for u in uris)

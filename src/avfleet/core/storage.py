@@ -66,17 +66,19 @@ def local_path(uri: str) -> str:
     return os.path.abspath(strip_protocol(uri))
 
 
-_fs_cache: dict[tuple[str, str | None, str | None], Any] = {}
+_fs_cache: dict[tuple[int, str, str | None, str | None], Any] = {}
 _fs_lock = threading.Lock()
 
 
 def filesystem(uri: str, config: StorageConfig | None = None) -> Any:
-    """The fsspec filesystem for `uri` (cached per protocol and endpoint)."""
+    """The fsspec filesystem for `uri` (cached per process, protocol and endpoint: s3fs's
+    event loop cannot cross a fork, so a forked worker, e.g. `fleet generate`'s, makes its
+    own)."""
     import fsspec
 
     config = config or StorageConfig()
     protocol = protocol_of(uri)
-    key = (protocol, config.s3_endpoint_url, config.s3_region)
+    key = (os.getpid(), protocol, config.s3_endpoint_url, config.s3_region)
     with _fs_lock:
         if key not in _fs_cache:
             _fs_cache[key] = fsspec.filesystem(protocol, **config.fsspec_options(protocol))
