@@ -108,6 +108,24 @@ class Cluster:
         path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)}))
         self.kubectl("apply", *flags, "-f", str(path))
 
+    def wait_established(self, *names: str, timeout_s: float = 120) -> None:
+        """Until the CRDs `names` (all of them when none) are Established. Not `kubectl wait`,
+        which fails outright on a CRD the API server has not given conditions yet."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            doc = json.loads(self.kubectl("get", "crd", *names, "-o", "json"))
+            crds = doc["items"] if "items" in doc else [doc]  # one name: the object itself
+            waiting = [
+                c["metadata"]["name"] for c in crds
+                if not any(k["type"] == "Established" and k["status"] == "True"
+                           for k in (c.get("status") or {}).get("conditions") or [])
+            ]  # fmt: skip
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"CRDs not established in {timeout_s} s: {waiting}")
+            time.sleep(0.5)
+
     def import_image(self, oci_tar: pathlib.Path, name: str) -> None:
         """Load an OCI layout (tarred, its one tag as `name`'s tag) into the kubelet's containerd."""
         repository = name.rsplit(":", 1)[0]
@@ -119,6 +137,23 @@ def node_ip() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route
         return s.getsockname()[0]
+
+
+def host_service(namespace: str, name: str, port: int, target_port: int) -> list[dict]:
+    """A Service with no selector and an EndpointSlice at this host (node_ip():target_port):
+    how pods, and the API server, reach a host process by a cluster name."""
+    meta = {"name": name, "namespace": namespace}
+    labels = {
+        "kubernetes.io/service-name": name,
+        "endpointslice.kubernetes.io/managed-by": "avfleet-e2e",
+    }
+    return [
+        {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+         "spec": {"ports": [{"port": port, "targetPort": target_port}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+         "metadata": {**meta, "labels": labels},
+         "endpoints": [{"addresses": [node_ip()]}], "ports": [{"port": target_port}]},
+    ]  # fmt: skip
 
 
 def static_image(
@@ -143,6 +178,7 @@ def static_image(
         (rootfs / dest.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
         os.symlink(target, rootfs / dest.lstrip("/"))
     (rootfs / "tmp").mkdir(exist_ok=True)
+    (rootfs / "tmp").chmod(0o1777)  # as distroless images have it: any user writes there
     run("umoci", "repack", "--image", f"{layout}:e2e", str(bundle))
     config = ["umoci", "config", "--image", f"{layout}:e2e", "--os", "linux",
               "--architecture", "amd64", "--config.env", "PATH=/bin"]  # fmt: skip

@@ -9,8 +9,8 @@ operator serves the webhook: the API server calls it for every PyTorchJob create
 certificate rotator writes the certificate into a Secret, which in a pod the kubelet mounts
 where the operator reads it; as a host process, `_mount_certificates` copies it there. The workers'
 init container, which waits for the master's name in DNS, runs the shell image (busybox)
-instead of the operator's default alpine, which no registry here serves, from a template that
-looks the master up by its full name.
+instead of the operator's default alpine, which no registry here serves, from avfleet's
+template (infra/kubeflow/pytorch-init-container.yaml: restricted, the master by its full name).
 """
 
 from __future__ import annotations
@@ -30,13 +30,16 @@ import yaml
 
 from avfleet.core.net import free_port
 from tests.conftest import REPO_ROOT, tool_path
-from tests.e2e.cluster import CLUSTER_DOMAIN, SHELL_IMAGE, Cluster, node_ip
+from tests.e2e.cluster import SHELL_IMAGE, Cluster, host_service
 from tests.integration.kube import host_process
 
 MODULE = "github.com/kubeflow/training-operator"
 NAMESPACE = "kubeflow"
 SERVICE = "training-operator"
 CERT_DIR = pathlib.Path("/tmp/k8s-webhook-server")  # the operator's, fixed in its source
+INIT_CONTAINER = REPO_ROOT / "infra" / "kubeflow" / "pytorch-init-container.yaml"
+"""What docs/install.md asks a site to give its operator: the workers' init container under
+Pod Security "restricted", looking the master up by its full name."""
 
 
 def manifests_dir() -> pathlib.Path | None:
@@ -62,8 +65,7 @@ def missing() -> list[str]:
 def training_operator(cluster: Cluster) -> Iterator[None]:
     base = manifests_dir()
     cluster.kubectl("apply", "--server-side", "-k", str(base / "crds"))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/pytorchjobs.kubeflow.org")  # fmt: skip
+    cluster.wait_established("pytorchjobs.kubeflow.org")
     port = free_port()
     webhooks = [
         d for d in yaml.safe_load_all(cluster.kubectl("kustomize", str(base / "webhook"))) if d
@@ -78,12 +80,7 @@ def training_operator(cluster: Cluster) -> Iterator[None]:
         ns,
         # the operator's certificate rotator fills this Secret and the webhooks' caBundle
         {"apiVersion": "v1", "kind": "Secret", "metadata": {**meta, "name": f"{SERVICE}-webhook-cert"}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": meta,
-         "spec": {"ports": [{"port": 443, "targetPort": port}]}},
-        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-         "metadata": {**meta, "labels": {"kubernetes.io/service-name": SERVICE,
-                                         "endpointslice.kubernetes.io/managed-by": "avfleet-e2e"}},
-         "endpoints": [{"addresses": [node_ip()]}], "ports": [{"port": port}]},
+        *host_service(NAMESPACE, SERVICE, 443, port),
         *webhooks,
         flags=("--server-side",),
     )  # fmt: skip
@@ -96,7 +93,7 @@ def training_operator(cluster: Cluster) -> Iterator[None]:
         f"--metrics-bind-address=127.0.0.1:{free_port()}",
         f"--health-probe-bind-address=127.0.0.1:{probe}",
         f"--pytorch-init-container-image={SHELL_IMAGE}",
-        f"--pytorch-init-container-template-file={_init_container_template(cluster.workdir)}",
+        f"--pytorch-init-container-template-file={INIT_CONTAINER}",
     ]  # fmt: skip
     try:
         with host_process(args, cluster.workdir / "training-operator.log", env) as proc:
@@ -106,25 +103,6 @@ def training_operator(cluster: Cluster) -> Iterator[None]:
     finally:
         if not had_cert_dir:
             shutil.rmtree(CERT_DIR, ignore_errors=True)
-
-
-def _init_container_template(workdir: pathlib.Path) -> pathlib.Path:
-    """The workers' init container, as the operator's default but looking the master up by its
-    full name: busybox's nslookup (Debian's 1.35) ignores resolv.conf's search domains, and the
-    operator gives the master's Service name alone."""
-    path = workdir / "pytorch-init-container.yaml"
-    lookup = "{{.MasterAddr}}.$NAMESPACE.svc." + CLUSTER_DOMAIN
-    path.write_text(
-        "- name: init-pytorch\n"
-        "  image: {{.InitContainerImage}}\n"
-        "  imagePullPolicy: IfNotPresent\n"
-        "  resources: {limits: {cpu: 100m, memory: 20Mi}, requests: {cpu: 50m, memory: 10Mi}}\n"
-        "  env: [{name: NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}]\n"
-        "  command: ['sh', '-c', 'err=1;for i in $(seq {{.MaxTries}}); do if nslookup "
-        + lookup
-        + "; then err=0 && break; fi;echo waiting for master; sleep 2; done; exit $err']\n"
-    )
-    return path
 
 
 def _mount_certificates(cluster: Cluster, proc: subprocess.Popen, timeout_s: float = 60) -> None:
