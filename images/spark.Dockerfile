@@ -4,25 +4,25 @@
 # checkov:skip=CKV_DOCKER_4: ADD --checksum verifies each download against its published digest (COPY cannot fetch)
 # The repository sits at /opt/avfleet, so mainApplicationFile is local:///opt/avfleet/jobs/<job>.py.
 # Apache's Spark image runs Ubuntu 22.04's Python 3.10 and avfleet needs 3.11 (pyproject's
-# requires-python): Spark, its Java and its entrypoint (what spark-operator's driver and
-# executor pods call) are copied from it onto the same Python base as the CLI image.
+# requires-python): Spark and its Java are copied from it onto the same Python base as the CLI
+# image. The entrypoint (what Spark's driver and executor pods run, under the spark-operator or
+# Spark's own Kubernetes scheduler) is avfleet's, images/spark-entrypoint.sh.
 FROM apache/spark:3.5.3-scala2.12-java17-python3-ubuntu AS spark
 
 FROM python:3.11.7-slim-bookworm
 COPY --from=spark /opt/java/openjdk /opt/java/openjdk
 COPY --from=spark /opt/spark /opt/spark
-COPY --from=spark /opt/entrypoint.sh /opt/decom.sh /opt/
 ENV JAVA_HOME=/opt/java/openjdk \
     SPARK_HOME=/opt/spark \
     PATH=/opt/java/openjdk/bin:/opt/spark/bin:$PATH \
     PYSPARK_PYTHON=/usr/local/bin/python3
-# The entrypoint needs tini and procps (Apache's image installs them the same way).
+# Spark's scripts use ps (procps), as in Apache's image.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini=0.19.0-1 procps=2:4.0.2-3 \
+    && apt-get install -y --no-install-recommends procps=2:4.0.2-3 \
     && rm -rf /var/lib/apt/lists/* \
-    && ln -s /usr/bin/tini /bin/tini \
     && useradd --uid 185 --no-create-home --shell /usr/sbin/nologin spark
 ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /opt/avfleet
@@ -43,6 +43,8 @@ COPY jobs ./jobs
 # src/avfleet/data links to these: the installed package carries them (avfleet.resources)
 COPY manifests ./manifests
 COPY infra ./infra
-RUN pip install --no-deps .
-USER 10001
+COPY images/spark-entrypoint.sh /opt/entrypoint.sh
+RUN pip install --no-deps . \
+    && useradd --uid 10001 --create-home --shell /usr/sbin/nologin avfleet
+USER 10001:10001
 ENTRYPOINT ["/opt/entrypoint.sh"]

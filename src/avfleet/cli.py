@@ -104,7 +104,7 @@ def _cmd_fleet(args: argparse.Namespace) -> None:
 
 
 def _index_parsers(sub: argparse._SubParsersAction, step: argparse._SubParsersAction) -> None:
-    from avfleet.index import entry
+    from avfleet.index import entry, spark_k8s
     from avfleet.index.job import IndexConfig
 
     index = sub.add_parser("index", help="index one day of recordings (Spark, metadata only)")
@@ -128,6 +128,12 @@ def _index_parsers(sub: argparse._SubParsersAction, step: argparse._SubParsersAc
     )
     add_outputs_dir(plan)
     entry.add_storage_arguments(plan)
+
+    driver = step.add_parser(
+        "spark-driver",
+        help="run a Spark job from this pod with Spark's own Kubernetes scheduler (no operator)",
+    )
+    spark_k8s.add_arguments(driver)
 
     verify = step.add_parser(
         "verify-index", help="check a committed date: every input indexed or quarantined"
@@ -766,8 +772,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cmd_spark_driver(args: argparse.Namespace) -> None:
+    from avfleet.index import spark_k8s
+
+    spark_k8s.run(args)
+
+
 STEP_COMMANDS = {
     "plan-index": _cmd_plan_index,
+    "spark-driver": _cmd_spark_driver,
     "verify-index": _cmd_verify_index,
     "plan-train": _cmd_plan_train,
     "plan-mining": _cmd_plan_mining,

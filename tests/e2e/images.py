@@ -12,6 +12,10 @@ buildah builds without a daemon), its upper folder tarred and appended with umoc
             with --no-deps as the Dockerfiles' `pip install --no-deps .`; user avfleet (10001)
     ├── avfleet   + operators/                 ENTRYPOINT ["avfleet"]
     └── train     (no layer of its own)        ENTRYPOINT ["python3", "-m", "avfleet.train.launch"]
+    jdk     over deps: Debian's openjdk-17-jre-headless and procps; user spark (185)
+    └── spark the app layer again + images/spark-entrypoint.sh as /opt/entrypoint.sh, with
+              /opt/spark and /opt/java/openjdk linked to pip's pyspark and Debian's JDK
+                                               ENTRYPOINT ["/opt/entrypoint.sh"]
 
 Each image's Env, User, WorkingDir and Entrypoint are read from its Dockerfile, and
 tests/unit/test_image_specs.py checks that the two describe the same contents. What differs,
@@ -21,6 +25,10 @@ because this machine reaches Debian and PyPI but not Docker Hub or download.pyto
   builds 3.11.7 into /usr/local; the same minor version on the same Debian release.
 - torch 2.13.0 is PyPI's standard (CUDA) build where avfleet.Dockerfile asks for the CPU wheel;
   both run on a CPU, the CUDA one is ~3 GB larger.
+- The Spark image's Spark is pip's pyspark (requirements.txt's 3.5.9) and its Java Debian's
+  OpenJDK 17, where spark.Dockerfile copies Spark 3.5.3 and Eclipse Temurin 17 from Apache's
+  image (Docker Hub) and adds the hadoop-aws jars (Maven Central; avfleet's own S3 reads and
+  writes go through fsspec, not s3a).
 
 Caching: a layer's key hashes its inputs and its parent's key; a built layer keeps its tar (for
 umoci) and its upper folder (the lower folder of the layers above it). Changing avfleet's source
@@ -104,6 +112,31 @@ APP = Layer(
     ),
 )
 OPERATORS = Layer("operators", APP, copy=("operators",))
+JDK = Layer(
+    "jdk",
+    DEPS,
+    run=(
+        "apt-get update",
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends"
+        " openjdk-17-jre-headless procps",
+        "rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin",
+        "useradd --uid 185 --no-create-home --shell /usr/sbin/nologin spark",
+    ),
+)
+SPARK = Layer(
+    "spark",
+    JDK,
+    copy=(*APP_FILES, "images/spark-entrypoint.sh"),
+    run=(
+        *APP.run,
+        "install -m 0755 /opt/avfleet/images/spark-entrypoint.sh /opt/entrypoint.sh",
+        # where spark.Dockerfile's ENV looks: Spark is pip's pyspark (the same 3.5 line as
+        # Apache's image), Java is Debian's 17
+        "mkdir -p /opt/java && ln -s /usr/lib/jvm/java-17-openjdk-amd64 /opt/java/openjdk",
+        f"ln -s \"$({PYTHON} -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')\""
+        " /opt/spark",
+    ),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +155,11 @@ class Image:
         return REPO / "images" / f"{self.name}.Dockerfile"
 
 
-IMAGES = {"avfleet": Image("avfleet", OPERATORS), "train": Image("train", APP)}
+IMAGES = {
+    "avfleet": Image("avfleet", OPERATORS),
+    "train": Image("train", APP),
+    "spark": Image("spark", SPARK),
+}
 
 
 def dockerfile_config(path: pathlib.Path) -> dict:
@@ -366,26 +403,29 @@ def image_tag(image: Image) -> str:
     return tag
 
 
-def export(image: Image, out: pathlib.Path) -> pathlib.Path:
-    """An OCI archive of `image` alone (what `ctr images import` loads), tagged `e2e`."""
-    tag = image_tag(image)
+def export(images: list[Image], out: pathlib.Path) -> pathlib.Path:
+    """One OCI archive of `images` (what `ctr images import` loads), each named by its `ref`
+    (containerd's image-name annotation), every shared layer in it once."""
     index = json.loads((LAYOUT / "index.json").read_text())
-    (desc,) = [
-        m for m in index["manifests"]
-        if m["annotations"]["org.opencontainers.image.ref.name"] == tag
-    ]  # fmt: skip
+    by_tag = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in index["manifests"]}
     blob = lambda d: LAYOUT / "blobs" / d["digest"].replace(":", "/")  # noqa: E731
-    manifest = json.loads(blob(desc).read_text())
-    desc = {**desc, "annotations": {"org.opencontainers.image.ref.name": TAG}}
+    descs, blobs = [], {}
+    for image in images:
+        desc = by_tag[image_tag(image)]
+        manifest = json.loads(blob(desc).read_text())
+        names = {"io.containerd.image.name": image.ref, "org.opencontainers.image.ref.name": TAG}
+        descs.append({**desc, "annotations": names})
+        for d in (desc, manifest["config"], *manifest["layers"]):
+            blobs[d["digest"]] = d
     with tarfile.open(out, "w") as tar:
         for name, data in (
             ("oci-layout", (LAYOUT / "oci-layout").read_bytes()),
-            ("index.json", json.dumps({"schemaVersion": 2, "manifests": [desc]}).encode()),
+            ("index.json", json.dumps({"schemaVersion": 2, "manifests": descs}).encode()),
         ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-        for d in (desc, manifest["config"], *manifest["layers"]):
+        for d in blobs.values():
             tar.add(blob(d), arcname=str(blob(d).relative_to(LAYOUT)))
     return out
 

@@ -30,11 +30,48 @@ def test_images_run_a_python_that_requires_python_accepts(name):
     assert tuple(int(g) for g in match.groups()) >= minimum[:2], base
 
 
-def test_the_spark_image_keeps_sparks_entrypoint_and_java():
+def test_the_spark_image_keeps_spark_and_java_and_runs_avfleets_entrypoint():
     text = (IMAGES / "spark.Dockerfile").read_text()
-    for path in ("/opt/spark", "/opt/java/openjdk", "/opt/entrypoint.sh"):
+    for path in ("/opt/spark", "/opt/java/openjdk"):
         assert re.search(rf"^COPY --from=spark .*{re.escape(path)}", text, re.MULTILINE), path
+    assert "COPY images/spark-entrypoint.sh /opt/entrypoint.sh" in text
     assert 'ENTRYPOINT ["/opt/entrypoint.sh"]' in text
+
+
+def test_the_spark_entrypoint_runs_drivers_executors_and_commands(tmp_path):
+    """images/spark-entrypoint.sh, with stand-ins for spark-submit and java that print their
+    argv: the contract Spark's Kubernetes scheduler relies on for its pods."""
+    import os
+    import subprocess
+
+    for tool in ("bin/spark-submit", "jdk/bin/java"):
+        path = tmp_path / tool
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('#!/bin/sh\necho "$0" "$@"\n')
+        path.chmod(0o755)
+    env = {
+        "PATH": os.environ["PATH"], "SPARK_HOME": str(tmp_path), "JAVA_HOME": str(tmp_path / "jdk"),
+        "SPARK_DRIVER_BIND_ADDRESS": "10.0.0.7", "SPARK_DRIVER_URL": "spark://d:7078",
+        "SPARK_EXECUTOR_ID": "3", "SPARK_EXECUTOR_CORES": "2", "SPARK_APPLICATION_ID": "app-1",
+        "SPARK_EXECUTOR_POD_IP": "10.0.0.9", "SPARK_EXECUTOR_MEMORY": "1g",
+        "SPARK_EXECUTOR_POD_NAME": "exec-3", "SPARK_JAVA_OPT_0": "-Dspark.a=1",
+        "SPARK_JAVA_OPT_1": "-Dspark.b=two words",
+    }  # fmt: skip
+    entry = str(IMAGES / "spark-entrypoint.sh")
+
+    def run(*args: str) -> str:
+        return subprocess.run([entry, *args], env=env, capture_output=True, text=True,
+                              check=True).stdout.strip()  # fmt: skip
+
+    driver = run("driver", "--properties-file", "/x.conf", "local:///job.py", "--date", "d")
+    assert driver.split()[1:] == ["--conf", "spark.driver.bindAddress=10.0.0.7", "--deploy-mode",
+                                  "client", "--properties-file", "/x.conf", "local:///job.py",
+                                  "--date", "d"]  # fmt: skip
+    executor = run("executor")
+    assert "-Dspark.a=1 -Dspark.b=two words -Xms1g -Xmx1g" in executor
+    assert "KubernetesExecutorBackend --driver-url spark://d:7078 --executor-id 3" in executor
+    assert executor.endswith("--resourceProfileId 0 --podName exec-3")
+    assert run("echo", "as", "given") == "as given"
 
 
 def avfleet_imports(module: str) -> set[str]:

@@ -44,6 +44,14 @@ class StorageConfig:
         return {"client_kwargs": client_kwargs} if client_kwargs else {}
 
 
+S3_ENV_SECRET = "avfleet-s3"
+"""The optional Secret every avfleet pod takes its environment from (`envFrom`): the AWS SDKs'
+own variables for an S3-compatible store (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION; docs/install.md). Without it (AWS with IRSA) the
+pods use the standard credential chain. A Secret's name is fixed, never a parameter: a
+submitter must not pick which Secret a pod reads."""
+
+
 def protocol_of(uri: str) -> str:
     return uri.split("://", 1)[0] if "://" in uri else "file"
 

@@ -53,6 +53,7 @@ from hera.workflows.models import (
     VolumeMount,
 )
 
+from avfleet.core import storage
 from avfleet.core.errors import ExitCode
 
 IMAGE_ROOT = "/opt/avfleet"
@@ -286,12 +287,7 @@ def small_resources() -> ResourceRequirements:
     )
 
 
-S3_ENV_SECRET = "avfleet-s3"
-"""An optional Secret every avfleet pod takes its environment from (`envFrom`): the AWS SDKs'
-own variables for an S3-compatible store (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID,
-AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION; docs/install.md). Without it (AWS with IRSA) the
-pods use the standard credential chain. A Secret's name is fixed here, never a parameter: a
-submitter must not pick which Secret a pod reads."""
+S3_ENV_SECRET = storage.S3_ENV_SECRET
 
 
 def s3_env_from() -> EnvFromSource:
@@ -360,6 +356,7 @@ ENUMS = {
     "runtime": ["onnxruntime", "tensorrt"],
     "precision": ["fp32", "fp16", "int8"],
     "bench-precision": ["fp32", "fp16", "int8"],
+    "spark-launch": ["operator", "client"],
     # Images are not a submitter's choice: the one the release ships (an install overlay pins
     # it by digest, value and enum together).
     "image": [DEFAULT_IMAGE],

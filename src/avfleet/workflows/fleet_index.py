@@ -15,11 +15,21 @@ import json
 import textwrap
 
 from hera.workflows import DAG, Container, Parameter, Resource, Task, WorkflowTemplate
-from hera.workflows.models import TemplateRef, ValueFrom
+from hera.workflows.models import (
+    EnvVar,
+    EnvVarSource,
+    Mutex,
+    ObjectFieldSelector,
+    ResourceRequirements,
+    Synchronization,
+    TemplateRef,
+    ValueFrom,
+)
 
 from avfleet.core.cliopts import field_doc
 from avfleet.core.metrics import MetricsConfig
 from avfleet.core.storage import StorageConfig
+from avfleet.index import spark_k8s
 from avfleet.index.job import IndexConfig
 from avfleet.workflows import common as c
 
@@ -36,6 +46,14 @@ PARAMETERS = {
     ),
     "image": (c.DEFAULT_IMAGE, "avfleet image (CLI steps)"),
     "spark-image": (c.DEFAULT_SPARK_IMAGE, "avfleet Spark image (driver and executors)"),
+    "spark-launch": (
+        "operator",
+        "operator: a SparkApplication for the spark-operator; client: a step of the Spark image "
+        "is the driver and Spark's own Kubernetes scheduler makes the executors (no operator)",
+    ),
+    "executor-cores": ("2", "task slots per Spark executor"),
+    "executor-memory": ("4g", "Spark executor heap (Spark's size syntax)"),
+    "executor-cpu": ("2", "CPU each executor pod asks for (a Kubernetes quantity)"),
 }
 
 
@@ -77,10 +95,13 @@ def outcome_uri(date: str) -> str:
     return f"{c.workflow_parameter('index')}/_outcomes/{{{{workflow.name}}}}-{date}.json"
 
 
-def spark_application_manifest(date: str) -> str:
-    """The SparkApplication (spark-operator v1beta2) that runs the index job."""
-    w, i = c.workflow_parameter, c.input_parameter
-    args = [
+JOB = f"{c.IMAGE_ROOT}/jobs/index_recordings.py"
+
+
+def job_args(date: str) -> list[str]:
+    """jobs/index_recordings.py's arguments, whichever way Spark is launched."""
+    w = c.workflow_parameter
+    return [
         "--recordings",
         w("recordings"),
         "--date",
@@ -94,7 +115,13 @@ def spark_application_manifest(date: str) -> str:
         "--outcome",
         outcome_uri(date),
     ]
-    arg_lines = "\n".join(f'    - "{a}"' for a in args)
+
+
+def spark_application_manifest(date: str) -> str:
+    """The SparkApplication (spark-operator v1beta2) that runs the index job."""
+    w, i = c.workflow_parameter, c.input_parameter
+    arg_lines = "\n".join(f'    - "{a}"' for a in job_args(date))
+    conf_lines = "\n".join(f'    {k}: "{v}"' for k, v in spark_k8s.SPARK_CONF.items())
     return c.harden(
         textwrap.dedent(
             f"""\
@@ -111,14 +138,12 @@ def spark_application_manifest(date: str) -> str:
           mode: cluster
           image: "{w("spark-image")}"
           imagePullPolicy: IfNotPresent
-          mainApplicationFile: "local://{c.IMAGE_ROOT}/jobs/index_recordings.py"
+          mainApplicationFile: "local://{JOB}"
           arguments:
         {{ARGS}}
           sparkVersion: "3.5.3"
           sparkConf:
-            spark.executor.pyspark.memory: "1g"
-            spark.python.worker.reuse: "true"
-            spark.ui.showConsoleProgress: "false"
+        {{CONF}}
           restartPolicy: {json.dumps(RESTART_POLICY)}
           volumes:
             - name: tmp
@@ -136,9 +161,10 @@ def spark_application_manifest(date: str) -> str:
         VOLUME_MOUNTS
         ENV_FROM
           executor:
-            cores: 2
+            cores: {c.as_int(w("executor-cores"))}
+            coreRequest: "{w("executor-cpu")}"
             instances: {c.as_int(i("executors"))}
-            memory: "4g"
+            memory: "{w("executor-memory")}"
             serviceAccount: {c.SPARK_EXECUTOR_SERVICE_ACCOUNT}
             labels:
               app.kubernetes.io/part-of: avfleet
@@ -149,6 +175,7 @@ def spark_application_manifest(date: str) -> str:
         """
         )
         .replace("{ARGS}", arg_lines)
+        .replace("{CONF}", conf_lines)
         .replace("POD_SECURITY", _spark_security())
         .replace("VOLUME_MOUNTS", _spark_mounts())
         .replace("ENV_FROM", textwrap.indent(c.S3_ENV_FROM_YAML, "    ").rstrip("\n"))
@@ -186,6 +213,44 @@ def spark_template() -> Resource:
     )
 
 
+def spark_client_template() -> Container:
+    """The index job without the spark-operator (`spark-launch: client`): this step, in the
+    Spark image and as the Spark service account, is the driver, and Spark's own Kubernetes
+    scheduler makes the executors (avfleet.index.spark_k8s). Its exit code is the driver's,
+    so Argo retries a transient failure (75) as for any CLI step; one writer per date."""
+    w, i = c.workflow_parameter, c.input_parameter
+    date = i("date")
+    args = [
+        *("step", "spark-driver", "--image", w("spark-image"), "--executors", i("executors")),
+        *("--executor-cores", w("executor-cores"), "--executor-memory", w("executor-memory")),
+        *("--executor-cpu-request", w("executor-cpu"), "--name", f"fleet-index-{date}"),
+        *("--", JOB, *job_args(date)),
+    ]
+    pod = {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+        "POD_IP": "status.podIP",
+    }
+    step = c.cli_step(
+        "spark-client",
+        args,
+        inputs=["executors", "date"],
+        env=[
+            EnvVar(name=k, value_from=EnvVarSource(field_ref=ObjectFieldSelector(field_path=v)))
+            for k, v in pod.items()
+        ],
+        deadline_s=4 * 3600,
+    )
+    step.image = w("spark-image")
+    step.service_account_name = c.SPARK_SERVICE_ACCOUNT
+    step.labels = {c.ROLE: "spark"}  # the NetworkPolicy that lets executors reach the driver
+    step.resources = ResourceRequirements(  # the driver: the SparkApplication's 1 core and 2 GiB
+        requests={"cpu": "250m", "memory": "2Gi"}, limits={"cpu": "1", "memory": "3Gi"}
+    )
+    step.synchronization = Synchronization(mutexes=[Mutex(name=f"avfleet-index-{date}")])
+    return step
+
+
 def verify_template() -> Container:
     w = c.workflow_parameter
     args = [
@@ -211,6 +276,8 @@ def verify_template() -> Container:
 def index_date_template() -> DAG:
     """plan -> SparkApplication -> verify for the `date` input (created in a workflow's context)."""
     plan, spark, verify = plan_template(), spark_template(), verify_template()
+    client = spark_client_template()
+    launch = c.workflow_parameter("spark-launch")
     date = {"date": c.input_parameter("date")}
     with DAG(
         name=INDEX_DATE,
@@ -224,13 +291,13 @@ def index_date_template() -> DAG:
         ],
     ) as dag:
         plan_task = plan(name="plan", arguments=date)
-        index = spark(
-            name="index", arguments={"executors": plan_task.get_parameter("executors"), **date}
-        )
+        executors = {"executors": plan_task.get_parameter("executors"), **date}
+        index = spark(name="index", arguments=executors, when=f"{launch} == operator")
+        index_client = client(name="index-client", arguments=executors, when=f"{launch} == client")
         check = verify(
             name="verify", arguments={"num-files": plan_task.get_parameter("num-files"), **date}
         )
-        plan_task >> index >> check
+        plan_task >> [index, index_client] >> check  # the one that ran (Skipped satisfies)
     return dag
 
 
