@@ -259,3 +259,32 @@ def test_a_resource_step_past_its_deadline_fails(tmp_path, executor):
     step = resource_template("slow", manifest, deadline_s=1)
     result = executor.run_manifest(workflow(step), {})
     assert not result.succeeded and result.nodes[-1].phase == "Failed"
+
+
+@pytest.mark.parametrize(
+    "error,code",
+    [
+        (
+            RuntimeError(
+                "[../third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
+                "[10.89.0.11]:904: Connection reset by peer."
+            ),
+            ExitCode.TRANSIENT,
+        ),
+        ("DistNetworkError", ExitCode.TRANSIENT),
+        (RuntimeError("shape mismatch in the model"), ExitCode.INTERNAL),
+    ],
+    ids=["gloo-peer-reset", "dist-network-error", "a-bug"],
+)
+def test_a_rank_that_loses_its_peer_exits_transient_and_a_bug_does_not(error, code):
+    """A worker pod deleted mid-run (seen on a real cluster) makes the other ranks' collective
+    raise: that is worth the restart and the resume from the checkpoint, unlike a bug."""
+    import torch.distributed as dist
+
+    if error == "DistNetworkError":
+        error = dist.DistNetworkError("Failed to recv, got 0 bytes")
+
+    def job() -> None:
+        raise error
+
+    assert launch.run_worker(job) == code

@@ -73,17 +73,43 @@ def permanent_failure_recorded() -> int | None:
     return None
 
 
+PEER_LOST = ("gloo/transport", "Connection reset by peer", "Connection closed by peer")
+"""What a gloo collective's RuntimeError says when another rank's process went away."""
+
+
+def peer_lost(error: BaseException) -> bool:
+    """Whether `error` is a collective or the rendezvous failing because another rank went
+    away (killed, evicted, its node lost): transient, what torchrun's restart and the resume
+    from the checkpoint are for, never a bug in this rank."""
+    import torch.distributed as dist
+
+    if isinstance(error, dist.DistError):  # DistNetworkError, DistStoreError, DistBackendError
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error) for m in PEER_LOST)
+
+
 def run_worker(job: Callable[[], object]) -> int:
     """A torchrun worker's main: `job` through run_main, unless an earlier attempt of this
-    group already hit a permanent failure; its code recorded for the launcher."""
+    group already hit a permanent failure; its code recorded for the launcher. A peer lost
+    mid-collective is transient (75): seen on a real cluster, a PyTorchJob's worker pod deleted
+    made the master's gloo all-reduce raise, which as an internal error (70) failed the job."""
     from avfleet.core.entry import run_main
+    from avfleet.core.errors import TransientError
+
+    def guarded() -> object:
+        try:
+            return job()
+        except RuntimeError as e:
+            if peer_lost(e):
+                raise TransientError(f"another rank went away: {e}") from e
+            raise
 
     earlier = permanent_failure_recorded()
     if earlier is not None:
         log.error("an earlier attempt ended with permanent exit %d; not running again", earlier)
         code = earlier
     else:
-        code = run_main(job)
+        code = run_main(guarded)
     record_exit(code)
     return code
 
