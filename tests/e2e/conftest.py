@@ -9,8 +9,15 @@ import subprocess
 
 import pytest
 
+from avfleet.workflows.render import manifests_root
+from tests.conftest import TESTDATA
 from tests.e2e import images
+from tests.e2e.argo import crds_dir
 from tests.e2e.cluster import BRIDGE, missing, one_node_cluster
+from tests.integration.test_install_cluster import CRD_FILES
+
+NS = "avfleet"
+"""avfleet's namespace (manifests/base/namespace.yaml)."""
 
 
 @pytest.fixture(scope="package")
@@ -33,8 +40,27 @@ def cluster(tmp_path_factory):
 def images_loaded(cluster, tmp_path_factory):
     """avfleet's images (tests/e2e/images.py; built once, then cached) in the cluster's
     containerd, under the names manifests/overlays/local gives them."""
-    for image in images.IMAGES.values():
-        archive = images.export(image, tmp_path_factory.mktemp("images") / f"{image.name}.tar")
-        cluster.import_image(archive, image.ref)
-        archive.unlink()
+    archive = tmp_path_factory.mktemp("images") / "avfleet.tar"
+    images.export(list(images.IMAGES.values()), archive)  # shared layers once
+    cluster.ctr("images", "import", str(archive))
+    archive.unlink()
     return cluster
+
+
+@pytest.fixture(scope="package")
+def installed(images_loaded):
+    """avfleet installed as a user installs it (test_install.py says how)."""
+    cluster = images_loaded
+    cluster.kubectl("apply", "--server-side", "-k", str(crds_dir()))
+    for rel in CRD_FILES:
+        if not rel.startswith("argo/"):  # Argo's come from the controller's own module
+            cluster.kubectl("apply", "--server-side", "-f", str(TESTDATA / rel))
+    cluster.wait_established()
+    local = manifests_root() / "overlays" / "local"
+    cluster.kubectl("apply", "--server-side", "-k", str(local))
+    cluster.kubectl("apply", "--server-side", "-k", str(local / "benches"))
+    yield cluster
+    # The benches first, while the operator still runs to take its finalizers off them; a
+    # namespace deleted with them in it would wait for it forever.
+    cluster.kubectl("delete", "-k", str(local / "benches"), "--wait=true", timeout=180)
+    cluster.kubectl("delete", "namespace", NS, "--wait=true", timeout=300)

@@ -406,12 +406,13 @@ def image_tag(image: Image) -> str:
 def export(images: list[Image], out: pathlib.Path) -> pathlib.Path:
     """One OCI archive of `images` (what `ctr images import` loads), each named by its `ref`
     (containerd's image-name annotation), every shared layer in it once."""
+    tags = [image_tag(image) for image in images]  # built first: they add to the index
     index = json.loads((LAYOUT / "index.json").read_text())
     by_tag = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in index["manifests"]}
     blob = lambda d: LAYOUT / "blobs" / d["digest"].replace(":", "/")  # noqa: E731
     descs, blobs = [], {}
-    for image in images:
-        desc = by_tag[image_tag(image)]
+    for image, tag in zip(images, tags, strict=True):
+        desc = by_tag[tag]
         manifest = json.loads(blob(desc).read_text())
         names = {"io.containerd.image.name": image.ref, "org.opencontainers.image.ref.name": TAG}
         descs.append({**desc, "annotations": names})

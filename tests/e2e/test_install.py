@@ -9,33 +9,10 @@ import json
 
 import pytest
 
-from avfleet.workflows.render import manifests_root
-from tests.conftest import TESTDATA
 from tests.e2e import images
-from tests.e2e.argo import crds_dir
-from tests.integration.test_install_cluster import CRD_FILES
+from tests.e2e.conftest import NS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
-
-NS = "avfleet"
-
-
-@pytest.fixture(scope="module")
-def installed(images_loaded):
-    cluster = images_loaded
-    cluster.kubectl("apply", "--server-side", "-k", str(crds_dir()))
-    for rel in CRD_FILES:
-        if not rel.startswith("argo/"):  # Argo's come from the controller's own module
-            cluster.kubectl("apply", "--server-side", "-f", str(TESTDATA / rel))
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=120s", "crd", "--all")
-    local = manifests_root() / "overlays" / "local"
-    cluster.kubectl("apply", "--server-side", "-k", str(local))
-    cluster.kubectl("apply", "--server-side", "-k", str(local / "benches"))
-    yield cluster
-    # The benches first, while the operator still runs to take its finalizers off them; a
-    # namespace deleted with them in it would wait for it forever.
-    cluster.kubectl("delete", "-k", str(local / "benches"), "--wait=true", timeout=180)
-    cluster.kubectl("delete", "namespace", NS, "--wait=true", timeout=300)
 
 
 def test_the_bench_operator_runs_from_the_cli_image(installed):

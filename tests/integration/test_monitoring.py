@@ -33,16 +33,16 @@ def need(binary: str) -> str:
 
 
 @contextlib.contextmanager
-def start_pushgateway():  # noqa: ANN201
-    """Debian's Pushgateway on a free port; yields its host:port."""
+def start_pushgateway(host: str = "127.0.0.1"):  # noqa: ANN201
+    """Debian's Pushgateway on a free port of `host`; yields its host:port."""
     binary = need("prometheus-pushgateway")
     port = free_port()
     proc = subprocess.Popen(
-        [binary, f"--web.listen-address=127.0.0.1:{port}"],
+        [binary, f"--web.listen-address={host}:{port}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     deadline = time.monotonic() + 60  # a loaded 2-core machine starts it slowly
     try:
         while True:
@@ -52,7 +52,7 @@ def start_pushgateway():  # noqa: ANN201
             except OSError:
                 assert time.monotonic() < deadline, "the Pushgateway did not become ready in 60 s"
                 time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
+        yield f"{host}:{port}"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
