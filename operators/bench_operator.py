@@ -93,8 +93,21 @@ def read_secret_token(namespace: str, secret: str) -> str:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
-    doc = kubernetes.client.CoreV1Api().read_namespaced_secret(secret, namespace)
-    return base64.b64decode((doc.data or {})["token"]).decode()
+    try:
+        doc = kubernetes.client.CoreV1Api().read_namespaced_secret(secret, namespace)
+    except kubernetes.client.ApiException as e:
+        if e.status != 404:
+            raise
+        # the site has not made it yet (docs/install.md): say so, and look again later
+        raise kopf.TemporaryError(
+            f"the bench's token Secret {secret!r} is not in namespace {namespace!r}: create it "
+            "with its key `token` (docs/install.md)",
+            delay=30,
+        ) from None
+    token = (doc.data or {}).get("token")
+    if not token:
+        raise kopf.TemporaryError(f"Secret {secret!r} has no key `token`", delay=30)
+    return base64.b64decode(token).decode()
 
 
 def token_for(namespace: str, bench_spec: dict) -> str:

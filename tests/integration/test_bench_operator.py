@@ -205,3 +205,21 @@ def test_a_validation_stuck_running_times_out_and_fails_with_the_reason(release,
         # The job was cancelled: the bench is free for the next validation.
         cluster.tick()
         assert cluster.objects["benches"]["xavier-1"]["status"]["busy"] is False
+
+
+def test_a_bench_whose_token_secret_is_missing_gets_a_clear_retry_not_a_traceback(monkeypatch):
+    """A XavierBench applied before its Secret (seen on the real cluster: the local overlay's
+    bench before the site made its token): the probe says which Secret to create and retries,
+    as a kopf TemporaryError, instead of logging the API's 404 with a traceback."""
+    import kubernetes
+
+    class NoSecrets:
+        def read_namespaced_secret(self, name: str, namespace: str) -> None:
+            raise kubernetes.client.ApiException(status=404, reason="Not Found")
+
+    monkeypatch.setattr(kubernetes.config, "load_incluster_config", lambda: None)
+    monkeypatch.setattr(kubernetes.client, "CoreV1Api", NoSecrets)
+    with pytest.raises(
+        kopf.TemporaryError, match="'xavier-01-token' is not in namespace 'avfleet'"
+    ):
+        bench_operator.read_secret_token("avfleet", "xavier-01-token")
