@@ -59,6 +59,9 @@ def installed(images_loaded):
     local = manifests_root() / "overlays" / "local"
     cluster.kubectl("apply", "--server-side", "-k", str(local))
     cluster.kubectl("apply", "--server-side", "-k", str(local / "benches"))
+    # Triton's image (nvcr.io) cannot be pulled here (docs/e2e.md): its pod would only hold
+    # the CPU it requests, which the PyTorchJobs need on this 2-core node.
+    cluster.kubectl("-n", NS, "scale", "deployment/triton", "--replicas=0")
     yield cluster
     # The benches first, while the operator still runs to take its finalizers off them; a
     # namespace deleted with them in it would wait for it forever.

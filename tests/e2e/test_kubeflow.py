@@ -40,7 +40,9 @@ def replica(command: list[str]) -> dict:
             "image": images.IMAGES["train"].ref,
             "imagePullPolicy": "Never",
             "command": command,
-            "resources": {"limits": {"cpu": "1", "memory": "2Gi"}},
+            # requests well under the limits: avfleet's own pods share this 2-core node
+            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"},
+                          "limits": {"cpu": "1", "memory": "2Gi"}},
         }]}},
     }  # fmt: skip
 
