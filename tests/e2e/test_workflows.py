@@ -324,11 +324,7 @@ def test_fleet_index_runs_spark_executors_as_pods_and_survives_losing_one(site, 
                   "spark-launch": "client", "executor-cores": "1", "executor-memory": "1g",
                   "executor-cpu": "250m",
                   "pushgateway": "pushgateway.avfleet-local.svc.cluster.local:9091"}  # fmt: skip
-    flags = [f for k, v in on_cluster.items() for f in ("-p", f"{k}={v}")]
-    done = argo(cluster, "submit", "--from", "workflowtemplate/fleet-index", *flags,
-                "-o", "name", namespace=NS)  # fmt: skip
-    name = done.stdout.strip()
-    assert name, done.stderr
+    name = start(cluster, "fleet-index", on_cluster)
     started, executors, killed = time.monotonic(), set(), None
     while time.monotonic() - started < 900:
         pods = json.loads(cluster.kubectl("-n", NS, "get", "pods", "-l", "spark-role=executor",
