@@ -421,6 +421,7 @@ def _mining_parsers(sub: argparse._SubParsersAction) -> None:
 def _mining_plan_parsers(sub: argparse._SubParsersAction, step: argparse._SubParsersAction) -> None:
     from avfleet.core.storage import add_storage_arguments
     from avfleet.serve.outputs import Reduction
+    from avfleet.serve.repository import INSTANCE_KINDS, ServingConfig
 
     plan = step.add_parser("plan-mining", help="the nightly run: yesterday's date, folder, model")
     plan.add_argument("--now", required=True, help="RFC 3339 time the run was created")
@@ -441,6 +442,7 @@ def _mining_plan_parsers(sub: argparse._SubParsersAction, step: argparse._SubPar
     model.add_argument("--name", required=True, help="model name in the repository")
     add_field(model, Reduction, "how", "--reduce", choices=["mean", "top"])
     add_field(model, Reduction, "top_fraction")
+    add_field(model, ServingConfig, "kind", "--instance-kind", choices=INSTANCE_KINDS)
     model.add_argument(
         "--triton-url",
         default="",
@@ -515,6 +517,7 @@ def _cmd_publish_model(args: argparse.Namespace) -> None:
     from avfleet.core.storage import storage_from_args
     from avfleet.serve.graph import Reduction
     from avfleet.serve.publish import publish_model
+    from avfleet.serve.repository import ServingConfig
     from avfleet.workflows.outputs import write_outputs
 
     ref = publish_model(
@@ -523,6 +526,7 @@ def _cmd_publish_model(args: argparse.Namespace) -> None:
         args.name,
         Reduction(args.reduce, args.top_fraction),
         storage_config=storage_from_args(args),
+        serving=ServingConfig(kind=args.instance_kind),
     )
     if args.triton_url:
         from avfleet.serve.client import load_model
@@ -590,6 +594,20 @@ def _serve_parsers(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--model", action="append", required=True, help="NAME:VERSION (repeat)")
     for name in ("http_port", "grpc_port", "metrics_port", "threads"):
         add_field(serve, LocalServerConfig, name)
+    server = sub.add_parser(
+        "tritonserver",
+        help="Triton's own server (PyTriton's build) over a model repository, ONNX Runtime on "
+        "the CPU: NVIDIA's image's stand-in where it cannot run",
+    )
+    server.add_argument(
+        "--backends-dir", default="", help="where to assemble the backends (default: under TMPDIR)"
+    )
+    server.add_argument(
+        "server_args",
+        nargs=argparse.REMAINDER,
+        help="after --: tritonserver's own arguments, e.g. -- --model-repository=s3://... "
+        "--model-control-mode=explicit --load-model=*",
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
@@ -619,6 +637,13 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         )
         sys.stdout.flush()
         server.serve_forever()
+
+
+def _cmd_tritonserver(args: argparse.Namespace) -> None:
+    from avfleet.serve.tritonserver import exec_server
+
+    server_args = args.server_args[1:] if args.server_args[:1] == ["--"] else args.server_args
+    exec_server(server_args, args.backends_dir)
 
 
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
@@ -807,6 +832,7 @@ COMMANDS = {
     "label": _cmd_label,
     "pseudo-label": _cmd_pseudo_label,
     "serve": _cmd_serve,
+    "tritonserver": _cmd_tritonserver,
     "demo": _cmd_demo,
     "report": _cmd_report,
     "metrics": _cmd_metrics,

@@ -18,6 +18,7 @@ from avfleet.bench.client import TOKEN_ENV, token_from_env
 from avfleet.core.cliopts import add_field, add_input_hw, add_outputs_dir, emit, say
 from avfleet.deploy.config import ExportConfig
 from avfleet.deploy.registry import PromoteConfig
+from avfleet.serve.repository import INSTANCE_KINDS, ServingConfig
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +48,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_field(promote, PromoteConfig, "registry_uri", "--registry")
     add_field(promote, PromoteConfig, "model_repo_uri", "--repo")
     add_field(promote, PromoteConfig, "model_name", "--name")
+    add_field(promote, ServingConfig, "kind", "--instance-kind", choices=INSTANCE_KINDS)
     promote.add_argument(
         "--policy",
         default="",
@@ -153,6 +155,7 @@ def _cmd_deploy(args: argparse.Namespace) -> None:
                 storage=st,
                 metrics=MetricsConfig(pushgateway_url=args.pushgateway or None),
                 triton_url=args.triton_url,
+                serving=ServingConfig(kind=args.instance_kind),
             )
         )
         write_outputs(

@@ -6,7 +6,9 @@ images/*.Dockerfile stay the source of truth for registries that can build them.
 layer is a command run in a chroot over an overlay mount of the layers below it (the way
 buildah builds without a daemon), its upper folder tarred and appended with umoci:
 
-    base    debootstrap --variant=minbase bookworm, python3 (3.11), ca-certificates, passwd
+    base    debootstrap --variant=minbase bookworm, python3 (3.11), libpython3.11 (the shared
+            library Triton's Python backend stub embeds; python:3.11 images carry it),
+            ca-certificates, passwd
     deps    torch==2.13.0, then requirements.txt                      (uv, in the chroot)
     app     /opt/avfleet (pyproject.toml, README.md, src, jobs, manifests, infra), installed
             with --no-deps as the Dockerfiles' `pip install --no-deps .`; user avfleet (10001)
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import io
@@ -61,7 +64,7 @@ CACHE = (
 )
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-BASE_PACKAGES = ("python3", "ca-certificates", "passwd")
+BASE_PACKAGES = ("python3", "libpython3.11", "ca-certificates", "passwd")
 PYTHON = "/usr/bin/python3.11"
 APP_FILES = ("pyproject.toml", "README.md", "src", "jobs", "manifests", "infra")
 TAG = "dev"
@@ -82,7 +85,8 @@ class Layer:
     def key(self) -> str:
         """Its inputs' hash (the sources it copies, re-read only once per process)."""
         h = hashlib.sha256()
-        h.update((self.parent.key() if self.parent else SUITE + MIRROR).encode())
+        root = f"{SUITE} {MIRROR} {','.join(BASE_PACKAGES)}"  # what debootstrap is given
+        h.update((self.parent.key() if self.parent else root).encode())
         h.update(json.dumps([self.name, self.run, self.copy]).encode())
         for rel in source_files(self.copy + self.inputs):
             path = REPO / rel
@@ -403,9 +407,24 @@ def image_tag(image: Image) -> str:
     return tag
 
 
+@contextlib.contextmanager
+def cache_lock() -> Iterator[None]:
+    """One build at a time in the cache: a second `make images` (or an e2e run's export) waits.
+    Two at once corrupt the layout (one's `umoci gc` drops the blobs the other just added)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def export(images: list[Image], out: pathlib.Path) -> pathlib.Path:
     """One OCI archive of `images` (what `ctr images import` loads), each named by its `ref`
     (containerd's image-name annotation), every shared layer in it once."""
+    with cache_lock():
+        return _export(images, out)
+
+
+def _export(images: list[Image], out: pathlib.Path) -> pathlib.Path:
     tags = [image_tag(image) for image in images]  # built first: they add to the index
     index = json.loads((LAYOUT / "index.json").read_text())
     by_tag = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in index["manifests"]}
@@ -445,11 +464,12 @@ def prune() -> None:
 
 
 def main(argv: list[str]) -> None:
-    for name in argv or list(IMAGES):
-        started = time.monotonic()
-        tag = image_tag(IMAGES[name])
-        print(f"{IMAGES[name].ref}: {LAYOUT}:{tag} ({time.monotonic() - started:.0f} s)")
-    prune()
+    with cache_lock():
+        for name in argv or list(IMAGES):
+            started = time.monotonic()
+            tag = image_tag(IMAGES[name])
+            print(f"{IMAGES[name].ref}: {LAYOUT}:{tag} ({time.monotonic() - started:.0f} s)")
+        prune()
 
 
 if __name__ == "__main__":

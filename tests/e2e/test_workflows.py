@@ -80,10 +80,11 @@ def avfleet(*args: str) -> str:
 
 
 def start(cluster, template: str, params: dict[str, str]) -> str:
-    """`argo submit --from workflowtemplate/<template> -p ...`; the Workflow's name."""
+    """`argo submit --from workflowtemplate/<template> -p ...` (or --from `template` when it
+    names its kind, e.g. cronwf/nightly-mining); the Workflow's name."""
     flags = [f for k, v in params.items() for f in ("-p", f"{k}={v}")]
-    done = argo(cluster, "submit", "--from", f"workflowtemplate/{template}", *flags,
-                "-o", "name", namespace=NS)  # fmt: skip
+    source = template if "/" in template else f"workflowtemplate/{template}"
+    done = argo(cluster, "submit", "--from", source, *flags, "-o", "name", namespace=NS)
     assert done.stdout.strip(), done.stderr
     return done.stdout.strip().splitlines()[-1]
 
@@ -126,8 +127,10 @@ def outputs(run: dict) -> dict[str, str]:
     """Every step's output parameters, by step template (the last attempt's)."""
     out = {}
     for node in run["status"]["nodes"].values():
+        # a templateRef's node (fleet-index's index-date in nightly-mining) names it there
+        template = node.get("templateName") or (node.get("templateRef") or {}).get("template")
         for p in (node.get("outputs") or {}).get("parameters") or []:
-            out[f"{node['templateName']}.{p['name']}"] = p.get("value")
+            out[f"{template}.{p['name']}"] = p.get("value")
     return out
 
 
@@ -366,3 +369,96 @@ def test_fleet_index_runs_spark_executors_as_pods_and_survives_losing_one(site, 
     assert len(tables["loop"]) > 0
     for where in ("cluster", "local"):
         assert tables[where][columns].equals(tables["loop"][columns]), where
+
+
+MODEL_REPO = "s3://avfleet-data/models/triton"
+"""The local site's model repository: the Triton pod's --model-repository (overlays/local)."""
+
+
+@pytest.fixture
+def triton(site):
+    """The installed Triton Deployment scaled to one pod (`avfleet tritonserver` in avfleet's
+    image, as overlays/local runs it), and back to none after."""
+    cluster = site[0]
+    cluster.kubectl("-n", NS, "scale", "deployment/triton", "--replicas=1")
+    try:
+        # its readiness is Triton's strict readiness: every model in the repository loaded
+        try:
+            cluster.kubectl("-n", NS, "rollout", "status", "deployment/triton",
+                            "--timeout=300s", timeout=330)  # fmt: skip
+        except RuntimeError as e:
+            logs = cluster.kubectl("-n", NS, "logs", "deployment/triton", "--tail=60", check=False)
+            pytest.fail(f"Triton's pod was not ready: {e}\n{logs[-4000:]}")
+        yield cluster
+    finally:
+        cluster.kubectl("-n", NS, "scale", "deployment/triton", "--replicas=0")
+
+
+@pytest.mark.timeout(2400)  # alone (-k nightly) it also starts the cluster and trains
+def test_nightly_mining_scores_through_the_triton_pod_as_local_run_does(
+    site, trained, tmp_path, request
+):
+    """`argo submit --from cronwf/nightly-mining` for a backfill date: index (spark-launch:
+    client), score every frame through the Triton pod, select, publish the queue. The ensemble
+    the train workflow made on the cluster is published as publish-model does for the local
+    site (KIND_CPU) before Triton starts (explicit mode: it loads the repository at start).
+    local-run mines the same date with the same version in process (ONNX Runtime on the same
+    model.onnx): the same selection and the same queue."""
+    cluster, services, _ = site
+    ref = json.loads(avfleet("publish-model", "--model-uri", f"{RUNS}/cluster/ensemble/model",
+                             "--repo", MODEL_REPO, "--name", "dpe-scorer",
+                             "--instance-kind", "KIND_CPU", "--json"))  # fmt: skip
+    model_ref = ref["model-ref"]
+    request.getfixturevalue("triton")
+    common = {"recordings": FLEET, "date": DATE, "budget": "12", "model-repo": MODEL_REPO,
+              "model": "dpe-scorer"}  # fmt: skip
+    on_cluster = {**common, "index": "s3://avfleet-data/e2e/nightly/index-cluster",
+                  "mining-root": "s3://avfleet-data/e2e/nightly/mining-cluster",
+                  "queues": "s3://avfleet-data/e2e/nightly/queues-cluster",
+                  "spark-launch": "client", "executor-cores": "1", "executor-memory": "1g",
+                  "executor-cpu": "250m",
+                  "pushgateway": "pushgateway.avfleet-local.svc.cluster.local:9091"}  # fmt: skip
+    run = submit(cluster, "cronwf/nightly-mining", on_cluster)
+    print(f"nightly-mining on the cluster: {run['took_s']:.0f} s")
+    steps = {n["templateName"] for n in run["status"]["nodes"].values() if n["type"] == "Pod"}
+    assert {"plan-mining", "spark-client", "mine", "publish-queue"} <= steps, steps
+
+    local = {**common, "index": "s3://avfleet-data/e2e/nightly/index-local",
+             "mining-root": "s3://avfleet-data/e2e/nightly/mining-local",
+             "queues": "s3://avfleet-data/e2e/nightly/queues-local", "triton-url": "",
+             "s3-endpoint-url": services.s3_url, "pushgateway": services.pushgateway}  # fmt: skip
+    started = time.monotonic()
+    done = local_run("workflows/nightly-mining.yaml", local, tmp_path / "wd")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    print(f"nightly-mining under local-run: {time.monotonic() - started:.0f} s")
+
+    from avfleet.core.storage import read_parquet
+
+    out = {}
+    for where, params in (("cluster", on_cluster), ("local", local)):
+        folder = f"{params['mining-root']}/{DATE}/{plan_folder(run)}"
+        selection = read_parquet(f"{folder}/selection.parquet")
+        queue = read_json(f"{params['queues']}/latest.json")
+        out[where] = (selection, queue, storage.read_bytes(f"{folder}/metrics.prom").decode())
+    (sel, queue, metrics), (local_sel, local_queue, _) = out["cluster"], out["local"]
+    assert len(sel) == 12 and sel["model"].eq(model_ref).all()
+    assert "avfleet_mine_triton_latency_seconds" in metrics  # scored through Triton
+    key = "frame_id"
+    a = sel.sort_values(key, ignore_index=True)
+    b = local_sel.sort_values(key, ignore_index=True)
+    assert a[key].tolist() == b[key].tolist(), "Triton's selection differs from in-process"
+    for column in [c for c in a.columns if a[c].dtype.kind == "f"]:
+        assert a[column].to_numpy() == pytest.approx(b[column].to_numpy(), abs=1e-5), column
+    assert queue["date"] == local_queue["date"] == DATE
+    assert queue["tasks"] == local_queue["tasks"] == 12
+    served = cluster.kubectl("-n", NS, "exec", "deployment/triton", "--", "python3", "-c",
+                             "import urllib.request as u; print(u.urlopen("
+                             "'http://127.0.0.1:8002/metrics').read().decode())")  # fmt: skip
+    successes = [line for line in served.splitlines()
+                 if line.startswith("nv_inference_request_success{") and "dpe-scorer" in line]  # fmt: skip
+    assert successes and float(successes[0].rsplit(" ", 1)[1]) > 0, served[-2000:]
+
+
+def plan_folder(run: dict) -> str:
+    """The mining run's folder name under <root>/<date>/, as the cluster's plan named it."""
+    return outputs(run)["plan-mining.out"].rstrip("/").rsplit("/", 1)[1]

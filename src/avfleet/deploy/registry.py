@@ -32,6 +32,7 @@ from avfleet.bench.gates import Gates, Verdict, judge, policy_gates
 from avfleet.core import storage
 from avfleet.core.errors import PermanentError
 from avfleet.core.metrics import JobMetrics, MetricsConfig
+from avfleet.serve.repository import ServingConfig
 
 POINTER = "promoted.json"
 
@@ -74,6 +75,8 @@ class PromoteConfig:
     triton_url: str = ""
     """The serving Triton (explicit model control): told to load the promoted version before
     the pointer moves to it; empty: none to tell (a local run)."""
+    serving: ServingConfig = ServingConfig()
+    """How Triton runs the published version (its instance kind: KIND_CPU where it has no GPU)."""
     metrics: MetricsConfig = MetricsConfig()
     """Where the verdict and the promoted engine's figures are pushed (job avfleet-deploy,
     grouped by model name)."""
@@ -196,7 +199,9 @@ def promote(config: PromoteConfig) -> dict:
     if current and current["release_id"] == release_id:
         return current
     scorer = scorer_model(export, st)
-    model_ref = publish_model(scorer, config.model_repo_uri, config.model_name, storage_config=st)
+    model_ref = publish_model(
+        scorer, config.model_repo_uri, config.model_name, storage_config=st, serving=config.serving
+    )
     _serve(config, model_ref, current, release_id)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     record = {

@@ -19,8 +19,10 @@ def publish_model(
     reduction: Reduction | None = None,
     frame_shape: tuple[int, int] = FRAME_SHAPE,
     storage_config: storage.StorageConfig | None = None,
+    serving: repository.ServingConfig | None = None,
 ) -> str:
-    """NAME:VERSION of the model's scoring graph; republishing the same model reuses its version."""
+    """NAME:VERSION of the model's scoring graph; republishing the same model reuses its version.
+    `serving`: how Triton runs it (config.pbtxt; default: GPU instances)."""
     from avfleet.train.loop import load_model
 
     name = name.partition(":")[0]
@@ -47,6 +49,7 @@ def publish_model(
         num_classes=int(model.arch["num_classes"]),
         height=height,
         width=width,
+        serving=serving or repository.ServingConfig(),
         config=storage_config,
     )
     return f"{name}:{version}"

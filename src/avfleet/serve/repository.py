@@ -38,6 +38,7 @@ PINS_FILE = "pins.json"
 KEEP_LATEST = 2
 """Newest versions served besides the pinned ones."""
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+INSTANCE_KINDS = ("KIND_GPU", "KIND_CPU")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +50,12 @@ class ServingConfig:
     max_queue_delay_us: int = 2000
     instances: int = 1
     kind: str = "KIND_GPU"
-    """KIND_GPU in the cluster; KIND_CPU on one machine."""
+    """Where Triton runs the model's instances (config.pbtxt instance_group): KIND_GPU in a
+    cluster, KIND_CPU where Triton has no GPU (one machine, the local overlay)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in INSTANCE_KINDS:
+            raise ConfigError("instance_kind", f"{self.kind!r}: expected one of {INSTANCE_KINDS}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,6 +61,7 @@ PARAMETERS = {
         "grpc://triton.avfleet.svc.cluster.local:8001",
         "the serving Triton, told to load the promoted version before the pointer moves; '': none",
     ),
+    "triton-instance-kind": c.TRITON_INSTANCE_KIND,
     "image": (c.DEFAULT_IMAGE, "avfleet image"),
 }
 
@@ -154,6 +155,7 @@ def promote_template() -> Container:
     args = ["deploy", "promote", "--release", i("release-uri"), "--report", report_uri()]
     args += ["--registry", w("registry"), "--repo", w("model-repo"), "--name", w("model-name")]
     args += ["--pushgateway", w("pushgateway"), "--triton-url", w("triton-url")]
+    args += ["--instance-kind", w("triton-instance-kind")]
     args += ["--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()]
     step = c.cli_step("promote", args, inputs=["release-uri"], outputs=["release-id", "model-ref"])
     # One promotion at a time in the namespace (the pointer's compare-and-swap backs it up).

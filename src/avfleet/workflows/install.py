@@ -33,6 +33,7 @@ SITE: dict[str, str] = {
     "s3-endpoint-url": "",
     "pushgateway": "prometheus-pushgateway.monitoring:9091",
     "triton-url": "grpc://triton.avfleet.svc.cluster.local:8001",
+    "triton-instance-kind": "KIND_GPU",
     "image": c.DEFAULT_IMAGE,
     "spark-image": c.DEFAULT_SPARK_IMAGE,
     "train-image": c.DEFAULT_TRAIN_IMAGE,

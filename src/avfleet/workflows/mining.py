@@ -109,6 +109,7 @@ def publish_model_template() -> Container:
     w, i = c.workflow_parameter, c.input_parameter
     args = ["publish-model", "--model-uri", i("model-uri"), "--repo", w("model-repo")]
     args += ["--name", w("model"), "--triton-url", w("triton-url")]
+    args += ["--instance-kind", w("triton-instance-kind")]
     return c.cli_step(
         "publish-model",
         [*args, "--outputs-dir", c.OUTPUTS_DIR, *c.storage_args()],
@@ -179,6 +180,7 @@ def build_data_engine() -> WorkflowTemplate:
         **fleet_index.PARAMETERS,
         **{k: v for k, v in train.PARAMETERS.items() if k not in train.DEPLOYABLE_ONLY},
         **MINING_PARAMETERS,
+        "triton-instance-kind": c.TRITON_INSTANCE_KIND,
         "pseudo-labels": (
             "false",
             "'true': pseudo-label confident frames of under-represented domains after mining",
