@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pathlib
 import subprocess
+import time
 
 import pytest
 
@@ -26,7 +27,9 @@ def cluster(tmp_path_factory):
     if lacking:
         pytest.skip("a one-node cluster needs " + ", ".join(lacking) + " (`make e2e` builds them)")
     workdir = tmp_path_factory.mktemp("e2e") / "cluster"
+    started = time.monotonic()
     with one_node_cluster(workdir) as c:
+        print(f"e2e: the one-node cluster is up in {time.monotonic() - started:.0f} s")
         yield c
     # nothing of the cluster is left: processes, mounts, the bridge, kube-proxy's chains
     assert not subprocess.run(["pgrep", "-f", c.containerd_socket], capture_output=True).stdout
@@ -41,9 +44,11 @@ def images_loaded(cluster, tmp_path_factory):
     """avfleet's images (tests/e2e/images.py; built once, then cached) in the cluster's
     containerd, under the names manifests/overlays/local gives them."""
     archive = tmp_path_factory.mktemp("images") / "avfleet.tar"
+    started = time.monotonic()
     images.export(list(images.IMAGES.values()), archive)  # shared layers once
     cluster.ctr("images", "import", str(archive))
     archive.unlink()
+    print(f"e2e: avfleet's images imported in {time.monotonic() - started:.0f} s")
     return cluster
 
 
@@ -59,8 +64,8 @@ def installed(images_loaded):
     local = manifests_root() / "overlays" / "local"
     cluster.kubectl("apply", "--server-side", "-k", str(local))
     cluster.kubectl("apply", "--server-side", "-k", str(local / "benches"))
-    # Triton's image (nvcr.io) cannot be pulled here (docs/e2e.md): its pod would only hold
-    # the CPU it requests, which the PyTorchJobs need on this 2-core node.
+    # Triton runs only for the test that mines through it (test_workflows.triton): its pod
+    # would hold the CPU it requests, which the PyTorchJobs need on this 2-core node.
     cluster.kubectl("-n", NS, "scale", "deployment/triton", "--replicas=0")
     yield cluster
     # The benches first, while the operator still runs to take its finalizers off them; a
