@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
-import shutil
 import subprocess
 from collections.abc import Iterator
 
 import yaml
 
 from avfleet.core.net import free_port
-from tests.conftest import REPO_ROOT, tool_path
+from tests.conftest import REPO_ROOT, go_module_dir, tool_path
 from tests.e2e.cluster import Cluster, static_image
 from tests.integration.kube import argo_cli, argo_controller_env, host_process
 
@@ -46,14 +45,7 @@ EXECUTOR_ROLE = {
 
 def crds_dir() -> pathlib.Path | None:
     """The pinned argo-workflows module's CRDs (None without a go command or the module)."""
-    if not shutil.which("go"):
-        return None
-    done = subprocess.run(
-        ["go", "list", "-m", "-f", "{{.Dir}}", ARGO_MODULE],
-        cwd=REPO_ROOT / "tools", capture_output=True, text=True,
-    )  # fmt: skip
-    path = pathlib.Path(done.stdout.strip(), "manifests", "base", "crds", "full")
-    return path if done.returncode == 0 and path.is_dir() else None
+    return go_module_dir(ARGO_MODULE, REPO_ROOT / "tools", "manifests", "base", "crds", "full")
 
 
 def missing() -> list[str]:

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 import yaml
 
 from avfleet.core.net import free_port
-from tests.conftest import REPO_ROOT, tool_path
+from tests.conftest import REPO_ROOT, go_module_dir, tool_path
 from tests.e2e.cluster import SHELL_IMAGE, Cluster, host_service
 from tests.integration.kube import host_process
 
@@ -44,14 +44,7 @@ Pod Security "restricted", looking the master up by its full name."""
 
 def manifests_dir() -> pathlib.Path | None:
     """The pinned module's manifests/base (None without a go command or the module)."""
-    if not shutil.which("go"):
-        return None
-    done = subprocess.run(
-        ["go", "list", "-m", "-f", "{{.Dir}}", MODULE],
-        cwd=REPO_ROOT / "tools" / "kubeflow", capture_output=True, text=True,
-    )  # fmt: skip
-    path = pathlib.Path(done.stdout.strip(), "manifests", "base")
-    return path if done.returncode == 0 and path.is_dir() else None
+    return go_module_dir(MODULE, REPO_ROOT / "tools" / "kubeflow", "manifests", "base")
 
 
 def missing() -> list[str]:
