@@ -10,6 +10,8 @@
 #   coredns   the cluster's DNS (tools/coredns/go.mod: its own module, its Kubernetes client
 #             libraries are newer than kubernetes 1.34's), a host process on the node's address
 #   training-operator   Kubeflow's (tools/kubeflow/go.mod, v1.8.1: PyTorchJob), a host process
+#   spark-operator      Kubeflow's (tools/spark-operator/go.mod, v2.4.0: SparkApplication), its
+#             controller and its webhook as two host processes
 #   pause     a pod's sandbox process (tools/pause, avfleet's own 30 lines of Go), packed into
 #             the pause image by tests/e2e/cluster.py: there is no registry to pull one from
 set -euo pipefail
@@ -62,6 +64,14 @@ if [ ! -x "$to_bin" ]; then
   mv "$to_bin.tmp" "$to_bin"
 fi
 ln -sf "$to_bin" "$OUT/bin/training-operator"
+so_version=$(cd spark-operator && go list -m -f '{{.Version}}' github.com/kubeflow/spark-operator/v2)
+so_bin="$OUT/bin/spark-operator-$so_version"
+if [ ! -x "$so_bin" ]; then
+  echo "building spark-operator $so_version..." >&2
+  (cd spark-operator && go build -trimpath -o "$so_bin.tmp" github.com/kubeflow/spark-operator/v2/cmd/operator)
+  mv "$so_bin.tmp" "$so_bin"
+fi
+ln -sf "$so_bin" "$OUT/bin/spark-operator"
 pause_hash=$(cat pause/go.mod pause/main.go | sha256sum | cut -c1-12)
 pause_bin="$OUT/bin/pause-$pause_hash"
 if [ ! -x "$pause_bin" ]; then

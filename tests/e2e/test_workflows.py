@@ -17,7 +17,7 @@ import yaml
 
 from avfleet.core import storage
 from avfleet.dataset.build import MANIFEST
-from tests.e2e import images, kubeflow
+from tests.e2e import images, kubeflow, sparkop
 from tests.e2e.argo import argo, argo_controller, avfleet_config
 from tests.e2e.argo import missing as argo_missing
 from tests.e2e.conftest import NS
@@ -369,6 +369,35 @@ def test_fleet_index_runs_spark_executors_as_pods_and_survives_losing_one(site, 
     assert len(tables["loop"]) > 0
     for where in ("cluster", "local"):
         assert tables[where][columns].equals(tables["loop"][columns]), where
+
+
+def test_fleet_index_runs_its_sparkapplication_through_the_spark_operator(site, tmp_path):
+    """fleet-index as installed (spark-launch: operator): Argo creates the SparkApplication,
+    Kubeflow's spark-operator submits it (its webhook gives the driver and executor pods
+    avfleet's securityContext, volumes and S3 environment), and the index is exactly the loop
+    engine's."""
+    lacking = sparkop.missing()
+    if lacking:
+        pytest.skip("the spark-operator needs " + ", ".join(lacking))
+    cluster = site[0]
+    params = {"recordings": FLEET, "date": DATE, "index": "s3://avfleet-data/e2e/index-operator",
+              "executor-cores": "1", "executor-memory": "1g", "executor-cpu": "250m",
+              "pushgateway": "pushgateway.avfleet-local.svc.cluster.local:9091"}  # fmt: skip
+    with sparkop.spark_operator(cluster, NS):
+        run = submit(cluster, "fleet-index", params)
+        apps = json.loads(cluster.kubectl("-n", NS, "get", "sparkapplications", "-o", "json"))
+    print(f"fleet-index through the spark-operator: {run['took_s']:.0f} s")
+    steps = {n["templateName"] for n in run["status"]["nodes"].values() if n["type"] == "Pod"}
+    assert steps == {"plan-index", "spark-index", "verify-index"}, steps
+    (app,) = [a for a in apps["items"] if a["metadata"]["labels"].get("avfleet.io/date") == DATE]
+    assert app["status"]["applicationState"]["state"] == "COMPLETED", app["status"]
+    assert int(app["status"]["executionAttempts"]) >= 1
+    from avfleet.index.table import IndexTable
+
+    got, want = (IndexTable(uri).read("frames", [DATE]).sort_values("frame_id", ignore_index=True)
+                 for uri in (params["index"], INDEX))  # fmt: skip
+    columns = [c for c in want.columns if c != "run_id"]
+    assert len(want) > 0 and got[columns].equals(want[columns])
 
 
 MODEL_REPO = "s3://avfleet-data/models/triton"
