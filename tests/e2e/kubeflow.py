@@ -23,7 +23,6 @@ import pathlib
 import shutil
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 
 import yaml
@@ -31,7 +30,7 @@ import yaml
 from avfleet.core.net import free_port
 from tests.conftest import REPO_ROOT, go_module_dir, tool_path
 from tests.e2e.cluster import SHELL_IMAGE, Cluster, host_service
-from tests.integration.kube import host_process
+from tests.integration.kube import host_process, wait_http_ready
 
 MODULE = "github.com/kubeflow/training-operator"
 NAMESPACE = "kubeflow"
@@ -89,9 +88,10 @@ def training_operator(cluster: Cluster) -> Iterator[None]:
         f"--pytorch-init-container-template-file={INIT_CONTAINER}",
     ]  # fmt: skip
     try:
-        with host_process(args, cluster.workdir / "training-operator.log", env) as proc:
+        log = cluster.workdir / "training-operator.log"
+        with host_process(args, log, env) as proc:
             _mount_certificates(cluster, proc)
-            _wait_ready(f"http://127.0.0.1:{probe}/readyz", proc, cluster.workdir)
+            wait_http_ready(f"http://127.0.0.1:{probe}/readyz", proc, log, "the training-operator")
             yield
     finally:
         if not had_cert_dir:
@@ -116,20 +116,3 @@ def _mount_certificates(cluster: Cluster, proc: subprocess.Popen, timeout_s: flo
             return
         time.sleep(1)
     raise RuntimeError(f"the training-operator made no webhook certificate in {timeout_s} s")
-
-
-def _wait_ready(
-    url: str, proc: subprocess.Popen, workdir: pathlib.Path, timeout_s: float = 120
-) -> None:
-    """Until the operator says ready: its certificates made and its webhook server serving."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        time.sleep(1)
-    log = (workdir / "training-operator.log").read_text()[-3000:]
-    raise RuntimeError(f"the training-operator was not ready in {timeout_s} s:\n{log}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import yaml
 from avfleet.core.net import free_port
 from tests.conftest import REPO_ROOT, go_module_dir, tool_path
 from tests.e2e.cluster import Cluster, host_service
-from tests.integration.kube import host_process
+from tests.integration.kube import host_process, wait_http_ready
 
 NAMESPACE = "spark-operator"
 SERVICE = "spark-operator-webhook-svc"
@@ -89,19 +88,6 @@ def webhook_configurations(namespace: str) -> list[dict]:
     ]  # fmt: skip
 
 
-def _wait_ready(url: str, proc, log: pathlib.Path, timeout_s: float = 120) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        time.sleep(1)
-    raise RuntimeError(
-        f"the spark-operator was not ready in {timeout_s} s:\n{log.read_text()[-3000:]}"
-    )
-
-
 @contextlib.contextmanager
 def spark_operator(cluster: Cluster, namespace: str) -> Iterator[None]:
     """The operator's webhook and controller for SparkApplications in `namespace`."""
@@ -143,7 +129,8 @@ def spark_operator(cluster: Cluster, namespace: str) -> Iterator[None]:
     hook_log = cluster.workdir / "spark-operator-webhook.log"
     controller_log = cluster.workdir / "spark-operator-controller.log"
     with host_process(webhook, hook_log, env) as hook:
-        _wait_ready(f"http://127.0.0.1:{hook_probe}/readyz", hook, hook_log)
+        wait_http_ready(f"http://127.0.0.1:{hook_probe}/readyz", hook, hook_log, "its webhook")
         with host_process(controller, controller_log, env) as proc:
-            _wait_ready(f"http://127.0.0.1:{controller_probe}/readyz", proc, controller_log)
+            wait_http_ready(f"http://127.0.0.1:{controller_probe}/readyz", proc, controller_log,
+                            "its controller")  # fmt: skip
             yield

@@ -134,6 +134,16 @@ def outputs(run: dict) -> dict[str, str]:
     return out
 
 
+def assert_same_index(uri: str, reference: str, where: str) -> None:
+    """DATE's frame rows under `uri` equal `reference`'s, row for row (all but the run id)."""
+    from avfleet.index.table import IndexTable
+
+    got, want = (IndexTable(u).read("frames", [DATE]).sort_values("frame_id", ignore_index=True)
+                 for u in (uri, reference))  # fmt: skip
+    columns = [c for c in want.columns if c != "run_id"]
+    assert len(want) > 0 and got[columns].equals(want[columns]), where
+
+
 def read_json(uri: str) -> dict:
     return json.loads(storage.read_bytes(uri))
 
@@ -358,17 +368,8 @@ def test_fleet_index_runs_spark_executors_as_pods_and_survives_losing_one(site, 
              "s3-endpoint-url": services.s3_url, "pushgateway": services.pushgateway}  # fmt: skip
     done = local_run("workflows/fleet-index.yaml", local, tmp_path / "wd")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    from avfleet.index.table import IndexTable
-
-    tables = {
-        where: IndexTable(uri).read("frames", [DATE]).sort_values("frame_id", ignore_index=True)
-        for where, uri in (("cluster", on_cluster["index"]), ("local", local["index"]),
-                           ("loop", INDEX))
-    }  # fmt: skip
-    columns = [c for c in tables["loop"].columns if c != "run_id"]
-    assert len(tables["loop"]) > 0
-    for where in ("cluster", "local"):
-        assert tables[where][columns].equals(tables["loop"][columns]), where
+    for where, uri in (("cluster", on_cluster["index"]), ("local", local["index"])):
+        assert_same_index(uri, INDEX, where)
 
 
 def test_fleet_index_runs_its_sparkapplication_through_the_spark_operator(site, tmp_path):
@@ -392,12 +393,7 @@ def test_fleet_index_runs_its_sparkapplication_through_the_spark_operator(site, 
     (app,) = [a for a in apps["items"] if a["metadata"]["labels"].get("avfleet.io/date") == DATE]
     assert app["status"]["applicationState"]["state"] == "COMPLETED", app["status"]
     assert int(app["status"]["executionAttempts"]) >= 1
-    from avfleet.index.table import IndexTable
-
-    got, want = (IndexTable(uri).read("frames", [DATE]).sort_values("frame_id", ignore_index=True)
-                 for uri in (params["index"], INDEX))  # fmt: skip
-    columns = [c for c in want.columns if c != "run_id"]
-    assert len(want) > 0 and got[columns].equals(want[columns])
+    assert_same_index(params["index"], INDEX, "spark-operator")
 
 
 MODEL_REPO = "s3://avfleet-data/models/triton"
@@ -463,13 +459,13 @@ def test_nightly_mining_scores_through_the_triton_pod_as_local_run_does(
 
     from avfleet.core.storage import read_parquet
 
-    out = {}
-    for where, params in (("cluster", on_cluster), ("local", local)):
+    def mined(params: dict) -> tuple:
         folder = f"{params['mining-root']}/{DATE}/{plan_folder(run)}"
-        selection = read_parquet(f"{folder}/selection.parquet")
-        queue = read_json(f"{params['queues']}/latest.json")
-        out[where] = (selection, queue, storage.read_bytes(f"{folder}/metrics.prom").decode())
-    (sel, queue, metrics), (local_sel, local_queue, _) = out["cluster"], out["local"]
+        return (read_parquet(f"{folder}/selection.parquet"),
+                read_json(f"{params['queues']}/latest.json"),
+                storage.read_bytes(f"{folder}/metrics.prom").decode())  # fmt: skip
+
+    (sel, queue, metrics), (local_sel, local_queue, _) = mined(on_cluster), mined(local)
     assert len(sel) == 12 and sel["model"].eq(model_ref).all()
     assert "avfleet_mine_triton_latency_seconds" in metrics  # scored through Triton
     key = "frame_id"

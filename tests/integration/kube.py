@@ -181,6 +181,23 @@ def host_process(args: list[str], log_path: pathlib.Path, env: dict[str, str]) -
             proc.wait(timeout=30)
 
 
+def wait_http_ready(
+    url: str, proc: subprocess.Popen, log_path: pathlib.Path, what: str, timeout_s: float = 120
+) -> None:
+    """Until a host process's health endpoint `url` answers 200 (its log's tail if it exits or
+    does not in `timeout_s`)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        time.sleep(1)
+    raise RuntimeError(f"{what} was not ready in {timeout_s} s:\n{log_path.read_text()[-3000:]}")
+
+
 def argo_controller_env() -> dict[str, str]:
     """The environment Argo's workflow-controller runs in as a host process here."""
     return {

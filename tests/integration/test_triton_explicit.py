@@ -66,16 +66,16 @@ def tritonserver(  # noqa: ANN201
     """`avfleet tritonserver`: the real tritonserver from PyTriton's distribution, explicit model
     control, on 127.0.0.1; with `load_all` every model of the repository is loaded at start
     (`--load-model=*`, as the cluster's Deployment). Yields its gRPC URL and its HTTP URL."""
-    import pytriton
+    from avfleet.serve.tritonserver import distribution
 
-    dist = pathlib.Path(pytriton.__file__).parent / "tritonserver"
-    if not (dist / "bin" / "tritonserver").exists():
+    if not (distribution()[0] / "bin" / "tritonserver").exists():
         pytest.skip("PyTriton's bundled tritonserver is not installed")
     http, grpc, metrics = free_port(), free_port(), free_port()
-    args = [sys.executable, "-m", "avfleet", "tritonserver", "--backends-dir",
-            str(workdir / "backends"), "--",
+    args = [sys.executable, "-m", "avfleet", "tritonserver",
+            "--backends-dir", str(workdir / "backends"), "--",
             f"--model-repository={repo}", "--model-control-mode=explicit",
-            *(["--load-model=*"] if load_all else []), "--strict-readiness=true", "--http-address=127.0.0.1", f"--http-port={http}",
+            *(["--load-model=*"] if load_all else []), "--strict-readiness=true",
+            "--http-address=127.0.0.1", f"--http-port={http}",
             "--grpc-address=127.0.0.1", f"--grpc-port={grpc}",
             "--metrics-address=127.0.0.1", f"--metrics-port={metrics}"]  # fmt: skip
     with open(workdir / "tritonserver.log", "w") as log:

@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import sysconfig
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,10 +73,9 @@ def _infer_func(model: ModelVersion, threads: int) -> Any:
 
 def _fix_stub_libpython() -> None:
     """Triton's Python stub must load this interpreter's libpython, not another one on the system."""
-    libdir = sysconfig.get_config_var("LIBDIR") or ""
-    paths = os.environ.get("LD_LIBRARY_PATH", "").split(":")
-    if libdir and libdir not in paths:
-        os.environ["LD_LIBRARY_PATH"] = ":".join(p for p in [libdir, *paths] if p)
+    from avfleet.serve.tritonserver import prepend, stub_libdir
+
+    os.environ["LD_LIBRARY_PATH"] = prepend(os.environ.get("LD_LIBRARY_PATH", ""), stub_libdir())
 
 
 class LocalTriton:

@@ -20,6 +20,7 @@ import shutil
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Mapping
 
 from avfleet.core.errors import ConfigError
 
@@ -58,18 +59,30 @@ def prepare_backends(folder: pathlib.Path) -> pathlib.Path:
     return folder
 
 
-def server_env(environ: dict[str, str]) -> dict[str, str]:
-    """The environment tritonserver and its Python stubs need: this interpreter's libpython
-    (the stub embeds it) and this interpreter first on PATH (the embedded Python finds its
-    prefix, a virtual environment's included, from the `python3` on PATH, as PyTriton does)."""
-    env = dict(environ)
+def prepend(current: str, *paths: str) -> str:
+    """A ':'-separated search path with `paths` first, each entry once."""
+    return ":".join(dict.fromkeys(p for p in [*paths, *current.split(":")] if p))
+
+
+def stub_libdir() -> str:
+    """Where this interpreter's libpython is: Triton's Python stub embeds it, and must load it
+    rather than another one on the system."""
+    return sysconfig.get_config_var("LIBDIR") or ""
+
+
+def server_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment tritonserver and its Python stubs need: this interpreter's libpython,
+    PyTriton's bundled libraries, and this interpreter first on PATH (the embedded Python finds
+    its prefix, a virtual environment's included, from the `python3` on PATH, as PyTriton
+    does)."""
     _, libs = distribution()
-    libdirs = [sysconfig.get_config_var("LIBDIR") or "", str(libs)]
-    old = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
-    env["LD_LIBRARY_PATH"] = ":".join(dict.fromkeys(p for p in [*libdirs, *old] if p))
-    path = [str(pathlib.Path(sys.executable).parent), *env.get("PATH", "/usr/bin:/bin").split(":")]
-    env["PATH"] = ":".join(dict.fromkeys(p for p in path if p))
-    return env
+    return {
+        **environ,
+        "LD_LIBRARY_PATH": prepend(environ.get("LD_LIBRARY_PATH", ""), stub_libdir(), str(libs)),
+        "PATH": prepend(
+            environ.get("PATH", "/usr/bin:/bin"), str(pathlib.Path(sys.executable).parent)
+        ),
+    }
 
 
 def command(args: list[str], backends: pathlib.Path) -> list[str]:
@@ -89,4 +102,4 @@ def exec_server(args: list[str], backends_dir: str = "") -> None:
     cmd = command(args, prepare_backends(folder))
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(cmd[0], cmd, server_env(dict(os.environ)))
+    os.execve(cmd[0], cmd, server_env(os.environ))

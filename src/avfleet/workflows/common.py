@@ -59,14 +59,14 @@ from avfleet.core.errors import ExitCode
 IMAGE_ROOT = "/opt/avfleet"
 OUTPUTS_DIR = "/tmp/outputs"
 DEFAULT_IMAGE = "ghcr.io/avfleet/avfleet:0.1.0"
+DEFAULT_SPARK_IMAGE = "ghcr.io/avfleet/avfleet-spark:0.1.0"
+DEFAULT_TRAIN_IMAGE = "ghcr.io/avfleet/avfleet-train:0.1.0"
 TRITON_INSTANCE_KIND = (
     "KIND_GPU",
     "where Triton runs the versions this workflow publishes: KIND_GPU, or KIND_CPU where it "
     "has no GPU (a site value: avfleet-site's triton-instance-kind)",
 )
 """The parameter of every workflow that publishes to the model repository."""
-DEFAULT_SPARK_IMAGE = "ghcr.io/avfleet/avfleet-spark:0.1.0"
-DEFAULT_TRAIN_IMAGE = "ghcr.io/avfleet/avfleet-train:0.1.0"
 WORKFLOW_SERVICE_ACCOUNT = "avfleet-workflow"
 SPARK_SERVICE_ACCOUNT = "avfleet-spark"
 SPARK_EXECUTOR_SERVICE_ACCOUNT = "avfleet-spark-executor"
