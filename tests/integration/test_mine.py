@@ -21,6 +21,7 @@ from avfleet.mining.select import SelectionConfig
 from avfleet.serve.client import TritonClientConfig, TritonScorer
 from avfleet.serve.graph import ScoringGraph, export_onnx
 from avfleet.serve.repository import load_version, publish
+from avfleet.taxonomy import NUM_CLASSES
 from avfleet.train.models import build, default_arch
 from tests.integration.conftest import DATE, free_port
 from tests.integration.test_triton import start_server, stop
@@ -35,7 +36,9 @@ def setup(clean_fleet, tmp_path_factory):
     torch.manual_seed(0)
     graph = ScoringGraph(build(default_arch(), members=2))
     repo = str(tmp_path_factory.mktemp("mine-repo"))
-    publish(repo, "dpe", export_onnx(graph, 64, 128), {}, num_classes=8, height=64, width=128)
+    publish(
+        repo, "dpe", export_onnx(graph, 64, 128), {}, num_classes=NUM_CLASSES, height=64, width=128
+    )
     return index, repo
 
 

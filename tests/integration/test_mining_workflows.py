@@ -13,6 +13,7 @@ from avfleet.dataset.labels import OracleLabels
 from avfleet.index.job import IndexConfig, LoopEngine, run_index
 from avfleet.serve.graph import ScoringGraph, export_onnx
 from avfleet.serve.repository import publish
+from avfleet.taxonomy import NUM_CLASSES
 from avfleet.train.models import build, default_arch
 from tests.integration.conftest import DATE, free_port, local_run
 from tests.integration.test_triton import start_server, stop
@@ -23,7 +24,9 @@ def repo(tmp_path_factory):
     torch.manual_seed(0)
     graph = ScoringGraph(build(default_arch(), members=2))
     root = str(tmp_path_factory.mktemp("wf-repo"))
-    publish(root, "dpe", export_onnx(graph, 64, 128), {}, num_classes=8, height=64, width=128)
+    publish(
+        root, "dpe", export_onnx(graph, 64, 128), {}, num_classes=NUM_CLASSES, height=64, width=128
+    )
     return root
 
 

@@ -16,6 +16,7 @@ from avfleet.core.errors import PermanentError, TransientError
 from avfleet.serve.client import TritonClientConfig, TritonScorer
 from avfleet.serve.graph import OUTPUTS, ScoringGraph, export_onnx, score_in_process
 from avfleet.serve.repository import publish
+from avfleet.taxonomy import NUM_CLASSES
 from avfleet.train.models import build, default_arch
 from tests.integration.conftest import free_port
 
@@ -28,7 +29,9 @@ def served(tmp_path_factory):
     torch.manual_seed(0)
     graph = ScoringGraph(build(default_arch(), members=4))
     repo = str(tmp_path_factory.mktemp("repo"))
-    publish(repo, "dpe-scorer", export_onnx(graph, H, W), {}, num_classes=8, height=H, width=W)
+    publish(
+        repo, "dpe-scorer", export_onnx(graph, H, W), {}, num_classes=NUM_CLASSES, height=H, width=W
+    )
     ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
     proc = start_server(repo, ports)
     yield graph, ports, proc

@@ -25,6 +25,7 @@ from avfleet.core.errors import PermanentError, TransientError
 from avfleet.core.net import free_port
 from avfleet.serve import repository as R
 from avfleet.serve.client import load_model
+from avfleet.taxonomy import NUM_CLASSES
 
 MODEL_PY = """
 import triton_python_backend_utils as pb
@@ -157,7 +158,7 @@ def publish_graph(repo: str, seed: int, config=None) -> int:  # noqa: ANN001
 
     torch.manual_seed(seed)
     onnx = export_onnx(ScoringGraph(build(default_arch(), members=2)), 64, 128)
-    return R.publish(repo, "dpe", onnx, {}, num_classes=8, height=64, width=128,
+    return R.publish(repo, "dpe", onnx, {}, num_classes=NUM_CLASSES, height=64, width=128,
                      serving=R.ServingConfig(kind="KIND_CPU"), config=config)  # fmt: skip
 
 

@@ -73,3 +73,85 @@ def test_oracle_regenerates_the_rendered_mask():
     assert np.array_equal(label.mask, mask)
     assert (label.weather, label.road_type) == (plan.weather, plan.road_type)
     assert label.time_of_day == plan.forced_time_of_day
+
+
+def _hazard_census(spec: FleetSpec, stride: int = 5):
+    """Per hazard: the share of (every stride-th) frame containing it, and the drives it is in."""
+    from avfleet import taxonomy
+
+    frames, shares, drives = 0, collections.Counter(), collections.defaultdict(set)
+    for plan in plan_fleet(spec):
+        world = scene.drive_layout(plan)
+        line = drive.timeline(spec, plan, world)
+        for i in range(0, len(line.frame_times_s), stride):
+            frames += 1
+            for name in taxonomy.hazards_in(drive.frame_mask(spec, plan, world, line, i)):
+                shares[name] += 1
+                drives[name].add(plan.scene_seed)
+    return {n: shares[n] / frames for n in taxonomy.HAZARD_NAMES}, drives
+
+
+def test_hazards_are_a_long_tail_spread_over_many_drives():
+    """Each hazard class in roughly 0.5-5% of frames, never one drive's property."""
+    spec = FleetSpec(seed=59, vehicles=12, minutes_per_day=6.0, segment_s=20.0)
+    shares, drives = _hazard_census(spec)
+    for name, share in shares.items():
+        assert 0.003 < share < 0.05, (name, share)
+        assert len(drives[name]) >= 5, (name, len(drives[name]))
+    assert sum(shares.values()) < 0.12  # most frames hold none
+
+
+def test_hazards_stay_where_they_are_in_the_world():
+    """A hazard grows as the car drives towards it, as a thing on the road does."""
+    from avfleet import taxonomy
+
+    spec = FleetSpec(seed=59, vehicles=12, minutes_per_day=6.0, segment_s=20.0)
+    for plan in plan_fleet(spec):
+        world = scene.drive_layout(plan)
+        line = drive.timeline(spec, plan, world)
+        sizes = [
+            int(np.isin(drive.frame_mask(spec, plan, world, line, i), taxonomy.HAZARD_IDS).sum())
+            for i in range(len(line.frame_times_s))
+        ]
+        seen = [i for i, n in enumerate(sizes) if n > 0]
+        if len(seen) > 20 and line.frame_distance_m[-1] - line.frame_distance_m[0] > 50:
+            first = seen[0]
+            peak = int(np.argmax(sizes))
+            assert peak > first and sizes[peak] > 4 * max(sizes[first], 1)
+            return
+    raise AssertionError("no drive passed a hazard")
+
+
+def test_sensor_conditions_change_pixels_not_masks():
+    import dataclasses
+
+    spec = FleetSpec(seed=2)
+    plan = {(p.forced_time_of_day, p.weather, p.road_type): p for p in plan_heldout(spec)}[
+        ("day", "clear", "urban")
+    ]
+    clean = dataclasses.replace(
+        scene.drive_layout(plan), lens_dirt=np.zeros((0, 4)), shake=(0.0, 0.0), glare_col=-1.0
+    )
+    line = drive.timeline(spec, plan, clean)
+    rgb, mask = drive.render_frame(spec, plan, clean, line, 10)
+    dirty = dataclasses.replace(clean, lens_dirt=np.array([[0.5, 0.5, 0.15, 0.8]]))
+    shaken = dataclasses.replace(clean, shake=(0.0, 1.0))
+    for layout in (dirty, shaken):
+        other_rgb, other_mask = drive.render_frame(spec, plan, layout, line, 10)
+        assert np.array_equal(other_mask, mask)
+        assert np.abs(other_rgb.astype(int) - rgb.astype(int)).mean() > 2.0
+    dirty_rgb = drive.render_frame(spec, plan, dirty, line, 10)[0]
+    center = (slice(28, 36), slice(60, 68))
+    assert dirty_rgb[center].mean() < rgb[center].mean()  # the dirt darkens what is behind it
+
+
+def test_mask_only_rendering_is_the_rendered_mask():
+    spec = FleetSpec(seed=59, vehicles=2, minutes_per_day=2.0, segment_s=20.0)
+    for plan in plan_fleet(spec)[:3]:
+        world = scene.drive_layout(plan)
+        line = drive.timeline(spec, plan, world)
+        for i in (0, 77, 150):
+            assert np.array_equal(
+                drive.frame_mask(spec, plan, world, line, i),
+                drive.render_frame(spec, plan, world, line, i)[1],
+            )

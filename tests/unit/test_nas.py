@@ -20,6 +20,7 @@ from avfleet.nas.plan import plan_grid, plan_targets
 from avfleet.nas.search import in_arch_split
 from avfleet.nas.space import Term, check_choice, default_space, reference_choice, to_arch
 from avfleet.nas.supernet import SuperNet, annealed_tau, argmax_choice, gumbel_masks, init_alpha
+from avfleet.taxonomy import NUM_CLASSES
 from avfleet.train.models import build, num_parameters
 
 HW = (64, 128)
@@ -115,7 +116,7 @@ def test_space_maps_to_arch_dicts_that_build_and_skip_only_where_shapes_allow():
     assert arch["blocks"][0]["groups"] == 2 and arch["blocks"][0]["hidden"] == 24 * 6
     assert arch["decoder"] == {"skip": 24, "reduce": 48, "fuse": 48}
     model = build(arch)
-    assert model(torch.rand(1, 3, *HW)).shape == (1, 1, 8, *HW)
+    assert model(torch.rand(1, 3, *HW)).shape == (1, 1, NUM_CLASSES, *HW)
     with pytest.raises(ConfigError, match="op.0"):
         check_choice(space, {**choice, "op.0": "skip"})  # stride 2: no identity
     with pytest.raises(ConfigError, match="s1"):
@@ -177,7 +178,7 @@ def test_supernet_runs_only_the_sampled_block_and_masks_channels():
     alpha = init_alpha(space)
     masks = gumbel_masks(alpha, 1.0, torch.Generator().manual_seed(3), hard=True)
     logits = net(torch.rand(2, 3, *HW), masks)
-    assert logits.shape == (2, 1, 8, *HW)
+    assert logits.shape == (2, 1, NUM_CLASSES, *HW)
     logits.sum().backward()
     chosen = argmax_choice(space, {k: m.detach() for k, m in masks.items()})
     for i, (layer, candidates) in enumerate(zip(space.layers, net.layers, strict=True)):
@@ -190,7 +191,7 @@ def test_supernet_runs_only_the_sampled_block_and_masks_channels():
     assert all(a.grad is not None for a in alpha.values())  # straight through to alpha
     soft = SuperNet(space, hard=False)
     masks = gumbel_masks(init_alpha(space), 1.0, torch.Generator().manual_seed(3), hard=False)
-    assert soft(torch.rand(1, 3, *HW), masks).shape == (1, 1, 8, *HW)
+    assert soft(torch.rand(1, 3, *HW), masks).shape == (1, 1, NUM_CLASSES, *HW)
     assert num_parameters(soft) == num_parameters(net)
 
 

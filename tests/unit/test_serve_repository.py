@@ -10,6 +10,7 @@ from avfleet.bench.engines import ort_session
 from avfleet.core.errors import ConfigError, PermanentError
 from avfleet.serve import repository as R
 from avfleet.serve.graph import OUTPUTS, Reduction, ScoringGraph, export_onnx, score_in_process
+from avfleet.taxonomy import NUM_CLASSES
 from avfleet.train.models import build, default_arch
 
 
@@ -27,7 +28,7 @@ def test_scoring_graph_onnx_matches_in_process(graph_and_onnx):
     got = dict(zip(OUTPUTS, ort_session(onnx).run(list(OUTPUTS), {"frames": frames}), strict=True))
     for name in OUTPUTS:
         assert np.allclose(got[name], ref[name], atol=1e-5), name
-    assert got["class_probability"].shape == (6, 8)
+    assert got["class_probability"].shape == (6, NUM_CLASSES)
     assert np.allclose(got["class_probability"].sum(1), 1.0, atol=1e-5)
 
 

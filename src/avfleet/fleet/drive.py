@@ -91,3 +91,21 @@ def render_frame(
         spec.height,
         spec.width,
     )
+
+
+def frame_mask(
+    spec: FleetSpec,
+    plan: SegmentPlan,
+    layout: scene.Layout,
+    line: SegmentTimeline,
+    frame_index: int,
+) -> np.ndarray:
+    """The frame's semantic mask without shading it (what the oracle needs; ~5x cheaper)."""
+    return scene.render_mask(
+        plan,
+        layout,
+        float(line.frame_drive_t_s[frame_index]),
+        float(line.frame_distance_m[frame_index]),
+        spec.height,
+        spec.width,
+    )

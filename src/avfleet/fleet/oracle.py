@@ -60,7 +60,7 @@ class OracleLabeler:
         plan, world, line = self._segment(recording_id)
         if not 0 <= frame_index < len(line.frame_times_s):
             raise PermanentError(f"oracle: recording {recording_id!r} has no frame {frame_index}")
-        _, mask = drive.render_frame(self.spec, plan, world, line, frame_index)
+        mask = drive.frame_mask(self.spec, plan, world, line, frame_index)
         elevation = domains.sun_elevation_deg(
             line.frame_times_s[frame_index], plan.lat_deg, plan.lon_deg
         )
