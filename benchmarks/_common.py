@@ -163,3 +163,14 @@ class _RequestCounter(logging.Handler):
         found = re.search(r"(GET|PUT|POST|HEAD|DELETE) /", record.getMessage())
         if found:
             self.counts[found.group(1)] += 1
+
+
+def difference_lines(summary: dict) -> list[str]:
+    """One line per paired difference in a summary (entries with beyond_2_std): mean ± std over
+    seeds, and whether the mean exceeds twice the spread."""
+    return [
+        f"- {key}: {value['mean']:+.1f} ± {value['std']:.1f} points over {value['n']} seeds"
+        + (" (beyond 2 std)" if value["beyond_2_std"] else " (within 2 std)")
+        for key, value in summary.items()
+        if isinstance(value, dict) and "beyond_2_std" in value
+    ]

@@ -274,6 +274,13 @@ DEPLOY = Board(
                 width=6,
             ),
             Panel(
+                "Held-out IoU per class (hazards: the long tail)",
+                "max by (model, class, hazard) (avfleet_deploy_class_iou)",
+                "bargauge",
+                legend="{{class}} (hazard {{hazard}})",
+                width=24,
+            ),
+            Panel(
                 "Gates of the last release judged",
                 "min by (model, gate) (avfleet_deploy_gate_passed)",
                 "bargauge",

@@ -50,7 +50,10 @@ class DemoConfig:
     vehicles: int = 6
     """Vehicles in the synthetic fleet."""
     minutes_per_day: float = 6.0
-    """Driving minutes per vehicle (one-minute recordings)."""
+    """Driving minutes per vehicle."""
+    segment_s: float = 20.0
+    """Length of one recording: a drive is 1-3 of them with one set of conditions, so shorter
+    recordings make more drives, and no rare condition or hazard is one drive's."""
     seed: int = 59
     """Seed of the fleet (and of everything after it). 59 gives the 6 x 6-minute fleet the
     generator's design rates of rare conditions: of 36 recordings, 2 night, 2 twilight,
@@ -59,6 +62,15 @@ class DemoConfig:
     """The day generated and indexed."""
     corrupt: tuple[tuple[str, int], ...] = (("truncated", 1), ("bitflip-summary", 1), ("bomb", 1))
     """Hostile recordings mixed in as a drill: (kind, count)."""
+    heldout_vehicles: int = 4
+    """Vehicles of the held-out fleet (its own seed: never mined or trained on)."""
+    heldout_minutes: float = 4.0
+    """Its driving minutes per vehicle."""
+    heldout_frames: int = 400
+    """Frames of the held-out set (a random sample of the held-out fleet, every 0.5 s)."""
+    heldout_hazard_frames: int = 120
+    """At most this many more held-out frames that show a hazard: the slice the hazard IoU is
+    scored on together with the held-out set."""
     train_frames: int = 400
     """Randomly selected frames labeled for the first training set."""
     epochs: int = 3
@@ -123,6 +135,7 @@ def run_demo(config: DemoConfig) -> int:
         seed=config.seed,
         vehicles=config.vehicles,
         minutes_per_day=config.minutes_per_day,
+        segment_s=config.segment_s,
         start_date=config.date,
     )
     uris = generate_fleet(spec, fleet_uri, show_progress=True)
@@ -155,7 +168,8 @@ def run_demo(config: DemoConfig) -> int:
     console.rule(
         "[bold]3. train: the train workflow (dataset -> DPE ensemble + pruned net -> evaluation)"
     )
-    heldout_uri = _heldout(root, config)
+    heldout = _heldout(root, config)
+    heldout_uri = heldout.dataset_uri
     lut_uri, budget = _latency_budget(root, config, console)
     train_params = {
         "index": index_uri,
@@ -212,7 +226,7 @@ def run_demo(config: DemoConfig) -> int:
 
     console.rule(f"[bold]5. mine: {config.rounds} rounds of mine -> label -> retrain")
     rounds, random_rounds = _mining_rounds(
-        console, root, config, fleet_uri, index_uri, heldout_uri, promoted
+        console, root, config, fleet_uri, index_uri, heldout, promoted
     )
 
     front = None
@@ -302,7 +316,7 @@ def _print_promotion(console, registry: pathlib.Path) -> dict:  # noqa: ANN001
     return record
 
 
-def _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri, promoted):  # noqa: ANN001, ANN202
+def _mining_rounds(console, root, config, fleet_uri, index_uri, heldout, promoted):  # noqa: ANN001, ANN202
     """The mined rounds (through Triton) and, with random_arm, the same rounds with random picks."""
     from avfleet.mining.rounds import RoundsConfig, run_rounds
     from avfleet.mining.select import SelectionConfig
@@ -313,13 +327,16 @@ def _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri, pro
         console.print(
             f"round {r.round}: mined with {r.model_ref}{which} ({r.mining.candidates} candidates of "
             f"{r.mining.frames_indexed} frames, {r.mining.frames_per_s:.0f} frames/s through Triton);"
-            f" picked {picks}; dataset {r.dataset_frames} frames; held-out mIoU {100 * r.miou:.1f}"
+            f" picked {picks}; {100 * r.hazard_pick_share:.0f}% of the picks show a hazard "
+            f"({100 * r.hazard_pool_share:.1f}% of the candidates); dataset {r.dataset_frames} "
+            f"frames; held-out mIoU {100 * r.miou:.1f}, hazard IoU {_pct(r.hazard_iou)}"
         )
 
     def show_random(r) -> None:  # noqa: ANN001
         console.print(
-            f"random arm, round {r.round}: {r.mining.selected} random picks; dataset "
-            f"{r.dataset_frames} frames; held-out mIoU {100 * r.miou:.1f}"
+            f"random arm, round {r.round}: {r.mining.selected} random picks, "
+            f"{100 * r.hazard_pick_share:.0f}% showing a hazard; dataset {r.dataset_frames} "
+            f"frames; held-out mIoU {100 * r.miou:.1f}, hazard IoU {_pct(r.hazard_iou)}"
         )
 
     base = RoundsConfig(
@@ -327,7 +344,8 @@ def _mining_rounds(console, root, config, fleet_uri, index_uri, heldout_uri, pro
         fleet_uri=fleet_uri,
         index_uri=index_uri,
         date=config.date,
-        heldout_uri=heldout_uri,
+        heldout_uri=heldout.dataset_uri,
+        hazard_heldout_uri=heldout.hazard_uri,
         first_run=str(root / "runs" / "round-0" / "ensemble"),
         rounds=config.rounds,
         selection=SelectionConfig(budget=config.budget),
@@ -430,27 +448,31 @@ def _latency_budget(root: pathlib.Path, config: DemoConfig, console) -> tuple[st
     return lut_uri, {"target-latency-ms": f"{target_ms:.4f}", "target-params": str(target_params)}
 
 
-def _heldout(root: pathlib.Path, config: DemoConfig) -> str:
-    """A domain-balanced held-out set (its own recordings, never mined or trained on), as a dataset."""
-    from avfleet.dataset.build import DatasetConfig, build_dataset
-    from avfleet.dataset.labels import OracleLabels
-    from avfleet.fleet.generate import generate_heldout
-    from avfleet.index.job import IndexConfig, LoopEngine, run_index
+def _heldout(root: pathlib.Path, config: DemoConfig):  # noqa: ANN202
+    """The held-out set: recordings of the fleet's own world with a seed of their own (never
+    mined or trained on), and its hazard-rich slice (avfleet.dataset.heldout)."""
+    from avfleet.dataset.heldout import build_heldout
 
-    spec = FleetSpec(seed=config.seed + 1000, segment_s=6.0, start_date=config.date)
-    fleet, index = str(root / "heldout" / "fleet"), str(root / "heldout" / "index")
-    generate_heldout(spec, fleet, show_progress=True)
-    run_index(IndexConfig(recordings_uri=fleet, date=config.date, out_uri=index), LoopEngine())
-    version = build_dataset(
-        DatasetConfig(
-            index_uri=index,
-            selection="random:360",
-            out_uri=str(root / "heldout" / "datasets"),
-            seed=config.seed,
-        ),
-        OracleLabels(fleet),
+    spec = FleetSpec(
+        seed=config.seed + 1000,
+        vehicles=config.heldout_vehicles,
+        minutes_per_day=config.heldout_minutes,
+        segment_s=config.segment_s,
+        start_date=config.date,
     )
-    return version.uri
+    return build_heldout(
+        spec,
+        str(root / "heldout"),
+        frames=config.heldout_frames,
+        hazard_frames=config.heldout_hazard_frames,
+        spacing_s=0.5,
+        seed=config.seed,
+        show_progress=True,
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
 
 
 def _print_training(console, run: pathlib.Path) -> None:

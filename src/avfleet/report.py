@@ -61,10 +61,14 @@ def build_summary(run: pathlib.Path) -> dict:
     random = _read_json(run / "loop-random" / "rounds.json") or {"rounds": []}
     random_by_round = {r["round"]: r for r in random["rounds"]}
     fleet_share = mined["rounds"][0]["mining"]["fleet_share_per_domain"] if mined["rounds"] else {}
+    start = mined.get("start") or {}  # round 0 scored as the rounds score (hazard slice too)
     rounds = [
         {
             "round": 0,
             "miou": first["miou"],
+            "hazard_iou": start.get("hazard_iou"),
+            "hazard_iou_random": start.get("hazard_iou") if random["rounds"] else None,
+            "iou_per_class": start.get("iou_per_class", first.get("iou_per_class", {})),
             "miou_random": first["miou"] if random["rounds"] else None,
             "miou_rare": _rare_mean(first["miou_per_domain"]),
             "miou_random_rare": _rare_mean(first["miou_per_domain"]) if random["rounds"] else None,
@@ -80,6 +84,14 @@ def build_summary(run: pathlib.Path) -> dict:
                 "round": r["round"],
                 "miou": r["miou"],
                 "miou_random": other["miou"] if other else None,
+                "hazard_iou": r.get("hazard_iou"),
+                "hazard_iou_random": other.get("hazard_iou") if other else None,
+                "iou_per_class": r.get("iou_per_class", {}),
+                "iou_per_class_random": other.get("iou_per_class", {}) if other else {},
+                "hazard_pick_share": r.get("hazard_pick_share"),
+                "hazard_pick_share_random": other.get("hazard_pick_share") if other else None,
+                "hazard_pool_share": r.get("hazard_pool_share"),
+                "picks_per_hazard": r.get("picks_per_hazard", {}),
                 "miou_rare": _rare_mean(r["miou_per_domain"]),
                 "miou_random_rare": _rare_mean(other["miou_per_domain"]) if other else None,
                 "miou_by_time_of_day": _by_time_of_day(r["miou_per_domain"]),
@@ -241,6 +253,8 @@ def story(summary: dict) -> list[str]:
         if r.get("pseudo_by_domain"):
             line += f"; {sum(r['pseudo_by_domain'].values())} frames pseudo-labeled"
         lines.append(line + ".")
+        if r.get("hazard_pick_share") is not None:
+            lines.append(hazard_line(prev, r))
     training = summary.get("training") or {}
     if training.get("epochs"):
         how = (
@@ -269,6 +283,24 @@ def story(summary: dict) -> list[str]:
         summary_line += " (one seed: benchmarks/selection_rounds.py measures the spread over seeds)"
     lines.append(summary_line + ".")
     return lines
+
+
+def hazard_line(prev: dict, r: dict) -> str:
+    """One round's hazards in words: what the picks held against the pool, and the hazard IoU."""
+    pool = r["hazard_pool_share"]
+    line = (
+        f"Round {r['round']} hazards: {100 * r['hazard_pick_share']:.0f}% of the mined picks show "
+        f"one against {100 * pool:.1f}% of the candidates"
+    )
+    if pool:
+        line += f" ({r['hazard_pick_share'] / pool:.1f}x the base rate)"
+    if r.get("hazard_pick_share_random") is not None:
+        line += f", random picks {100 * r['hazard_pick_share_random']:.0f}%"
+    if r.get("hazard_iou") is not None and prev.get("hazard_iou") is not None:
+        line += f"; hazard IoU {100 * prev['hazard_iou']:.1f} -> {100 * r['hazard_iou']:.1f}"
+        if r.get("hazard_iou_random") is not None:
+            line += f" (random {100 * r['hazard_iou_random']:.1f})"
+    return line + "."
 
 
 # ---------------------------------------------------------------- plots
@@ -363,15 +395,66 @@ def mix_plot(summary: dict) -> bytes:
     return _png(fig)
 
 
+def _uncertainty_views(model_dir: pathlib.Path, images):  # noqa: ANN001, ANN202
+    """The mining model's mutual-information maps and predicted masks of uint8 frames (N,H,W,3)."""
+    import torch
+
+    from avfleet import uncertainty
+    from avfleet.train.loop import load_model
+
+    model = load_model(str(model_dir)).eval()
+    with torch.no_grad():
+        probs = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0).softmax(2)
+    return uncertainty.mutual_information(probs).numpy(), probs.mean(1).argmax(1).numpy()
+
+
+def _grid(rows: list[list[tuple]], title: str) -> bytes:
+    """One row of panels (image, title, colour map) per frame, with the class legend."""
+    import numpy as np
+    from matplotlib.patches import Patch
+
+    from avfleet import taxonomy
+
+    plt = _pyplot()
+    cols = len(rows[0])
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(3 * cols, 1.6 * len(rows) + 0.6), squeeze=False
+    )
+    for i, panels in enumerate(rows):
+        for ax, (img, caption, cmap) in zip(axes[i], panels, strict=True):
+            ax.imshow(img, cmap=cmap)
+            ax.set_title(caption, fontsize=7)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.legend(
+        handles=[Patch(color=np.array(c.color) / 255, label=c.name) for c in taxonomy.CLASSES],
+        loc="lower center",
+        ncol=(taxonomy.NUM_CLASSES + 1) // 2,
+        fontsize=7,
+        frameon=False,
+    )
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _frames(folder: pathlib.Path, frame_ids) -> object:  # noqa: ANN001
+    import numpy as np
+    from PIL import Image
+
+    return np.stack(
+        [np.asarray(Image.open(folder / "frames" / f"{f}.jpg").convert("RGB")) for f in frame_ids]
+    )
+
+
 def picks_grid(run: pathlib.Path, count: int = 6) -> bytes | None:
     """Round 1's first picks: the frame, the mining model's mutual-information map, its mask."""
     import numpy as np
     import pandas as pd
-    import torch
-    from PIL import Image
 
-    from avfleet import taxonomy, uncertainty
-    from avfleet.train.loop import load_model
+    from avfleet import taxonomy
 
     mined = _read_json(run / "loop" / "rounds.json")
     if not mined or not mined["rounds"]:
@@ -382,40 +465,102 @@ def picks_grid(run: pathlib.Path, count: int = 6) -> bytes | None:
     if not (folder / "selection.parquet").exists() or not model_dir.exists():
         return None
     picks = pd.read_parquet(folder / "selection.parquet").sort_values("rank").head(count)
-    images = np.stack(
-        [
-            np.asarray(Image.open(folder / "frames" / f"{f}.jpg").convert("RGB"))
-            for f in picks["frame_id"]
-        ]
-    )
-    model = load_model(str(model_dir)).eval()
-    with torch.no_grad():
-        probs = model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0).softmax(2)
-    mi = uncertainty.mutual_information(probs).numpy()
-    masks = probs.mean(1).argmax(1).numpy()
+    images = _frames(folder, picks["frame_id"])
+    mi, masks = _uncertainty_views(model_dir, images)
     colors = np.array([c.color for c in taxonomy.CLASSES], dtype=np.uint8)
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(picks), 3, figsize=(9, 1.6 * len(picks) + 0.4), squeeze=False)
-    for i, row in enumerate(picks.itertuples()):
-        panels = (
+    rows = [
+        [
             (images[i], f"{row.domain}", None),
             (mi[i], f"mutual information (frame {row.mutual_information:.3g})", "magma"),
             (colors[masks[i]], "predicted mask", None),
-        )
-        for ax, (img, title, cmap) in zip(axes[i], panels, strict=True):
-            ax.imshow(img, cmap=cmap)
-            ax.set_title(title, fontsize=7)
-            ax.axis("off")
-    fig.suptitle("round 1: the first picks, as the model that mined them saw them", fontsize=9)
-    from matplotlib.patches import Patch
+        ]
+        for i, row in enumerate(picks.itertuples())
+    ]
+    return _grid(rows, "round 1: the first picks, as the model that mined them saw them")
 
-    fig.legend(
-        handles=[Patch(color=np.array(c.color) / 255, label=c.name) for c in taxonomy.CLASSES],
-        loc="lower center",
-        ncol=taxonomy.NUM_CLASSES,
-        fontsize=6,
-        frameon=False,
+
+def hazard_picks_grid(run: pathlib.Path, count: int = 6) -> bytes | None:
+    """Mined picks that show a hazard (every round, best-ranked first): the frame, the mining
+    model's mutual-information map, its predicted mask and the true mask (the oracle's)."""
+    import numpy as np
+    import pandas as pd
+
+    from avfleet import taxonomy
+    from avfleet.fleet.oracle import OracleLabeler
+
+    mined = _read_json(run / "loop" / "rounds.json")
+    if not mined or not mined["rounds"] or not (run / "fleet").exists():
+        return None
+    oracle = OracleLabeler.from_uri(str(run / "fleet"))
+    colors = np.array([c.color for c in taxonomy.CLASSES], dtype=np.uint8)
+    rows: list[list[tuple]] = []
+    for r in mined["rounds"]:
+        folder = run / "loop" / "mining" / f"round-{r['round']}"
+        model_dir = pathlib.Path(r.get("mined_with") or mined["first_run"]) / "model"
+        if not (folder / "selection.parquet").exists() or not model_dir.exists():
+            continue
+        picks = pd.read_parquet(folder / "selection.parquet").sort_values("rank")
+        truth = {}
+        for row in picks.itertuples():
+            if len(truth) + len(rows) == count:
+                break
+            label = oracle.label(str(row.recording_id), int(row.frame_index))
+            if taxonomy.hazards_in(label.mask):
+                truth[row.frame_id] = (row, label.mask)
+        if not truth:
+            continue
+        images = _frames(folder, list(truth))
+        mi, masks = _uncertainty_views(model_dir, images)
+        for i, (row, mask) in enumerate(truth.values()):
+            rows.append(
+                [
+                    (images[i], f"round {r['round']}, pick #{row.rank + 1}: {row.domain}", None),
+                    (mi[i], f"mutual information (frame {row.mutual_information:.3g})", "magma"),
+                    (colors[masks[i]], "predicted by the mining model", None),
+                    (colors[mask], ", ".join(taxonomy.hazards_in(mask)) + " (true mask)", None),
+                ]
+            )
+    if not rows:
+        return None
+    return _grid(rows, "hazards the mined picks found, as the model that mined them saw them")
+
+
+def hazard_plot(summary: dict) -> bytes | None:
+    """Per round, mined against random: hazard IoU, and the share of picks showing a hazard
+    against the candidates' base rate."""
+    from matplotlib.ticker import MaxNLocator
+
+    rounds = summary["rounds"]
+    if not any(r.get("hazard_pick_share") is not None for r in rounds):
+        return None
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    x = [r["round"] for r in rounds]
+    for key, label, ls in (("hazard_iou", "mined", "-"), ("hazard_iou_random", "random", "--")):
+        if all(r.get(key) is not None for r in rounds):
+            left.plot(x, [100 * r[key] for r in rounds], ls=ls, marker="o", label=label)
+    left.set_ylim(bottom=0)
+    left.set_xlabel("round")
+    left.set_ylabel("held-out hazard IoU (%)")
+    left.set_title("mean IoU over the hazard classes")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.legend(fontsize=8)
+    mined = [r for r in rounds if r.get("hazard_pick_share") is not None]
+    xs = [r["round"] for r in mined]
+    width = 0.27
+    bars = (
+        ("hazard_pick_share", "mined picks", -width),
+        ("hazard_pick_share_random", "random picks", 0.0),
+        ("hazard_pool_share", "candidates (base rate)", width),
     )
+    for key, label, dx in bars:
+        if all(r.get(key) is not None for r in mined):
+            right.bar([v + dx for v in xs], [100 * r[key] for r in mined], width, label=label)
+    right.set_xticks(xs)
+    right.set_xlabel("round")
+    right.set_ylabel("frames showing a hazard (%)")
+    right.set_title("what each arm sent to labeling")
+    right.legend(fontsize=8)
     return _png(fig)
 
 
@@ -493,6 +638,33 @@ def render_html(summary: dict, images: dict[str, bytes]) -> str:
             ],
         )
     )
+    if "hazards" in images:
+        from avfleet import taxonomy
+
+        parts += [
+            "<h2>The long tail: hazards</h2>",
+            "<p>Hazards (" + html.escape(", ".join(taxonomy.HAZARD_NAMES)) + ") are each in a "
+            "few percent of the fleet's frames. Left: the ensemble's mean IoU over them on the "
+            "held-out set with its hazard-rich slice; right: the share of each round's picks "
+            "that show one, against their share of the candidates.</p>",
+            _img(images["hazards"], "hazard IoU and hazard share of the picks per round"),
+            _table(
+                ["round", "hazard IoU", "random", "picks with a hazard", "random", "candidates"],
+                [
+                    [
+                        r["round"],
+                        _pct(r.get("hazard_iou")),
+                        _pct(r.get("hazard_iou_random")),
+                        _pct(r.get("hazard_pick_share")),
+                        _pct(r.get("hazard_pick_share_random")),
+                        _pct(r.get("hazard_pool_share")),
+                    ]
+                    for r in summary["rounds"]
+                ],
+            ),
+        ]
+    if "hazard_picks" in images:
+        parts.append(_img(images["hazard_picks"], "mined hazard frames with their uncertainty"))
     if "mix" in images:
         parts += [
             "<h2>What mining picked vs what the fleet recorded</h2>",
@@ -568,6 +740,12 @@ def write_report(run_dir: str) -> tuple[pathlib.Path, dict]:
         grid = picks_grid(run)
         if grid:
             images["picks"] = grid
+        for name, data in (
+            ("hazards", hazard_plot(summary)),
+            ("hazard_picks", hazard_picks_grid(run)),
+        ):
+            if data:
+                images[name] = data
     if summary.get("search") and pathlib.Path(summary["search"]["plot"]).exists():
         images["search"] = pathlib.Path(summary["search"]["plot"]).read_bytes()
     out = run / "report"

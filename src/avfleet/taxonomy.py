@@ -34,16 +34,24 @@ CLASSES: tuple[SegClass, ...] = (
     SegClass(6, "pedestrian", (230, 180, 60), "people on foot"),
     SegClass(7, "cyclist", (40, 90, 200), "people on bicycles"),
     # The long tail (2026-12-07): each in roughly 0.5-5% of the fleet's frames (fleet/scene.py).
-    SegClass(8, "animal", (120, 78, 36), "deer and dogs on or beside the road", hazard=True),
+    SegClass(
+        8, "animal", (120, 78, 36), "deer, moose and cattle on or beside the road", hazard=True
+    ),
     SegClass(
         9, "construction", (255, 120, 0), "traffic cones and barriers of a road works zone", True
     ),
-    SegClass(10, "debris", (90, 96, 60), "lost cargo and tyres lying on the road", hazard=True),
+    SegClass(
+        10,
+        "debris",
+        (90, 96, 60),
+        "lost cargo lying on the road: boxes, a mattress, planks",
+        hazard=True,
+    ),
     SegClass(
         11,
         "emergency_vehicle",
-        (235, 235, 240),
-        "ambulances and fire engines, stopped with their lights flashing",
+        (205, 230, 30),
+        "ambulances in hi-vis yellow with a blue checker band, stopped, lights flashing",
         hazard=True,
     ),
 )
@@ -66,8 +74,8 @@ def by_name(name: str) -> SegClass:
 
 def hazards_in(mask) -> list[str]:  # noqa: ANN001 - a numpy array; this module stays numpy-free
     """The hazard classes a mask contains (at least HAZARD_MIN_PIXELS pixels each)."""
-    counts = [int((mask == i).sum()) for i in HAZARD_IDS]
-    return [n for n, c in zip(HAZARD_NAMES, counts, strict=True) if c >= HAZARD_MIN_PIXELS]
+    # (no zip(strict=): the bench agent imports this module on JetPack's Python 3.8)
+    return [c.name for c in CLASSES if c.hazard and int((mask == c.id).sum()) >= HAZARD_MIN_PIXELS]
 
 
 def hazard_iou(iou_per_class: dict[str, float]) -> float | None:

@@ -10,11 +10,17 @@ import sys
 
 import pytest
 
+from avfleet import taxonomy
 from avfleet.demo import DemoConfig, run_demo
 
 TINY = {
     "vehicles": 3,
     "minutes_per_day": 2.0,
+    "segment_s": 60.0,
+    "heldout_vehicles": 2,
+    "heldout_minutes": 1.0,
+    "heldout_frames": 48,
+    "heldout_hazard_frames": 16,
     "train_frames": 96,
     "epochs": 1,
     "members": 2,
@@ -104,7 +110,13 @@ def test_demo_runs_the_loop(tmp_path):
     assert summary["compression"]["params_after"] <= summary["compression"]["params_before"]
     assert summary["compression"]["miou_before"] is not None
     assert summary["promoted"]["release"] == pointer["release_id"]
-    assert "search" not in summary and len(summary["story"]) == 4
+    assert "search" not in summary and len(summary["story"]) == 5
+    # Each mined round says what it found of the long tail, for both arms (the oracle's view).
+    for key in ("hazard_pick_share", "hazard_pick_share_random", "hazard_pool_share"):
+        assert 0.0 <= rounds[1][key] <= 1.0, key
+    assert rounds[1]["hazard_iou_random"] == random["rounds"][0]["hazard_iou"]
+    assert set(rounds[1]["iou_per_class"]) <= set(taxonomy.NAMES)
+    assert any(line.startswith("Round 1 hazards") for line in summary["story"])
     page = out / "report" / "index.html"
     html = page.read_text()
     assert not re.search(r"(src|href)=[\"']?https?:", html)  # self-contained: no network

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 
 import numpy as np
+import pytest
 
 from avfleet.fleet import drive, scene
 from avfleet.fleet.generate import recording_bytes
@@ -155,3 +156,18 @@ def test_mask_only_rendering_is_the_rendered_mask():
                 drive.frame_mask(spec, plan, world, line, i),
                 drive.render_frame(spec, plan, world, line, i)[1],
             )
+
+
+def test_the_car_slows_for_a_hazard_ahead_and_drives_on_past_it():
+    """Cruise speed far from hazards; 30% of it from 5 m before one until it is passed; linear
+    in between (scene.HAZARD_SLOWDOWN: from 50 m)."""
+    hazards_m = np.array([100.0, 400.0])
+    assert scene._hazard_factor(hazards_m, 0.0) == 1.0  # 100 m ahead
+    assert scene._hazard_factor(hazards_m, 95.0) == pytest.approx(0.3)  # 5 m ahead
+    assert scene._hazard_factor(hazards_m, 72.5) == pytest.approx(0.3 + 0.7 * 22.5 / 45)
+    assert scene._hazard_factor(hazards_m, 101.5) == 1.0  # passed; the next is far
+    plan = plan_fleet(FleetSpec(seed=5, vehicles=1, minutes_per_day=1.0))[0]
+    layout = scene.drive_layout(plan)
+    t = np.arange(0.0, 60.0, 0.5)
+    dist, speed = scene.ego_motion(plan, layout, t)
+    assert np.all(np.diff(dist) >= 0) and np.all(speed <= scene.cruise_speed_mps(plan, layout, t))

@@ -124,3 +124,29 @@ def test_the_page_embeds_its_images_and_a_bare_folder_is_refused(run, tmp_path_f
     assert json.loads((run / "report/summary.json").read_text())["rounds"] == summary["rounds"]
     with pytest.raises(PermanentError, match="not a demo run"):
         build_summary(tmp_path_factory.mktemp("empty"))
+
+
+def test_summary_carries_each_rounds_hazards_for_both_arms(run):
+    """summary.json's rounds: hazard IoU and the hazard share of the picks, mined and random,
+    beside the share in the round's candidates; the story and the page say them."""
+    mined = json.loads((run / "loop/rounds.json").read_text())
+    random = json.loads((run / "loop-random/rounds.json").read_text())
+    mined["start"] = {"hazard_iou": 0.05, "iou_per_class": {"road": 0.9, "animal": 0.05}}
+    for doc, iou, share in ((mined, (0.2, 0.3), (0.3, 0.25)), (random, (0.1, 0.12), (0.05, 0.1))):
+        for r, i, s in zip(doc["rounds"], iou, share, strict=True):
+            r.update(hazard_iou=i, hazard_pick_share=s, hazard_pool_share=0.05)
+    write(run / "loop/rounds.json", mined)
+    write(run / "loop-random/rounds.json", random)
+    rounds = build_summary(run)["rounds"]
+    assert rounds[0]["hazard_iou"] == rounds[0]["hazard_iou_random"] == 0.05
+    assert [r["hazard_iou"] for r in rounds[1:]] == [0.2, 0.3]
+    assert [r["hazard_iou_random"] for r in rounds[1:]] == [0.1, 0.12]
+    assert [r["hazard_pick_share"] for r in rounds[1:]] == [0.3, 0.25]
+    assert [r["hazard_pick_share_random"] for r in rounds[1:]] == [0.05, 0.1]
+    assert [r["hazard_pool_share"] for r in rounds[1:]] == [0.05, 0.05]
+    lines = story(build_summary(run))
+    hazard = [line for line in lines if line.startswith("Round 1 hazards")]
+    assert hazard and "30% of the mined picks" in hazard[0] and "6.0x the base rate" in hazard[0]
+    assert "random picks 5%" in hazard[0] and "5.0 -> 20.0 (random 10.0)" in hazard[0]
+    page, _ = write_report(str(run))
+    assert "The long tail: hazards" in page.read_text()

@@ -21,7 +21,8 @@ import numpy as np
 
 from avfleet.bench.engines import Runner
 from avfleet.core.errors import PermanentError
-from avfleet.segmentation import confusion, miou
+from avfleet.segmentation import class_iou, confusion, miou
+from avfleet.taxonomy import NAMES
 
 BUNDLE_KEYS = ("frames_NHWC", "masks_NHW", "domains", "reference_logits", "calibration_NHWC")
 
@@ -144,7 +145,8 @@ def accuracy(
     batch: int = 16,
     check: Callable[[], None] = _go_on,
 ) -> dict:
-    """mIoU of the engine's predictions (ensemble mean, when E > 1) overall and per domain."""
+    """mIoU of the engine's predictions (ensemble mean, when E > 1) overall, per domain and
+    per class (by the taxonomy's names; a class absent from truth and prediction left out)."""
     total = np.zeros((num_classes, num_classes), dtype=np.int64)
     per_domain: dict[str, np.ndarray] = {}
     for start in range(0, len(bundle.frames_NHWC), batch):
@@ -159,6 +161,11 @@ def accuracy(
     return {
         "miou": miou(total),
         "miou_per_domain": {d: miou(c) for d, c in sorted(per_domain.items())},
+        "iou_per_class": {
+            (NAMES[k] if k < len(NAMES) else str(k)): float(v)
+            for k, v in enumerate(class_iou(total))
+            if not np.isnan(v)
+        },
         "frames": int(len(bundle.frames_NHWC)),
     }
 

@@ -28,6 +28,7 @@ import hashlib
 import importlib.resources
 import json
 
+from avfleet import taxonomy
 from avfleet.bench.gates import Gates, Verdict, judge, policy_gates
 from avfleet.core import storage
 from avfleet.core.errors import PermanentError
@@ -98,6 +99,13 @@ def _push_verdict(config: PromoteConfig, release_id: str, report: dict, verdict:
         metrics.set("latency_p50_ms", report["latency"]["p50_ms"], "Promoted engine's bench p50")
         metrics.set("latency_p99_ms", report["latency"]["p99_ms"], "Promoted engine's bench p99")
         metrics.set("miou", report["accuracy"]["miou"], "Promoted engine's held-out mIoU")
+        for name, iou in report["accuracy"].get("iou_per_class", {}).items():
+            metrics.set(
+                "class_iou",
+                iou,
+                "Promoted engine's held-out IoU of one class (hazard: a long-tail class)",
+                {"class": name, "hazard": str(name in taxonomy.HAZARD_NAMES).lower()},
+            )
         metrics.set("last_promotion_timestamp_seconds", _now_s(), "When a release was promoted")
     else:
         metrics.set("last_rejection_timestamp_seconds", _now_s(), "When a release was rejected")

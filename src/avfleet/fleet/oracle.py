@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from avfleet import domains
+from avfleet import domains, taxonomy
 from avfleet.core.errors import PermanentError
 from avfleet.core.storage import StorageConfig
 from avfleet.fleet import drive, scene
@@ -72,3 +72,14 @@ class OracleLabeler:
             weather=plan.weather,
             road_type=plan.road_type,
         )
+
+    def hazards(self, recording_id: str, frame_index: int) -> list[str]:
+        """The hazard classes the frame shows (taxonomy.hazards_in on its mask)."""
+        return taxonomy.hazards_in(self.label(recording_id, frame_index).mask)
+
+    def hazard_frames(self, frames) -> list[bool]:  # noqa: ANN001 - rows with recording_id, frame_index
+        """Per row of a frame table: does the frame show a hazard?"""
+        return [
+            bool(self.hazards(str(rec), int(i)))
+            for rec, i in zip(frames["recording_id"], frames["frame_index"], strict=True)
+        ]

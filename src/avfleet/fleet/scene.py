@@ -32,10 +32,10 @@ ANIMAL, CONSTRUCTION, DEBRIS, EMERGENCY = (
     taxonomy.by_name(n).id for n in ("animal", "construction", "debris", "emergency_vehicle")
 )
 HAZARDS_PER_KM = {  # (urban, freeway): each hazard in ~0.5-5% of frames (tests/unit/test_fleet.py)
-    ANIMAL: (0.5, 0.4),
-    CONSTRUCTION: (0.45, 0.35),
-    DEBRIS: (0.6, 0.5),
-    EMERGENCY: (0.35, 0.25),
+    ANIMAL: (0.4, 0.3),
+    CONSTRUCTION: (0.35, 0.3),
+    DEBRIS: (0.45, 0.4),
+    EMERGENCY: (0.25, 0.2),
 }
 """Hazards per kilometre of road, by road type: the Poisson rate along a drive."""
 CROSSERS_PER_KM = 0.8
@@ -160,20 +160,58 @@ def drive_layout(plan: SegmentPlan) -> Layout:
     )
 
 
-def ego_speed_mps(plan: SegmentPlan, layout: Layout, drive_t_s: np.ndarray) -> np.ndarray:
-    """Speed over drive time: freeways cruise, city traffic stops and goes."""
+def cruise_speed_mps(plan: SegmentPlan, layout: Layout, drive_t_s: np.ndarray) -> np.ndarray:
+    """The speed the road invites over drive time: freeways cruise, city traffic stops and goes."""
     if plan.road_type == "freeway":
         return 28.0 + 3.0 * np.sin(2 * np.pi * drive_t_s / 90.0 + layout.speed_phase)
     return np.maximum(0.0, 6.0 + 8.0 * np.sin(2 * np.pi * drive_t_s / 53.0 + layout.speed_phase))
 
 
-def ego_distance_m(plan: SegmentPlan, layout: Layout, drive_t_s: np.ndarray) -> np.ndarray:
-    """Distance driven since the drive began (trapezoidal integral of the speed)."""
+HAZARD_SLOWDOWN = (50.0, 5.0, {"urban": 0.3, "freeway": 0.8})
+"""A driver sees a hazard ahead: from 50 m the speed falls linearly to a share of cruise at
+5 m (30% in town; 80% on a freeway, easing off and moving over, so traffic still reads as a
+freeway's: domains.FREEWAY_MIN_SPEED_MPS), and stays there until the car has passed it."""
+
+
+def _hazard_factor(hazards_m: np.ndarray, s: float, road_type: str = "urban") -> float:
+    """The share of cruise speed at distance s, given the sorted positions of the hazards."""
+    start, close, floors = HAZARD_SLOWDOWN
+    floor = floors[road_type]
+    i = int(np.searchsorted(hazards_m, s - 1.0))  # the next one not yet passed
+    if i == len(hazards_m):
+        return 1.0
+    return float(
+        np.clip(floor + (1 - floor) * (hazards_m[i] - s - close) / (start - close), floor, 1)
+    )
+
+
+def ego_motion(
+    plan: SegmentPlan, layout: Layout, drive_t_s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(distance driven since the drive began m, speed m/s) at drive times: cruise speed,
+    slowed for hazards ahead, integrated on a 0.05 s grid."""
     step = 0.05
     grid = np.arange(0.0, float(np.max(drive_t_s)) + 2 * step, step)
-    v = ego_speed_mps(plan, layout, grid)
-    s = np.concatenate([[0.0], np.cumsum((v[1:] + v[:-1]) * 0.5 * step)])
-    return np.interp(drive_t_s, grid, s)
+    cruise = cruise_speed_mps(plan, layout, grid)
+    hazards_m = np.sort(layout.hazards[:, 1]) if len(layout.hazards) else np.zeros(0)
+    speed = np.empty_like(grid)
+    dist = np.empty_like(grid)
+    s = 0.0
+    for k in range(len(grid)):
+        speed[k] = cruise[k] * _hazard_factor(hazards_m, s, plan.road_type)
+        dist[k] = s
+        s += speed[k] * step
+    return np.interp(drive_t_s, grid, dist), np.interp(drive_t_s, grid, speed)
+
+
+def ego_speed_mps(plan: SegmentPlan, layout: Layout, drive_t_s: np.ndarray) -> np.ndarray:
+    """Speed over drive time (cruise, slowed for hazards)."""
+    return ego_motion(plan, layout, drive_t_s)[1]
+
+
+def ego_distance_m(plan: SegmentPlan, layout: Layout, drive_t_s: np.ndarray) -> np.ndarray:
+    """Distance driven since the drive began."""
+    return ego_motion(plan, layout, drive_t_s)[0]
 
 
 def _hash01(values: np.ndarray, salt: int) -> np.ndarray:
@@ -350,20 +388,20 @@ def scene_objects(layout: Layout, t: float, s: float) -> list[SceneObject]:
         if not 3.0 < d < 90.0:
             continue
         cls = int(cls)
-        if cls == ANIMAL:  # a deer wandering across, 0.4 m/s
+        if cls == ANIMAL:  # a deer or a cow wandering across, 0.4 m/s
             lat = lat + 1.5 * np.sin(0.25 * t + phase)
-            objects.append(SceneObject(float(d), float(lat), 1.6, 1.2, ANIMAL, "animal"))
+            objects.append(SceneObject(float(d), float(lat), 2.0, 1.6, ANIMAL, "animal"))
         elif cls == DEBRIS:
-            objects.append(SceneObject(float(d), float(lat), 1.6, 0.55, DEBRIS, "debris"))
+            objects.append(SceneObject(float(d), float(lat), 2.2, 0.8, DEBRIS, "debris"))
         elif cls == EMERGENCY:
-            objects.append(SceneObject(float(d), float(lat), 2.3, 2.6, EMERGENCY))
+            objects.append(SceneObject(float(d), float(lat), 2.5, 2.9, EMERGENCY))
         else:  # a road-works zone: a barrier board, then a line of cones tapering into the lane
-            objects.append(SceneObject(float(d), float(lat), 1.9, 1.1, CONSTRUCTION))
+            objects.append(SceneObject(float(d), float(lat), 2.4, 1.3, CONSTRUCTION))
             for k in range(1, 6):
                 dk = d + 4.0 * k
                 cone_lat = lat + 0.35 * k * np.sign(lat or 1.0)
                 objects.append(
-                    SceneObject(float(dk), float(cone_lat), 0.5, 0.8, CONSTRUCTION, "cone")
+                    SceneObject(float(dk), float(cone_lat), 0.6, 0.9, CONSTRUCTION, "cone")
                 )
     return objects
 
@@ -438,8 +476,9 @@ def _hazard_paint(img: np.ndarray, mask: np.ndarray, uv: np.ndarray, frame_index
     work = mask == CONSTRUCTION  # white bands: diagonal on the barrier, a ring on each cone
     white = work & (((np.floor((u + v) * 4.0) % 2) == 0) | ((v > 0.45) & (v < 0.62)))
     img[white] = 245.0
-    ev = mask == EMERGENCY  # a red band, dark windows, the light bar on top
-    img[ev & (v > 0.35) & (v < 0.47)] = (200.0, 20.0, 25.0)
+    ev = mask == EMERGENCY  # a blue checker band (Battenburg), dark windows, the light bar
+    checker = (np.floor(u * 8.0) + np.floor((v - 0.3) * 16.0)) % 2 == 0
+    img[ev & (v > 0.3) & (v < 0.42) & checker] = (20.0, 60.0, 190.0)
     img[ev & (v > 0.62) & (v < 0.8) & (np.abs(u - 0.5) < 0.4)] = (40.0, 50.0, 60.0)
     on = frame_index % 4 < 2  # flashing: red and blue swap sides every 0.2 s at 10 Hz
     left, right = (255.0, 30.0, 30.0), (40.0, 70.0, 255.0)

@@ -13,6 +13,11 @@ benchmark runs per strategy. Each round:
    version of their own (the labeled chain stays human/oracle only);
 6. retrains the ensemble on it under torchrun and evaluates it on the held-out set.
 
+Every round also says what it found, as the oracle sees it: the share of its candidates
+and of its picks that show a hazard (taxonomy.hazards_in), and the ensemble's IoU per class,
+the hazards' measured over the held-out set together with its hazard-rich slice
+(`hazard_heldout_uri`), so a rare class has pixels enough to score.
+
 With `scorer_members` set, a separate net of that many members is trained
 beside the ensemble on the same data and mines instead of it (the
 single-model entropy ablation); the ensemble is what every arm evaluates.
@@ -27,10 +32,11 @@ import pathlib
 import subprocess
 import sys
 
-from avfleet import resources
+from avfleet import resources, taxonomy
 from avfleet.core.metrics import MetricsConfig
 from avfleet.dataset.build import DatasetConfig, build_dataset
 from avfleet.dataset.labels import PseudoLabels, ToolLabels
+from avfleet.fleet.oracle import OracleLabeler
 from avfleet.mining.entry import label_queue
 from avfleet.mining.job import InProcessScorer, MineConfig, MineReport, run_mine
 from avfleet.mining.pseudo import PseudoConfig, pseudo_label, write_pseudo_labels
@@ -50,6 +56,9 @@ class RoundsConfig:
     heldout_uri: str
     first_run: str
     """The round-0 ensemble's run folder (its model/ and config.json with the dataset)."""
+    hazard_heldout_uri: str = ""
+    """Held-out frames that show hazards, scored with heldout_uri for the hazard IoU ('' = the
+    held-out set alone)."""
     first_scorer_run: str = ""
     """With scorer_members: the round-0 scorer's run folder (trained on the same dataset)."""
     rounds: int = 2
@@ -69,6 +78,8 @@ class RoundsConfig:
     warm_start: bool = False
     """Each round fine-tunes the last round's ensemble on the grown set (a production loop's
     habit, and less noise from round to round) instead of training from scratch."""
+    class_weights: str = "enet"
+    """Per-class loss weights of every training (TrainConfig.class_weights)."""
     batch_size: int = 8
     """Frames per rank per step: the trainer's and the train workflow's default, so that a
     round retrains with round 0's recipe (16 here once gave round 1 fewer steps on more data
@@ -100,6 +111,61 @@ class RoundResult:
     """What the round's ensemble trained on: dataset_uri, plus the pseudo-labels if any."""
     mined_with: str = ""
     """The run folder of the model that mined this round (the previous round's)."""
+    iou_per_class: dict[str, float] = dataclasses.field(default_factory=dict)
+    """The ensemble's held-out IoU per class (the hazards' over the hazard slice too)."""
+    hazard_iou: float | None = None
+    """Mean IoU over the hazard classes (taxonomy.hazard_iou)."""
+    hazard_pick_share: float | None = None
+    """Share of this round's picks that show a hazard."""
+    hazard_pool_share: float | None = None
+    """Share of this round's candidates (what it could pick from) that show a hazard."""
+    picks_per_hazard: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Picks showing each hazard class (a frame may show two)."""
+
+
+def scored_model(model_dir: str, config: RoundsConfig) -> dict:
+    """mIoU, per domain and per class (hazards over the hazard slice too), and hazard IoU."""
+    from avfleet.train.evaluate import evaluate_with_slice
+    from avfleet.train.loop import load_model
+
+    evaluation = evaluate_with_slice(
+        load_model(model_dir), config.heldout_uri, config.hazard_heldout_uri or None
+    )
+    return {
+        "miou": evaluation.miou,
+        "miou_per_domain": evaluation.miou_per_domain,
+        "iou_per_class": evaluation.iou_per_class,
+        "hazard_iou": taxonomy.hazard_iou(evaluation.iou_per_class),
+    }
+
+
+def hazard_shares(mining_uri: str, oracle: OracleLabeler) -> dict:
+    """What a mining run could pick and what it picked, as the oracle sees the hazards."""
+    import pandas as pd
+
+    from avfleet.core import storage
+
+    scores = pd.concat(
+        [
+            storage.read_parquet(u)
+            for u, _ in storage.list_files(f"{mining_uri}/scores", ".parquet")
+        ],
+        ignore_index=True,
+    )
+    picks = storage.read_parquet(f"{mining_uri}/selection.parquet")
+    pool = oracle.hazard_frames(scores)
+    per_class: dict[str, int] = {}
+    shows = []
+    for rec, i in zip(picks["recording_id"], picks["frame_index"], strict=True):
+        names = oracle.hazards(str(rec), int(i))
+        shows.append(bool(names))
+        for n in names:
+            per_class[n] = per_class.get(n, 0) + 1
+    return {
+        "hazard_pick_share": sum(shows) / max(len(shows), 1),
+        "hazard_pool_share": sum(pool) / max(len(pool), 1),
+        "picks_per_hazard": dict(sorted(per_class.items())),
+    }
 
 
 def train_ensemble(
@@ -112,7 +178,7 @@ def train_ensemble(
     cmd = [torchrun, "--standalone", "--nproc_per_node=2", str(resources.jobs_dir() / "train.py")]
     cmd += ["--dataset", dataset_uri, "--out", run, "--members", str(members)]
     cmd += ["--epochs", str(config.epochs), "--steps", str(config.steps)]
-    cmd += ["--batch-size", str(config.batch_size)]
+    cmd += ["--batch-size", str(config.batch_size), "--class-weights", config.class_weights]
     cmd += ["--seed", str(config.seed), "--checkpoint-every", "100"]
     cmd += ["--pseudo-label-weight", str(config.pseudo_label_weight)]
     cmd += ["--pushgateway", config.pushgateway]
@@ -124,9 +190,6 @@ def train_ensemble(
 
 
 def run_rounds(config: RoundsConfig, on_round=None) -> list[RoundResult]:  # noqa: ANN001
-    from avfleet.train.evaluate import evaluate
-    from avfleet.train.loop import load_model
-
     root = pathlib.Path(config.root)
     repo = str(root / "repo")
     run = config.first_run
@@ -136,7 +199,10 @@ def run_rounds(config: RoundsConfig, on_round=None) -> list[RoundResult]:  # noq
     dataset = json.loads((pathlib.Path(run) / "config.json").read_text())["dataset_uri"]
     if config.pseudo:  # round 0 may have trained on pseudo-labels: the chain is its base
         dataset = _labeled_chain(dataset)
+    oracle = OracleLabeler.from_uri(config.fleet_uri)
+    start = scored_model(f"{run}/model", config)
     results = []
+    _write_results(root, config, results, start)
     for r in range(1, config.rounds + 1):
         mined_with = scorer_run
         ref = publish_model(f"{scorer_run}/model", repo, config.model_name)
@@ -171,7 +237,7 @@ def run_rounds(config: RoundsConfig, on_round=None) -> list[RoundResult]:  # noq
         dataset, training = grown.uri, grown.uri
         pseudo_counts: dict[str, int] = {}
         if config.pseudo:
-            training, pseudo_counts = _add_pseudo_labels(config, root, r, out, dataset, run)
+            training, pseudo_counts = add_pseudo_labels(config, root, r, out, dataset, run)
         last, run = run, str(root / "runs" / f"round-{r}" / "ensemble")
         train_ensemble(training, run, config, last=last)
         if config.scorer_members:
@@ -182,22 +248,25 @@ def run_rounds(config: RoundsConfig, on_round=None) -> list[RoundResult]:  # noq
             )
         else:
             scorer_run = run
-        evaluation = evaluate(load_model(f"{run}/model"), config.heldout_uri)
+        scored = scored_model(f"{run}/model", config)
         result = RoundResult(
-            r,
-            ref,
-            dataset,
-            grown.num_frames,
-            run,
-            evaluation.miou,
-            evaluation.miou_per_domain,
-            report,
-            pseudo_counts,
-            training,
-            mined_with,
+            round=r,
+            model_ref=ref,
+            dataset_uri=dataset,
+            dataset_frames=grown.num_frames,
+            run=run,
+            miou=scored["miou"],
+            miou_per_domain=scored["miou_per_domain"],
+            mining=report,
+            pseudo_per_domain=pseudo_counts,
+            training_uri=training,
+            mined_with=mined_with,
+            iou_per_class=scored["iou_per_class"],
+            hazard_iou=scored["hazard_iou"],
+            **hazard_shares(out, oracle),
         )
         results.append(result)
-        _write_results(root, config, results)
+        _write_results(root, config, results, start)
         if on_round:
             on_round(result)
     return results
@@ -208,10 +277,13 @@ ROUNDS_FILE = "rounds.json"
 reads it)."""
 
 
-def _write_results(root: pathlib.Path, config: RoundsConfig, results: list[RoundResult]) -> None:
+def _write_results(
+    root: pathlib.Path, config: RoundsConfig, results: list[RoundResult], start: dict
+) -> None:
     from avfleet.core import storage
 
     doc = {
+        "start": start,
         "selection": dataclasses.asdict(config.selection),
         "members": config.members,
         "dpe_strength": config.dpe_strength,
@@ -240,7 +312,7 @@ def _labeled_chain(dataset_uri: str) -> str:
     return dataset_uri
 
 
-def _add_pseudo_labels(
+def add_pseudo_labels(
     config: RoundsConfig, root: pathlib.Path, r: int, mining: str, labeled: str, model_run: str
 ) -> tuple[str, dict[str, int]]:
     """Pseudo-label with the model that mined this round; (training version, count per domain).

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from avfleet.core import config as config_lib
 from avfleet.core import storage
@@ -26,6 +29,7 @@ from avfleet.core.errors import ConfigError, PermanentError
 from avfleet.core.metrics import JobMetrics
 from avfleet.dataset.labels import IGNORE
 from avfleet.latency.lut import LatencyTable, MissingUnits, load_table
+from avfleet.taxonomy import NUM_CLASSES
 from avfleet.train import checkpoint, compress, lowrank, prune, regularizers
 from avfleet.train.config import TrainConfig
 from avfleet.train.context import RunContext
@@ -146,8 +150,31 @@ def cosine_lr(base: float, step: int, total: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
+def enet_class_weights(pixels_K: np.ndarray, c: float = 1.02) -> torch.Tensor:
+    """ENet's class weights (Paszke et al. 2016): 1 / ln(c + p_k), p_k the class's share of the
+    labeled pixels; bounded by 1/ln(1 + c) and 1/ln(c) (1.42 and 50.5 at c = 1.02)."""
+    share = pixels_K / max(float(pixels_K.sum()), 1.0)
+    return torch.tensor(1.0 / np.log(c + share), dtype=torch.float32)
+
+
+def class_pixels(data: ShardedDataset) -> np.ndarray:
+    """Labeled pixels per class over every frame of the dataset (all shards, so that every
+    rank computes the same weights)."""
+    whole = ShardedDataset(
+        data.uri, rank=0, world_size=1, batch_size=1, seed=0, storage_config=data.storage
+    )
+    counts = np.zeros(NUM_CLASSES, dtype=np.int64)
+    for row in whole._stream(["frame_id", "mask_png"], None):
+        mask = np.asarray(Image.open(io.BytesIO(row[1])), dtype=np.uint8)
+        counts += np.bincount(mask[mask < NUM_CLASSES].ravel(), minlength=NUM_CLASSES)
+    return counts
+
+
 def loss_fn(
-    logits_BEKHW: torch.Tensor, masks_BHW: torch.Tensor, weights_B: torch.Tensor | None = None
+    logits_BEKHW: torch.Tensor,
+    masks_BHW: torch.Tensor,
+    weights_B: torch.Tensor | None = None,
+    class_weights_K: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pixel cross-entropy of each member, summed over members.
 
@@ -156,17 +183,24 @@ def loss_fn(
     so an ensemble would train E times slower than the single net it stacks.
     Pixels marked IGNORE (pseudo-labels where the members disagreed) count for
     nothing; `weights_B` scales each frame's pixels (pseudo-labels' weight) and
-    the sum is divided by the labeled pixels, so all-ones weights give the mean.
+    `class_weights_K` each class's (enet_class_weights); the sum is divided by the
+    labeled pixels' class weights, so all-ones weights give the mean.
     """
     b, e, k, h, w = logits_BEKHW.shape
     target = masks_BHW.unsqueeze(1).expand(b, e, h, w).reshape(b * e, h, w)
     logits = logits_BEKHW.reshape(b * e, k, h, w)
     if weights_B is None:
-        return e * F.cross_entropy(logits, target, ignore_index=IGNORE)
-    per_pixel = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
+        return e * F.cross_entropy(logits, target, weight=class_weights_K, ignore_index=IGNORE)
+    per_pixel = F.cross_entropy(
+        logits, target, weight=class_weights_K, ignore_index=IGNORE, reduction="none"
+    )
     weights = weights_B.repeat_interleave(e).view(b * e, 1, 1)
-    labeled = (target != IGNORE).sum().clamp(min=1)
-    return e * (per_pixel * weights).sum() / labeled
+    labeled = target != IGNORE
+    pixel_weight = torch.ones_like(per_pixel)
+    if class_weights_K is not None:
+        pixel_weight = class_weights_K[target.clamp(max=k - 1)]
+    norm = (pixel_weight * labeled).sum().clamp(min=1e-6)
+    return e * (per_pixel * weights).sum() / norm
 
 
 def frame_weights(sources: list[str], pseudo_weight: float) -> torch.Tensor | None:
@@ -208,6 +242,9 @@ def _fit(
         model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
     )
     total_steps = steps or epochs * data.steps_per_epoch
+    class_weights = None
+    if config.class_weights == "enet":
+        class_weights = enet_class_weights(class_pixels(data)).to(device)
 
     phase = _Phase(last_checkpoint_s=time.time())
     start = checkpoint.latest_complete(run_uri)
@@ -246,7 +283,7 @@ def _fit(
                     weights = frame_weights(batch.sources, config.pseudo_label_weight)
                     if weights is not None:
                         weights = weights.to(device)
-                    loss = loss_fn(ddp(images), masks, weights)
+                    loss = loss_fn(ddp(images), masks, weights, class_weights)
                     if config.dpe_strength and members > 1:
                         kl = regularizers.ensemble_kl(model, members)
                         loss = loss + config.dpe_strength / data.manifest["num_frames"] * kl
