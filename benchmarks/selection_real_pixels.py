@@ -7,7 +7,7 @@ shipped inside the scikit-learn wheel as sklearn/datasets/data/digits.csv.gz; no
 downloaded). It fits because it is real (writer-to-writer variation, scanner noise), small
 enough to train an ensemble to convergence in a second on a CPU, and can be given a long tail
 the way a fleet has one: the pool keeps every example of digits 0-6 but only RARE_KEPT of
-each of 7, 8 and 9 (about 1.5% of the pool each), while the test set stays balanced, so the
+each of 7, 8 and 9 (about 2% of the pool each), while the test set stays balanced, so the
 rare digits weigh as much in the score as they would on the road.
 
 Arms (each starts from the same INITIAL random labels per seed, adds BUDGET per round, and
@@ -18,8 +18,9 @@ retrains from scratch for STEPS steps: converged, see `convergence`):
   ensemble_mi   mutual information of a 4-member ensemble
   dpe_mi        mutual information of the 4-member DPE ensemble (avfleet.train.regularizers)
 
-The nets are avfleet's stacked-ensemble construction (E members as grouped convolutions in
-one graph) at digit size; the scores are avfleet.uncertainty's, per image (H = W = 1).
+The members are small convnets side by side, the DPE term avfleet's (train.regularizers
+.dpe_kl over each layer's member copies); the scores are avfleet.uncertainty's, per image
+(H = W = 1).
 Reported per arm: balanced test accuracy, accuracy on the rare digits, and the share of the
 picks that are rare digits against their share of the pool.
 
@@ -35,6 +36,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+torch.set_num_threads(1)  # tiny nets: threads only contend
 from _common import RESULTS, SMOKE, difference_lines, save  # noqa: E402
 
 from avfleet import uncertainty  # noqa: E402
@@ -45,9 +48,9 @@ SEEDS = 2 if SMOKE else ARGS[0] if ARGS else 5
 ROUNDS = 1 if SMOKE else ARGS[1] if len(ARGS) > 1 else 5
 BUDGET = 10 if SMOKE else ARGS[2] if len(ARGS) > 2 else 20
 INITIAL = 20
-STEPS = 20 if SMOKE else 400
+STEPS = 20 if SMOKE else 300
 RARE = (7, 8, 9)
-RARE_KEPT = 12
+RARE_KEPT = 20
 TEST_PER_CLASS = 40
 MEMBERS = 4
 DPE = 1.0
@@ -78,32 +81,45 @@ def data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return images[pool], labels[pool], images[test], labels[test]
 
 
-class Stacked(torch.nn.Module):
-    """E small convnets in one graph (grouped convolutions, as avfleet.train.models stacks them):
-    8x8 -> 3x3 conv 32 -> 3x3 conv 32 stride 2 -> mean -> 10 logits, per member."""
+class Members(torch.nn.Module):
+    """E small convnets (8x8 -> 3x3 conv 32 -> 3x3 conv 32 stride 2 -> mean -> 10 logits),
+    run side by side. Plain convolutions per member rather than avfleet's grouped stacking:
+    PyTorch's grouped convolution on a CPU ran 13x slower here (80 ms a step against 6)."""
 
     def __init__(self, members: int) -> None:
         super().__init__()
         self.members = members
-        e = members
-        self.body = torch.nn.Sequential(
-            torch.nn.Conv2d(e, 32 * e, 3, padding=1, groups=e),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(32 * e, 32 * e, 3, stride=2, padding=1, groups=e),
-            torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(1),
-            torch.nn.Conv2d(32 * e, 10 * e, 1, groups=e),
+        self.nets = torch.nn.ModuleList(
+            torch.nn.Sequential(
+                torch.nn.Conv2d(1, 32, 3, padding=1),
+                torch.nn.ReLU(),
+                torch.nn.Conv2d(32, 32, 3, stride=2, padding=1),
+                torch.nn.ReLU(),
+                torch.nn.AdaptiveAvgPool2d(1),
+                torch.nn.Conv2d(32, 10, 1),
+            )
+            for _ in range(members)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 8, 8) -> (B, E, 10, 1, 1)
-        out = self.body(x.repeat(1, self.members, 1, 1))
-        return out.view(x.shape[0], self.members, 10, 1, 1)
+        return torch.stack([net(x) for net in self.nets], 1)
+
+    def dpe_kl(self) -> torch.Tensor:
+        """The DPE regulariser (avfleet.train.regularizers.dpe_kl) over each layer's E copies."""
+        total = torch.zeros(())
+        for layer in range(len(self.nets[0])):
+            convs = [net[layer] for net in self.nets]
+            if isinstance(convs[0], torch.nn.Conv2d):
+                w = convs[0].weight
+                fan_in = w.shape[1] * w.shape[2] * w.shape[3]
+                total = total + regularizers.dpe_kl(torch.stack([c.weight for c in convs]), fan_in)
+        return total
 
 
 def fit(x: np.ndarray, y: np.ndarray, members: int, dpe: float, seed: int, steps: int = 0):  # noqa: ANN201
     """Train from scratch: Adam, batch 32, `steps` steps (members' losses summed, + DPE)."""
     torch.manual_seed(seed)
-    model = Stacked(members)
+    model = Members(members)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
     rng = np.random.default_rng(seed)
@@ -113,7 +129,7 @@ def fit(x: np.ndarray, y: np.ndarray, members: int, dpe: float, seed: int, steps
         target = yt[idx].repeat_interleave(members)
         loss = members * torch.nn.functional.cross_entropy(logits.reshape(-1, 10), target)
         if dpe and members > 1:
-            loss = loss + dpe / len(x) * regularizers.ensemble_kl(model, members)
+            loss = loss + dpe / len(x) * model.dpe_kl()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -20,7 +20,7 @@ mix of domains as the pool) and its hazard-rich slice (avfleet.dataset.heldout):
 Training is label-bound, not step-bound: round 0 and the whole pool train from scratch for
 STEPS steps, and each round fine-tunes the last round's ensemble for ROUND_STEPS steps
 (`RoundsConfig.warm_start`), every training with ENet's class weights (TrainConfig
-.class_weights) so the hazards' few pixels count. The convergence check trains the whole
+.class_weights) so the hazards' few pixels count, at learning rate LR. The convergence check trains the whole
 pool for 2 x STEPS too: if that moves its mIoU by less than 0.5 points, the curves measure
 labels. Mining scores in process with ONNX Runtime (the served path is
 benchmarks/mining_serving.py). Results are saved after every seed; a rerun keeps every arm
@@ -53,6 +53,7 @@ from _common import RESULTS, SMOKE, difference_lines, save  # noqa: E402
 from _selection_common import (  # noqa: E402
     CLASS_WEIGHTS,
     HELDOUT_SPEC,
+    LR,
     POOL_SPEC,
     ROUND_STEPS,
     STEPS,
@@ -387,6 +388,7 @@ def main() -> None:
                 "steps": STEPS,
                 "round_steps": ROUND_STEPS,
                 "class_weights": CLASS_WEIGHTS,
+                "lr": LR,
                 "pool_spec": json.loads(POOL_SPEC.to_json()),
                 "heldout_spec": json.loads(HELDOUT_SPEC.to_json()),
                 "summary": summary,

@@ -266,6 +266,14 @@ def story(summary: dict) -> list[str]:
             f"Each round {how} for {training['epochs']} epochs on its grown set (both arms alike, "
             "so a round's difference between them is the picks')."
         )
+    ious = [r.get(k) for r in rounds for k in ("hazard_iou", "hazard_iou_random")]
+    if any(v is not None for v in ious) and max(v or 0.0 for v in ious) < 0.05:
+        lines.append(
+            "Neither arm's ensemble learned the hazard classes (hazard IoU under 5% throughout): "
+            "the demo's trainings are a few hundred steps, and the hazards need thousands; what "
+            "the rounds show of the tail is which frames each arm sent to labeling. "
+            "benchmarks/selection_rounds.py trains to convergence (docs/selection.md)."
+        )
     last, first = rounds[-1], rounds[0]
     summary_line = (
         f"After {last['round']} rounds: mined {100 * (last['miou'] - first['miou']):+.1f} mIoU "

@@ -80,6 +80,8 @@ class RoundsConfig:
     habit, and less noise from round to round) instead of training from scratch."""
     class_weights: str = "enet"
     """Per-class loss weights of every training (TrainConfig.class_weights)."""
+    lr: float = 0.05
+    """Peak learning rate of every training (TrainConfig.lr)."""
     batch_size: int = 8
     """Frames per rank per step: the trainer's and the train workflow's default, so that a
     round retrains with round 0's recipe (16 here once gave round 1 fewer steps on more data
@@ -179,6 +181,7 @@ def train_ensemble(
     cmd += ["--dataset", dataset_uri, "--out", run, "--members", str(members)]
     cmd += ["--epochs", str(config.epochs), "--steps", str(config.steps)]
     cmd += ["--batch-size", str(config.batch_size), "--class-weights", config.class_weights]
+    cmd += ["--lr", str(config.lr)]
     cmd += ["--seed", str(config.seed), "--checkpoint-every", "100"]
     cmd += ["--pseudo-label-weight", str(config.pseudo_label_weight)]
     cmd += ["--pushgateway", config.pushgateway]
