@@ -48,12 +48,13 @@ SEEDS = 2 if SMOKE else ARGS[0] if ARGS else 5
 ROUNDS = 1 if SMOKE else ARGS[1] if len(ARGS) > 1 else 5
 BUDGET = 10 if SMOKE else ARGS[2] if len(ARGS) > 2 else 20
 INITIAL = 20
-STEPS = 20 if SMOKE else 300
+STEPS = 20 if SMOKE else 800
 RARE = (7, 8, 9)
 RARE_KEPT = 20
 TEST_PER_CLASS = 40
 MEMBERS = 4
-DPE = 1.0
+DPE = 0.02
+"""As the fleet's ensembles train (the train workflow's default), scaled by 1/N the same way."""
 ARMS = {
     "random": dict(members=MEMBERS, dpe=0.0, score=None),
     "entropy": dict(members=1, dpe=0.0, score="predictive_entropy"),
@@ -82,7 +83,8 @@ def data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 class Members(torch.nn.Module):
-    """E small convnets (8x8 -> 3x3 conv 32 -> 3x3 conv 32 stride 2 -> mean -> 10 logits),
+    """E small convnets (8x8 -> 3x3 conv 32 -> 3x3 conv 32 stride 2 -> a linear layer -> 10
+    logits; a global-average-pool head instead reached 64% at 300 steps, this one 95.7%),
     run side by side. Plain convolutions per member rather than avfleet's grouped stacking:
     PyTorch's grouped convolution on a CPU ran 13x slower here (80 ms a step against 6)."""
 
@@ -95,24 +97,24 @@ class Members(torch.nn.Module):
                 torch.nn.ReLU(),
                 torch.nn.Conv2d(32, 32, 3, stride=2, padding=1),
                 torch.nn.ReLU(),
-                torch.nn.AdaptiveAvgPool2d(1),
-                torch.nn.Conv2d(32, 10, 1),
+                torch.nn.Flatten(),
+                torch.nn.Linear(32 * 4 * 4, 10),
             )
             for _ in range(members)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 8, 8) -> (B, E, 10, 1, 1)
-        return torch.stack([net(x) for net in self.nets], 1)
+        return torch.stack([net(x) for net in self.nets], 1)[..., None, None]
 
     def dpe_kl(self) -> torch.Tensor:
         """The DPE regulariser (avfleet.train.regularizers.dpe_kl) over each layer's E copies."""
         total = torch.zeros(())
         for layer in range(len(self.nets[0])):
-            convs = [net[layer] for net in self.nets]
-            if isinstance(convs[0], torch.nn.Conv2d):
-                w = convs[0].weight
-                fan_in = w.shape[1] * w.shape[2] * w.shape[3]
-                total = total + regularizers.dpe_kl(torch.stack([c.weight for c in convs]), fan_in)
+            copies = [net[layer] for net in self.nets]
+            if isinstance(copies[0], torch.nn.Conv2d | torch.nn.Linear):
+                w = copies[0].weight
+                fan_in = int(np.prod(w.shape[1:]))
+                total = total + regularizers.dpe_kl(torch.stack([c.weight for c in copies]), fan_in)
         return total
 
 
