@@ -39,7 +39,7 @@ from avfleet.dataset.labels import PseudoLabels, ToolLabels
 from avfleet.fleet.oracle import OracleLabeler
 from avfleet.mining.entry import label_queue
 from avfleet.mining.job import InProcessScorer, MineConfig, MineReport, run_mine
-from avfleet.mining.pseudo import PseudoConfig, pseudo_label, write_pseudo_labels
+from avfleet.mining.pseudo import PseudoConfig, pseudo_label, read_scores, write_pseudo_labels
 from avfleet.mining.select import SelectionConfig
 from avfleet.serve.local import local_triton
 from avfleet.serve.publish import publish_model
@@ -143,18 +143,7 @@ def scored_model(model_dir: str, config: RoundsConfig) -> dict:
 
 def hazard_shares(mining_uri: str, oracle: OracleLabeler) -> dict:
     """What a mining run could pick and what it picked, as the oracle sees the hazards."""
-    import pandas as pd
-
-    from avfleet.core import storage
-
-    scores = pd.concat(
-        [
-            storage.read_parquet(u)
-            for u, _ in storage.list_files(f"{mining_uri}/scores", ".parquet")
-        ],
-        ignore_index=True,
-    )
-    picks = storage.read_parquet(f"{mining_uri}/selection.parquet")
+    scores, picks = read_scores(mining_uri)
     pool = oracle.hazard_frames(scores)
     per_class: dict[str, int] = {}
     shows = []
